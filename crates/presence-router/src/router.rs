@@ -1,0 +1,71 @@
+//! The [`PresenceRouter`] trait: what a router module implements.
+//!
+//! Contract (the seed's, restated):
+//! - `get_users_for_states` MUST return, for each recipient (local or remote user), the states
+//!   of the batch that recipient should receive. It is called once per batch of updates, local
+//!   and remote states mixed, to wake local syncs and to pick federation destinations.
+//! - `get_interested_users` MUST return the users whose presence `user_id` should receive, or
+//!   [`InterestedUsers::All`]. It is called when a local user syncs.
+//! - The two SHOULD agree: a user who is interested in X SHOULD be a recipient of X's states.
+//! - Routed presence is always *in addition* to shared-room presence; a router cannot hide
+//!   room-mates from each other.
+//! - Calls SHOULD be fast and MUST NOT block the thread; an error, a panic or a call that
+//!   overruns its time budget is logged and that router's answer is ignored for that call.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+
+use crate::{StateBatch, UserId, UserStates};
+
+/// The users whose presence a syncing user receives through a router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterestedUsers {
+    /// Every update the server knows of, passed through `get_users_for_states` (the
+    /// reference's `PresenceRouter.ALL_USERS`).
+    All,
+    /// These users (local or remote), in addition to room-mates.
+    Users(BTreeSet<UserId>),
+}
+
+impl InterestedUsers {
+    /// No extra users.
+    pub fn none() -> Self {
+        Self::Users(BTreeSet::new())
+    }
+}
+
+impl Default for InterestedUsers {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+/// Why one router call failed. The failure is confined to that router and that call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterError {
+    /// The router reported an error.
+    #[error("router failed: {0}")]
+    Failed(String),
+    /// The router returned something that breaks the contract.
+    #[error("router returned an invalid result: {0}")]
+    Invalid(String),
+    /// The call overran its time budget.
+    #[error("router call timed out")]
+    TimedOut,
+    /// The router panicked.
+    #[error("router panicked")]
+    Panicked,
+}
+
+/// A presence router module. See the module docs for the contract.
+#[async_trait]
+pub trait PresenceRouter: Send + Sync + 'static {
+    /// For a batch of presence updates, which users (local or remote) should receive which of
+    /// them, in addition to the users who share a room with each updated user.
+    async fn get_users_for_states(&self, states: &StateBatch) -> Result<UserStates, RouterError>;
+
+    /// The users whose presence `user_id` should receive in addition to its room-mates.
+    async fn get_interested_users(&self, user_id: &UserId) -> Result<InterestedUsers, RouterError>;
+}

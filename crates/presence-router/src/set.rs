@@ -1,0 +1,185 @@
+//! [`RouterSet`]: the configured routers, called together and merged.
+//!
+//! Merge rules (the reference's, minus its partial merges):
+//! - `get_users_for_states`: the union, per recipient, of every router's answer.
+//! - `get_interested_users`: the union of the sets; the first [`InterestedUsers::All`] wins
+//!   and later routers are not asked.
+//! - A router that errors, panics, overruns its time budget or answers with states from
+//!   another batch is logged and counted, and its whole answer is dropped for that call.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+
+use crate::{InterestedUsers, PresenceRouter, RouterError, StateBatch, UserId, UserStates};
+
+/// The default time budget of one router call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Counters for one router, shared with the metrics exporter.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Successful or failed calls made.
+    pub calls: AtomicU64,
+    /// Calls whose answer was dropped (error, invalid answer, panic or timeout).
+    pub failures: AtomicU64,
+    /// Of those, calls that overran the time budget.
+    pub timeouts: AtomicU64,
+    /// Of those, calls that panicked.
+    pub panics: AtomicU64,
+    /// Total wall time spent in calls, in nanoseconds.
+    pub nanos: AtomicU64,
+}
+
+struct Member {
+    name: String,
+    router: Arc<dyn PresenceRouter>,
+    stats: Arc<RouterStats>,
+}
+
+/// The configured routers, in order: `modules:` entries first, then the legacy
+/// `presence.presence_router`.
+pub struct RouterSet {
+    members: Vec<Member>,
+    timeout: Duration,
+}
+
+impl RouterSet {
+    /// An empty set whose calls each get `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self { members: Vec::new(), timeout }
+    }
+
+    /// Appends a router; `name` is used in logs and metrics.
+    pub fn push(&mut self, name: impl Into<String>, router: Arc<dyn PresenceRouter>) {
+        self.members.push(Member { name: name.into(), router, stats: Arc::default() });
+    }
+
+    /// Whether no router is configured.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Each router's name and counters.
+    pub fn stats(&self) -> impl Iterator<Item = (&str, &Arc<RouterStats>)> {
+        self.members.iter().map(|m| (m.name.as_str(), &m.stats))
+    }
+
+    /// The merged `get_users_for_states` of every router. Never fails.
+    pub async fn get_users_for_states(&self, batch: &StateBatch) -> UserStates {
+        let mut merged = UserStates::new();
+        if batch.is_empty() {
+            return merged;
+        }
+        for m in &self.members {
+            let answer = self
+                .call(m, "get_users_for_states", m.router.get_users_for_states(batch))
+                .await
+                .and_then(|answer| check_batch(answer, batch));
+            let Some(answer) = answer else { continue };
+            if merged.is_empty() {
+                merged = answer;
+                continue;
+            }
+            for (user, set) in answer {
+                match merged.entry(user) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(set);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        // Both sets were checked against `batch`, so the union exists.
+                        if let Some(u) = o.get().union(&set) {
+                            o.insert(u);
+                        }
+                    }
+                }
+            }
+        }
+        merged.retain(|_, set| !set.is_empty());
+        merged
+    }
+
+    /// The merged `get_interested_users` of every router. Never fails.
+    pub async fn get_interested_users(&self, user: &UserId) -> InterestedUsers {
+        let mut merged = std::collections::BTreeSet::new();
+        for m in &self.members {
+            match self.call(m, "get_interested_users", m.router.get_interested_users(user)).await {
+                Some(InterestedUsers::All) => return InterestedUsers::All,
+                Some(InterestedUsers::Users(users)) => {
+                    if merged.is_empty() {
+                        merged = users;
+                    } else {
+                        merged.extend(users);
+                    }
+                }
+                None => {}
+            }
+        }
+        InterestedUsers::Users(merged)
+    }
+
+    /// Runs one call with the time budget, catching panics; `None` if the answer is dropped.
+    async fn call<T>(
+        &self,
+        m: &Member,
+        method: &'static str,
+        fut: impl Future<Output = Result<T, RouterError>> + Send,
+    ) -> Option<T> {
+        let start = Instant::now();
+        m.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+        // Most routers answer without awaiting anything: skip the timer for those.
+        let outcome = match (&mut fut).now_or_never() {
+            Some(done) => Some(done),
+            None => tokio::time::timeout(self.timeout, fut).await.ok(),
+        };
+        let elapsed = start.elapsed();
+        m.stats.nanos.fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        let err = match outcome {
+            Some(Ok(Ok(v))) => return Some(v),
+            Some(Ok(Err(e))) => e,
+            Some(Err(_panic)) => {
+                m.stats.panics.fetch_add(1, Ordering::Relaxed);
+                RouterError::Panicked
+            }
+            None => {
+                m.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                RouterError::TimedOut
+            }
+        };
+        m.stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            router = %m.name,
+            method,
+            error = %err,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "Presence router call failed; its answer is ignored for this call."
+        );
+        None
+    }
+}
+
+fn check_batch(answer: UserStates, batch: &StateBatch) -> Option<UserStates> {
+    if answer.values().all(|set| set.batch().same_batch(batch)) {
+        Some(answer)
+    } else {
+        tracing::warn!("Presence router returned states that were not in the batch it was given.");
+        None
+    }
+}
+
+impl std::fmt::Debug for RouterSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterSet")
+            .field("routers", &self.members.iter().map(|m| &m.name).collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
