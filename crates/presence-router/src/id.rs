@@ -34,6 +34,9 @@ pub enum IdError {
     /// The server name is not a hostname, IP literal, or has a bad port.
     #[error("invalid server name")]
     InvalidServerName,
+    /// A device ID is empty, too long, or holds control characters.
+    #[error("invalid device ID")]
+    InvalidDeviceId,
 }
 
 /// A server name: `hostname`, `IPv4`, or `[IPv6]`, with an optional `:port`.
@@ -158,6 +161,58 @@ fn validate_server_name(s: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// A room ID: `!opaque:server_name`. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(Arc<str>);
+
+impl RoomId {
+    /// Parses and validates a room ID.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.len() > MAX_USER_ID_LEN {
+            return Err(IdError::TooLong);
+        }
+        let rest = s.strip_prefix('!').ok_or(IdError::MissingSigil)?;
+        let (opaque, server) = rest.split_once(':').ok_or(IdError::MissingColon)?;
+        if opaque.is_empty() {
+            return Err(IdError::EmptyLocalpart);
+        }
+        if !opaque.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+            return Err(IdError::InvalidLocalpart);
+        }
+        validate_server_name(server)?;
+        Ok(Self(Arc::from(s)))
+    }
+
+    /// The full ID, sigil included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The server name part.
+    pub fn server_name(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, s)| s)
+    }
+}
+
+/// A device ID: any non-empty string of at most 255 bytes without control characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(Arc<str>);
+
+impl DeviceId {
+    /// Parses and validates a device ID.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.is_empty() || s.len() > MAX_USER_ID_LEN || s.chars().any(char::is_control) {
+            return Err(IdError::InvalidDeviceId);
+        }
+        Ok(Self(Arc::from(s)))
+    }
+
+    /// The ID as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! string_id_impls {
     ($t:ty) => {
         impl fmt::Display for $t {
@@ -203,6 +258,8 @@ macro_rules! string_id_impls {
 
 string_id_impls!(UserId);
 string_id_impls!(ServerName);
+string_id_impls!(RoomId);
+string_id_impls!(DeviceId);
 
 #[cfg(test)]
 mod tests {
@@ -242,6 +299,16 @@ mod tests {
         }
         let long = format!("@{}:x.org", "a".repeat(250));
         assert_eq!(UserId::parse(&long).unwrap_err(), IdError::TooLong);
+    }
+
+    #[test]
+    fn room_and_device_ids() {
+        let r = RoomId::parse("!abc:example.org").unwrap();
+        assert_eq!(r.server_name(), "example.org");
+        assert!(RoomId::parse("#alias:example.org").is_err());
+        assert!(RoomId::parse("!:example.org").is_err());
+        assert!(DeviceId::parse("ABCDEF").is_ok());
+        assert!(DeviceId::parse("").is_err());
     }
 
     #[test]
