@@ -142,10 +142,10 @@ impl RouterRegistry {
         if let Some(factory) = self.factories.get(name) {
             return factory(config, api).map_err(|e| e.at(&format!("{path}.config")));
         }
-        if let Some((_, fallback)) = &self.fallback {
-            if let Some(result) = fallback(name, config, api) {
-                return result.map_err(|e| e.at(&format!("{path}.config")));
-            }
+        if let Some((_, fallback)) = &self.fallback
+            && let Some(result) = fallback(name, config, api)
+        {
+            return result.map_err(|e| e.at(&format!("{path}.config")));
         }
         let mut known: Vec<&str> = self.names().collect();
         if let Some((description, _)) = &self.fallback {

@@ -69,3 +69,16 @@ pub trait PresenceRouter: Send + Sync + 'static {
     /// The users whose presence `user_id` should receive in addition to its room-mates.
     async fn get_interested_users(&self, user_id: &UserId) -> Result<InterestedUsers, RouterError>;
 }
+
+/// A shared router is a router: this lets `Arc<dyn PresenceRouter>` (what the registry builds)
+/// be passed wherever a `PresenceRouter` is expected, such as conformance suites and wrappers.
+#[async_trait]
+impl<R: PresenceRouter + ?Sized> PresenceRouter for std::sync::Arc<R> {
+    async fn get_users_for_states(&self, states: &StateBatch) -> Result<UserStates, RouterError> {
+        (**self).get_users_for_states(states).await
+    }
+
+    async fn get_interested_users(&self, user_id: &UserId) -> Result<InterestedUsers, RouterError> {
+        (**self).get_interested_users(user_id).await
+    }
+}

@@ -1,1 +1,22 @@
-//! Built-in routers.
+//! Presenced's built-in presence routers, one module each, and the conformance suite every
+//! router (built-in or not) is tested with.
+//!
+//! - [`example`]: the router contract's example (`always_send_to_users`, `blacklisted_users`).
+//! - [`conformance`] and [`router_conformance!`]: checks of the router contract.
+//!
+//! [`register_builtin`] adds every built-in router to a [`RouterRegistry`] under its names.
+
+use presence_router::RouterRegistry;
+
+pub mod conformance;
+pub mod example;
+
+pub use example::{
+    EXAMPLE_ROUTER_ALIAS, EXAMPLE_ROUTER_NAME, ExamplePresenceRouter, ExampleRouterConfig,
+};
+
+/// Registers every built-in router in `registry`: the example router under
+/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`].
+pub fn register_builtin(registry: &mut RouterRegistry) {
+    example::register(registry);
+}
