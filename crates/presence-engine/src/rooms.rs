@@ -1,0 +1,102 @@
+//! The membership index: which users are joined to which rooms, each room's remote servers,
+//! and each room's change log.
+//!
+//! A room's log holds `(stream position, member)` for presence changes of its members and for
+//! joins. Reading "what changed in my rooms since token t" is a binary search plus a scan of
+//! each room's tail, so a sync costs what it returns, not the size of the server. Logs are
+//! compacted to the last entry per member, which keeps the answer exact for every token: a
+//! member changed after `t` iff its last entry is after `t`.
+
+use crate::stamp::Stamps;
+
+/// A stream position.
+pub type StreamPos = u64;
+
+pub(crate) struct Room {
+    pub(crate) excluded: bool,
+    /// Joined members, sorted.
+    pub(crate) members: Vec<u32>,
+    /// Remote servers with joined members here, with their member counts.
+    pub(crate) servers: Vec<(u32, u32)>,
+    /// `(pos, member)`, ascending by pos.
+    pub(crate) log: Vec<(StreamPos, u32)>,
+}
+
+impl Room {
+    pub(crate) fn new(excluded: bool) -> Self {
+        Self { excluded, members: Vec::new(), servers: Vec::new(), log: Vec::new() }
+    }
+
+    /// Adds a member; false if already joined.
+    pub(crate) fn add_member(&mut self, user: u32, remote_server: Option<u32>) -> bool {
+        match self.members.binary_search(&user) {
+            Ok(_) => false,
+            Err(at) => {
+                self.members.insert(at, user);
+                if let Some(s) = remote_server {
+                    match self.servers.iter_mut().find(|(id, _)| *id == s) {
+                        Some((_, n)) => *n += 1,
+                        None => self.servers.push((s, 1)),
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Removes a member and its log entries; false if it was not joined.
+    pub(crate) fn remove_member(&mut self, user: u32, remote_server: Option<u32>) -> bool {
+        let Ok(at) = self.members.binary_search(&user) else { return false };
+        self.members.remove(at);
+        if let Some(s) = remote_server {
+            if let Some(i) = self.servers.iter().position(|(id, _)| *id == s) {
+                self.servers[i].1 -= 1;
+                if self.servers[i].1 == 0 {
+                    self.servers.swap_remove(i);
+                }
+            }
+        }
+        self.log.retain(|&(_, m)| m != user);
+        true
+    }
+
+    pub(crate) fn has_server(&self, server: u32) -> bool {
+        self.servers.iter().any(|(s, _)| *s == server)
+    }
+
+    /// Appends a change, compacting when the log has grown well past one entry per member.
+    pub(crate) fn log_change(&mut self, pos: StreamPos, user: u32, stamps: &mut Stamps) {
+        self.log.push((pos, user));
+        if self.log.len() > 2 * self.members.len() + 16 {
+            compact_log(&mut self.log, stamps);
+        }
+    }
+
+    /// Entries after `after`, up to and including `upto`.
+    pub(crate) fn changes(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> impl Iterator<Item = u32> + '_ {
+        let start = self.log.partition_point(|&(p, _)| p <= after);
+        self.log[start..].iter().take_while(move |&&(p, _)| p <= upto).map(|&(_, m)| m)
+    }
+
+}
+
+/// Keeps only the last entry of each member, in order.
+pub(crate) fn compact_log(log: &mut Vec<(StreamPos, u32)>, stamps: &mut Stamps) {
+    let pass = stamps.next();
+    let mut keep = vec![false; log.len()];
+    for (i, &(_, m)) in log.iter().enumerate().rev() {
+        if stamps.mark(m, pass) {
+            keep[i] = true;
+        }
+    }
+    let mut i = 0;
+    log.retain(|_| {
+        let k = keep[i];
+        i += 1;
+        k
+    });
+}
