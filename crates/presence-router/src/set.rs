@@ -82,7 +82,7 @@ impl RouterSet {
             let answer = self
                 .call(m, "get_users_for_states", m.router.get_users_for_states(batch))
                 .await
-                .and_then(|answer| check_batch(answer, batch));
+                .and_then(|answer| check_batch(m, answer, batch));
             let Some(answer) = answer else { continue };
             if merged.is_empty() {
                 merged = answer;
@@ -166,11 +166,18 @@ impl RouterSet {
     }
 }
 
-fn check_batch(answer: UserStates, batch: &StateBatch) -> Option<UserStates> {
+/// Drops an answer holding a set from another batch, counting it as a failed call: a router
+/// that invents states is as broken as one that errors.
+fn check_batch(m: &Member, answer: UserStates, batch: &StateBatch) -> Option<UserStates> {
     if answer.values().all(|set| set.batch().same_batch(batch)) {
         Some(answer)
     } else {
-        tracing::warn!("Presence router returned states that were not in the batch it was given.");
+        m.stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            router = %m.name,
+            method = "get_users_for_states",
+            "Presence router returned states that were not in the batch it was given; its answer is ignored for this call."
+        );
         None
     }
 }
