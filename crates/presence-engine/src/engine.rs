@@ -345,8 +345,11 @@ impl Engine {
     fn intern_room(&mut self, room: &RoomId) -> u32 {
         let (idx, new) = self.rooms_by_id.intern(room);
         if new {
-            let excluded =
-                self.config.exclude_rooms_from_presence.iter().any(|r| &**r == room.as_str());
+            let excluded = self
+                .config
+                .exclude_rooms_from_presence
+                .iter()
+                .any(|r| &**r == room.as_str());
             self.rooms.push(Room::new(excluded));
             self.room_marks.ensure_len(self.rooms.len());
         }
@@ -361,7 +364,11 @@ impl Engine {
     /// The joined members of a room.
     pub fn room_members(&self, room: &RoomId) -> Vec<UserId> {
         self.room_idx(room).map_or_else(Vec::new, |r| {
-            self.rooms[r.0 as usize].members.iter().map(|&m| self.users.resolve(m).clone()).collect()
+            self.rooms[r.0 as usize]
+                .members
+                .iter()
+                .map(|&m| self.users.resolve(m).clone())
+                .collect()
         })
     }
 
@@ -449,13 +456,17 @@ impl Engine {
                     .map(|&m| self.state_of(m))
                     .collect();
                 if !states.is_empty() {
-                    effects.federation.push((self.servers.resolve(remote).clone(), states));
+                    effects
+                        .federation
+                        .push((self.servers.resolve(remote).clone(), states));
                 }
             }
         } else {
             let state = self.state_of(u);
             for &(s, _) in &self.rooms[r as usize].servers {
-                effects.federation.push((self.servers.resolve(s).clone(), vec![state.clone()]));
+                effects
+                    .federation
+                    .push((self.servers.resolve(s).clone(), vec![state.clone()]));
             }
         }
         effects
@@ -463,7 +474,9 @@ impl Engine {
 
     /// `user` leaves `room`: they stop sharing presence through it.
     pub fn leave(&mut self, room: &RoomId, user: &UserId) {
-        let (Some(r), Some(u)) = (self.room_idx(room), self.user_idx(user)) else { return };
+        let (Some(r), Some(u)) = (self.room_idx(room), self.user_idx(user)) else {
+            return;
+        };
         let remote = self.remote_server[u.index()];
         let remote = (remote != LOCAL).then_some(remote);
         if self.rooms[r.0 as usize].remove_member(u.0, remote) {
@@ -503,10 +516,8 @@ impl Engine {
                 now,
                 &self.config.timers,
             );
-            if let Some(devs) = self.devices.get(&u) {
-                if devs.is_empty() {
-                    self.devices.remove(&u);
-                }
+            if self.devices.get(&u).is_some_and(Vec::is_empty) {
+                self.devices.remove(&u);
             }
             match timed_out {
                 Some(new) => self.update(now, u, new, false, &mut batch),
@@ -533,20 +544,36 @@ impl Engine {
     ) {
         let tracks = self.config.mode.tracks();
         match input {
-            Input::SetPresence { user, device, state, status_msg } if tracks => {
-                self.set_state(now, user.0, device.as_ref(), state, Some(status_msg), false, batch)
-            }
-            Input::SyncStarted { user, device, state } if tracks => {
-                if state != PresenceState::Offline {
-                    self.devices_mut(user.0, device.as_ref()).syncing += 1;
-                    self.set_state(now, user.0, device.as_ref(), state, None, false, batch);
-                }
+            Input::SetPresence {
+                user,
+                device,
+                state,
+                status_msg,
+            } if tracks => self.set_state(
+                now,
+                user.0,
+                device.as_ref(),
+                state,
+                Some(status_msg),
+                false,
+                batch,
+            ),
+            // A sync with `set_presence=offline` does not affect presence at all.
+            Input::SyncStarted {
+                user,
+                device,
+                state,
+            } if tracks && state != PresenceState::Offline => {
+                self.devices_mut(user.0, device.as_ref()).syncing += 1;
+                self.set_state(now, user.0, device.as_ref(), state, None, false, batch);
             }
             Input::SyncEnded { user, device } if tracks => {
                 let u = user.0;
-                if let Some(d) = self.devices.get_mut(&u).and_then(|ds| {
-                    ds.iter_mut().find(|d| d.id.as_ref() == device.as_ref())
-                }) {
+                if let Some(d) = self
+                    .devices
+                    .get_mut(&u)
+                    .and_then(|ds| ds.iter_mut().find(|d| d.id.as_ref() == device.as_ref()))
+                {
                     d.syncing = d.syncing.saturating_sub(1);
                     // The reference refreshes only the user's field here (its §8.7); the
                     // device's too, so a long sync is not followed by an instant timeout.
@@ -582,7 +609,11 @@ impl Engine {
                     self.update(now, u, new, false, batch);
                 }
             }
-            Input::Force { user, state, status_msg } => {
+            Input::Force {
+                user,
+                state,
+                status_msg,
+            } => {
                 if self.config.mode == PresenceMode::Disabled {
                     return;
                 }
@@ -670,13 +701,20 @@ impl Engine {
         self.stats.dropped_remote_entries += applied.dropped_remote_entries as u64;
     }
 
-    fn validate_remote(&self, origin: &ServerName, e: &RemotePresence) -> Option<(UserId, PresenceState)> {
+    fn validate_remote(
+        &self,
+        origin: &ServerName,
+        e: &RemotePresence,
+    ) -> Option<(UserId, PresenceState)> {
         let user = UserId::parse(&e.user_id).ok()?;
         if !user.is_on(origin) || user.is_on(&self.config.server_name) {
             return None;
         }
         let state = PresenceState::from_wire(&e.presence)?;
-        if e.status_msg.as_ref().is_some_and(|s| s.len() > self.config.max_status_msg_len) {
+        if e.status_msg
+            .as_ref()
+            .is_some_and(|s| s.len() > self.config.max_status_msg_len)
+        {
             return None;
         }
         // Activity in the future or before the epoch is nonsense.
@@ -803,10 +841,18 @@ impl Engine {
     }
 
     /// Remote servers sharing a room with each notified or pinged local user.
-    fn room_destinations(&mut self, notified: &[(StreamPos, u32)], pinged: &[u32]) -> Vec<(u32, Vec<u32>)> {
+    fn room_destinations(
+        &mut self,
+        notified: &[(StreamPos, u32)],
+        pinged: &[u32],
+    ) -> Vec<(u32, Vec<u32>)> {
         let mut by_server: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         let mut servers = Vec::new();
-        for u in notified.iter().map(|&(_, u)| u).chain(pinged.iter().copied()) {
+        for u in notified
+            .iter()
+            .map(|&(_, u)| u)
+            .chain(pinged.iter().copied())
+        {
             if self.remote_server[u as usize] != LOCAL {
                 continue;
             }
@@ -830,7 +876,10 @@ impl Engine {
 
     /// Completes a change with the routers' answer for [`Applied::batch`].
     pub fn finish(&mut self, applied: Applied, routes: &UserStates) -> Effects {
-        let mut effects = Effects { wake: applied.wake, ..Effects::default() };
+        let mut effects = Effects {
+            wake: applied.wake,
+            ..Effects::default()
+        };
         // Local recipients of routed states wake; remote recipients' servers get the states
         // of local users.
         let mut by_server: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -879,7 +928,9 @@ impl Engine {
                 continue;
             }
             let states = users.into_iter().map(|u| self.state_of(u)).collect();
-            effects.federation.push((self.servers.resolve(s).clone(), states));
+            effects
+                .federation
+                .push((self.servers.resolve(s).clone(), states));
         }
         effects
     }
@@ -948,7 +999,10 @@ impl Engine {
             PresenceMode::Disabled => {
                 for &(_, u) in &order {
                     if self.records[u as usize].state != PresenceState::Offline {
-                        let new = Record { last_active_ts: self.records[u as usize].last_active_ts, ..Record::default() };
+                        let new = Record {
+                            last_active_ts: self.records[u as usize].last_active_ts,
+                            ..Record::default()
+                        };
                         self.update(now, u, new, true, &mut batch);
                     }
                 }
@@ -994,7 +1048,11 @@ struct BatchBuilder {
 
 impl BatchBuilder {
     fn new() -> Self {
-        Self { notified: Vec::new(), pinged: Vec::new(), slot: FxHashMap::default() }
+        Self {
+            notified: Vec::new(),
+            pinged: Vec::new(),
+            slot: FxHashMap::default(),
+        }
     }
 
     fn notify(&mut self, u: u32, pos: StreamPos) {

@@ -28,7 +28,11 @@ pub(crate) struct Interner<T> {
 
 impl<T: AsRef<str> + Clone> Interner<T> {
     pub(crate) fn new() -> Self {
-        Self { items: Vec::new(), table: HashTable::new(), hasher: DefaultHashBuilder::default() }
+        Self {
+            items: Vec::new(),
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -37,7 +41,9 @@ impl<T: AsRef<str> + Clone> Interner<T> {
 
     pub(crate) fn get(&self, key: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
-        self.table.find(hash, |&i| self.items[i as usize].as_ref() == key).copied()
+        self.table
+            .find(hash, |&i| self.items[i as usize].as_ref() == key)
+            .copied()
     }
 
     /// Returns the index of `item`, inserting it if new; the bool says whether it was new.
@@ -48,7 +54,8 @@ impl<T: AsRef<str> + Clone> Interner<T> {
         let idx = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
         let hash = self.hasher.hash_one(item.as_ref());
         let (items, hasher) = (&self.items, &self.hasher);
-        self.table.insert_unique(hash, idx, |&i| hasher.hash_one(items[i as usize].as_ref()));
+        self.table
+            .insert_unique(hash, idx, |&i| hasher.hash_one(items[i as usize].as_ref()));
         self.items.push(item.clone());
         (idx, true)
     }
@@ -56,5 +63,4 @@ impl<T: AsRef<str> + Clone> Interner<T> {
     pub(crate) fn resolve(&self, idx: u32) -> &T {
         &self.items[idx as usize]
     }
-
 }

@@ -46,7 +46,13 @@ pub struct Device {
 impl Device {
     /// A new, offline device.
     pub fn new(id: Option<DeviceId>) -> Self {
-        Self { id, state: PresenceState::Offline, last_active_ts: 0, last_sync_ts: 0, syncing: 0 }
+        Self {
+            id,
+            state: PresenceState::Offline,
+            last_active_ts: 0,
+            last_sync_ts: 0,
+            syncing: 0,
+        }
     }
 }
 
@@ -131,7 +137,11 @@ pub fn handle_update(
     if notify {
         new.last_federation_update_ts = now;
     }
-    Update { record: new, notify, federation_ping }
+    Update {
+        record: new,
+        notify,
+        federation_ping,
+    }
 }
 
 /// The timeout rules (reference §2.5): what the state becomes at `now` if nothing else
@@ -224,11 +234,26 @@ pub fn next_check(
             }
         }
         if record.currently_active {
-            consider(record.last_active_ts.saturating_add(timers.last_active_granularity));
+            consider(
+                record
+                    .last_active_ts
+                    .saturating_add(timers.last_active_granularity),
+            );
         }
-        consider(record.last_federation_update_ts.saturating_add(timers.federation_ping_interval));
+        consider(
+            record
+                .last_federation_update_ts
+                .saturating_add(timers.federation_ping_interval),
+        );
     } else {
-        consider(record.last_federation_update_ts.saturating_add(timers.federation_timeout));
+        consider(
+            record
+                .last_federation_update_ts
+                .saturating_add(timers.federation_timeout),
+        );
     }
     next
 }
+
+#[cfg(test)]
+mod tests;

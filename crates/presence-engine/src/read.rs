@@ -106,7 +106,13 @@ impl Engine {
             }
         }
         let batch = StateBatch::new(users.iter().map(|&u| self.state_of(u)).collect());
-        let c = Candidates { key, batch, users: users.into(), upto, routes: None };
+        let c = Candidates {
+            key,
+            batch,
+            users: users.into(),
+            upto,
+            routes: None,
+        };
         if self.candidates.entries.len() >= CACHE_ENTRIES {
             self.candidates.entries.remove(0);
         }
@@ -117,8 +123,11 @@ impl Engine {
     /// Remembers the routers' answer for `candidates`, for other readers at the same position.
     pub fn cache_routes(&mut self, candidates: &Candidates, routes: UserStates) -> Arc<UserStates> {
         let routes = Arc::new(routes);
-        if let Some(c) =
-            self.candidates.entries.iter_mut().find(|c| c.batch.same_batch(&candidates.batch))
+        if let Some(c) = self
+            .candidates
+            .entries
+            .iter_mut()
+            .find(|c| c.batch.same_batch(&candidates.batch))
         {
             c.routes = Some(routes.clone());
         }
@@ -131,7 +140,12 @@ impl Engine {
 
     /// The presence a user's sync returns: everything visible to `reader` that changed after
     /// `since` (all current non-offline presence visible to it when `since` is `None`).
-    pub fn sync(&mut self, reader: UserIdx, since: Option<StreamPos>, routed: Routed<'_>) -> SyncRead {
+    pub fn sync(
+        &mut self,
+        reader: UserIdx,
+        since: Option<StreamPos>,
+        routed: Routed<'_>,
+    ) -> SyncRead {
         let u = reader.0;
         let upto = match routed {
             Routed::All { candidates, .. } => candidates.upto.min(self.stream_pos),
@@ -139,10 +153,14 @@ impl Engine {
         };
         let since = since.map(|t| t.min(self.stream_pos));
         let snapshot = self.snapshot_owed(u, since);
-        if let Some(t) = since {
-            if t >= upto && !snapshot {
-                return SyncRead { users: Vec::new(), next_token: t.max(upto) };
-            }
+        if let Some(t) = since
+            && t >= upto
+            && !snapshot
+        {
+            return SyncRead {
+                users: Vec::new(),
+                next_token: t.max(upto),
+            };
         }
         let pass = self.read_stamps.next();
         let mut out = Vec::new();
@@ -210,18 +228,24 @@ impl Engine {
             }
         }
         self.user_rooms[u as usize] = rooms;
-        if let Routed::All { candidates, states: Some(set) } = routed {
-            if set.batch().same_batch(&candidates.batch) {
-                let keep_offline = since.is_some() || self.config.include_offline_users_on_sync;
-                for i in set.indices() {
-                    let v = candidates.users[i];
-                    if keep_offline || self.records[v as usize].state != PresenceState::Offline {
-                        self.push(v, pass, &mut out);
-                    }
+        if let Routed::All {
+            candidates,
+            states: Some(set),
+        } = routed
+            && set.batch().same_batch(&candidates.batch)
+        {
+            let keep_offline = since.is_some() || self.config.include_offline_users_on_sync;
+            for i in set.indices() {
+                let v = candidates.users[i];
+                if keep_offline || self.records[v as usize].state != PresenceState::Offline {
+                    self.push(v, pass, &mut out);
                 }
             }
         }
-        SyncRead { users: out, next_token: upto.max(since.unwrap_or(0)) }
+        SyncRead {
+            users: out,
+            next_token: upto.max(since.unwrap_or(0)),
+        }
     }
 
     #[inline]

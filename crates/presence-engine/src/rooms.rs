@@ -24,7 +24,12 @@ pub(crate) struct Room {
 
 impl Room {
     pub(crate) fn new(excluded: bool) -> Self {
-        Self { excluded, members: Vec::new(), servers: Vec::new(), log: Vec::new() }
+        Self {
+            excluded,
+            members: Vec::new(),
+            servers: Vec::new(),
+            log: Vec::new(),
+        }
     }
 
     /// Adds a member; false if already joined.
@@ -46,14 +51,16 @@ impl Room {
 
     /// Removes a member and its log entries; false if it was not joined.
     pub(crate) fn remove_member(&mut self, user: u32, remote_server: Option<u32>) -> bool {
-        let Ok(at) = self.members.binary_search(&user) else { return false };
+        let Ok(at) = self.members.binary_search(&user) else {
+            return false;
+        };
         self.members.remove(at);
-        if let Some(s) = remote_server {
-            if let Some(i) = self.servers.iter().position(|(id, _)| *id == s) {
-                self.servers[i].1 -= 1;
-                if self.servers[i].1 == 0 {
-                    self.servers.swap_remove(i);
-                }
+        if let Some(s) = remote_server
+            && let Some(i) = self.servers.iter().position(|(id, _)| *id == s)
+        {
+            self.servers[i].1 -= 1;
+            if self.servers[i].1 == 0 {
+                self.servers.swap_remove(i);
             }
         }
         self.log.retain(|&(_, m)| m != user);
@@ -79,9 +86,11 @@ impl Room {
         upto: StreamPos,
     ) -> impl Iterator<Item = u32> + '_ {
         let start = self.log.partition_point(|&(p, _)| p <= after);
-        self.log[start..].iter().take_while(move |&&(p, _)| p <= upto).map(|&(_, m)| m)
+        self.log[start..]
+            .iter()
+            .take_while(move |&&(p, _)| p <= upto)
+            .map(|&(_, m)| m)
     }
-
 }
 
 /// Keeps only the last entry of each member, in order.

@@ -7,7 +7,10 @@ pub(crate) struct Stamps {
 
 impl Stamps {
     pub(crate) fn new() -> Self {
-        Self { marks: Vec::new(), pass: 0 }
+        Self {
+            marks: Vec::new(),
+            pass: 0,
+        }
     }
 
     pub(crate) fn ensure_len(&mut self, n: usize) {
@@ -38,5 +41,4 @@ impl Stamps {
             true
         }
     }
-
 }

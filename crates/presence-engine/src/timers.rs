@@ -54,7 +54,6 @@ impl TimerQueue {
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
-
 }
 
 #[cfg(test)]
