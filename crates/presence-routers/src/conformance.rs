@@ -37,7 +37,9 @@ pub const DEFAULT_PROBE_USERS: &[&str] = &[
 const FILLER_USERS: usize = 70;
 
 /// Runs `fut` to completion on a fresh single-threaded Tokio runtime with timers enabled, so
-/// routers that await Tokio primitives can be checked from a plain `#[test]`.
+/// routers that await Tokio primitives can be checked from a plain `#[test]`. Inside an async
+/// test, await the `check_*` functions directly instead: a runtime cannot be started from
+/// within another.
 ///
 /// # Panics
 ///

@@ -20,3 +20,9 @@ pub use example::{
 pub fn register_builtin(registry: &mut RouterRegistry) {
     example::register(registry);
 }
+
+/// The router authors' guide, `docs/module-authors.md`: its Rust examples are compiled as
+/// doctests so that the guide keeps up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/module-authors.md")]
+mod module_authors_guide {}
