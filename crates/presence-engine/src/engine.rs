@@ -186,7 +186,7 @@ pub struct Engine {
     pub(crate) candidates: crate::read::CandidateCache,
 }
 
-const LOCAL: u32 = u32::MAX;
+pub(crate) const LOCAL: u32 = u32::MAX;
 
 impl Engine {
     /// An empty engine.
@@ -617,10 +617,22 @@ impl Engine {
                 if self.config.mode == PresenceMode::Disabled {
                     return;
                 }
-                let mut new = self.records[user.index()].clone();
+                let u = user.0;
+                if tracks && self.remote_server[u as usize] == LOCAL {
+                    // A server-side device, so the state times out like any other (the
+                    // reference's forced states never time out, its §8.8).
+                    let d = self.devices_mut(u, None);
+                    d.state = state;
+                    d.last_active_ts = now;
+                    d.last_sync_ts = now;
+                }
+                let mut new = self.records[u as usize].clone();
                 new.state = state;
                 new.status_msg = status_msg.filter(|s| !s.is_empty());
-                self.update(now, user.0, new, true, batch);
+                if matches!(state, PresenceState::Online | PresenceState::Busy) {
+                    new.last_active_ts = now;
+                }
+                self.update(now, u, new, true, batch);
             }
             Input::Remote { origin, entries } if tracks => {
                 self.apply_remote(now, &origin, entries, batch, applied)

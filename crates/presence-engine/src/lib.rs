@@ -20,5 +20,5 @@ mod timers;
 pub use config::{EngineConfig, PresenceMode, Timers};
 pub use engine::{Applied, Effects, Engine, EngineStats, Input, RemotePresence};
 pub use intern::{RoomIdx, UserIdx};
-pub use read::{Candidates, Routed, SyncRead};
+pub use read::{Candidates, LocalOnline, Routed, SyncRead};
 pub use rooms::StreamPos;

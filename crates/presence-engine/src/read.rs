@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use presence_router::{PresenceState, StateBatch, StateSet, UserId, UserStates};
+use presence_router::{PresenceState, StateBatch, StateSet, UserId, UserPresenceState, UserStates};
 
 use crate::{Engine, UserIdx, rooms::StreamPos};
 
@@ -261,5 +261,82 @@ impl Engine {
     /// reader, the target's state passed through `get_users_for_states` reaches the reader).
     pub fn can_see(&self, reader: UserIdx, target: UserIdx, routed_to_reader: bool) -> bool {
         reader == target || routed_to_reader || self.shares_room(reader, target)
+    }
+}
+
+/// Every local user's non-offline state, to route to remote targets of
+/// `send_local_online_presence_to`.
+#[derive(Debug, Clone)]
+pub struct LocalOnline {
+    batch: StateBatch,
+    users: Arc<[u32]>,
+}
+
+impl LocalOnline {
+    /// The states to pass once through the routers' `get_users_for_states`.
+    pub fn batch(&self) -> &StateBatch {
+        &self.batch
+    }
+}
+
+impl Engine {
+    /// Every local user's current non-offline state.
+    pub fn local_online(&self) -> LocalOnline {
+        let mut users: Vec<u32> = self
+            .global_log
+            .iter()
+            .map(|&(_, u)| u)
+            .filter(|&u| {
+                self.remote_server[u as usize] == crate::engine::LOCAL
+                    && self.records[u as usize].state != PresenceState::Offline
+            })
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        let batch = StateBatch::new(users.iter().map(|&u| self.state_of(u)).collect());
+        LocalOnline {
+            batch,
+            users: users.into(),
+        }
+    }
+
+    /// What a remote user is sent by `send_local_online_presence_to`: the non-offline states
+    /// of local users who share a room with it, plus those the routers direct to it
+    /// (`routed` is its entry of the routers' answer for [`LocalOnline::batch`]). The routers'
+    /// `get_interested_users` is documented as called for local users only, so remote targets
+    /// are resolved through `get_users_for_states`.
+    pub fn snapshot_for_remote(
+        &mut self,
+        target: &UserId,
+        online: &LocalOnline,
+        routed: Option<&StateSet>,
+    ) -> Vec<UserPresenceState> {
+        let pass = self.read_stamps.next();
+        let mut out = Vec::new();
+        if let Some(t) = self.user_idx(target) {
+            for &(r, _) in &self.user_rooms[t.index()] {
+                let room = &self.rooms[r as usize];
+                if room.excluded {
+                    continue;
+                }
+                for &m in &room.members {
+                    if self.remote_server[m as usize] == crate::engine::LOCAL
+                        && self.records[m as usize].state != PresenceState::Offline
+                        && self.read_stamps.mark(m, pass)
+                    {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        if let Some(set) = routed.filter(|s| s.batch().same_batch(&online.batch)) {
+            for i in set.indices() {
+                let m = online.users[i];
+                if self.read_stamps.mark(m, pass) {
+                    out.push(m);
+                }
+            }
+        }
+        out.into_iter().map(|m| self.state_of(m)).collect()
     }
 }

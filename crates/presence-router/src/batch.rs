@@ -48,7 +48,10 @@ impl StateBatch {
                 bits[i / 64] |= 1 << (i % 64);
             }
         }
-        StateSet { batch: self.clone(), bits: bits.into() }
+        StateSet {
+            batch: self.clone(),
+            bits: bits.into(),
+        }
     }
 
     /// A set holding the states at the given positions; positions out of range are ignored.
@@ -59,7 +62,10 @@ impl StateBatch {
                 bits[i / 64] |= 1 << (i % 64);
             }
         }
-        StateSet { batch: self.clone(), bits: bits.into() }
+        StateSet {
+            batch: self.clone(),
+            bits: bits.into(),
+        }
     }
 
     /// Whether two handles point at the same batch.
@@ -96,7 +102,9 @@ impl StateSet {
 
     /// Whether the state at `index` of the batch is in the set.
     pub fn contains_index(&self, index: usize) -> bool {
-        self.bits.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
+        self.bits
+            .get(index / 64)
+            .is_some_and(|w| w & (1 << (index % 64)) != 0)
     }
 
     /// Positions in the batch of the states in the set, ascending.
@@ -137,8 +145,16 @@ impl StateSet {
         if Arc::ptr_eq(&self.bits, &other.bits) {
             return Some(self.clone());
         }
-        let bits: Vec<u64> = self.bits.iter().zip(other.bits.iter()).map(|(a, b)| a | b).collect();
-        Some(Self { batch: self.batch.clone(), bits: bits.into() })
+        let bits: Vec<u64> = self
+            .bits
+            .iter()
+            .zip(other.bits.iter())
+            .map(|(a, b)| a | b)
+            .collect();
+        Some(Self {
+            batch: self.batch.clone(),
+            bits: bits.into(),
+        })
     }
 }
 
@@ -152,7 +168,9 @@ impl Eq for StateSet {}
 
 impl fmt::Debug for StateSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(|s| s.user_id.as_str())).finish()
+        f.debug_set()
+            .entries(self.iter().map(|s| s.user_id.as_str()))
+            .finish()
     }
 }
 

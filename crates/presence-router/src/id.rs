@@ -114,7 +114,10 @@ fn validate_user_id(s: &str) -> Result<(), IdError> {
         return Err(IdError::EmptyLocalpart);
     }
     // Historical grammar: 0x21-0x39 and 0x3B-0x7E (printable ASCII except ':').
-    if !localpart.bytes().all(|b| (0x21..=0x7E).contains(&b) && b != b':') {
+    if !localpart
+        .bytes()
+        .all(|b| (0x21..=0x7E).contains(&b) && b != b':')
+    {
         return Err(IdError::InvalidLocalpart);
     }
     validate_server_name(server)
@@ -128,7 +131,11 @@ fn validate_server_name(s: &str) -> Result<(), IdError> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let end = rest.find(']').ok_or_else(bad)?;
         let v6 = &rest[..end];
-        if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(bad());
         }
         let after = &rest[end + 1..];

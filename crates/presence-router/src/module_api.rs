@@ -39,13 +39,19 @@ pub struct ModuleApi {
 impl ModuleApi {
     /// An API whose commands go to the presence writer over `commands`.
     pub fn new(server_name: ServerName, commands: mpsc::Sender<ModuleCommand>) -> Self {
-        Self { server_name, commands: Some(commands) }
+        Self {
+            server_name,
+            commands: Some(commands),
+        }
     }
 
     /// An API that is not connected to a presence writer (for tools and tests): commands fail
     /// with [`ModuleApiError::NotWriter`].
     pub fn detached(server_name: ServerName) -> Self {
-        Self { server_name, commands: None }
+        Self {
+            server_name,
+            commands: None,
+        }
     }
 
     /// This server's name.

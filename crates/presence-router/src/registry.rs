@@ -35,7 +35,10 @@ pub enum ConfigError {
 impl ConfigError {
     /// An error at `path` (relative to the router's `config:`), to be prefixed by the loader.
     pub fn invalid(path: impl Into<String>, message: impl fmt::Display) -> Self {
-        Self::Invalid { path: path.into(), message: message.to_string() }
+        Self::Invalid {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 
     /// Prefixes the key path with `prefix` (the location of the router's `config:` block).
@@ -58,7 +61,11 @@ impl ConfigError {
 /// Deserializes a router's `config:` into its typed config, naming the failing key path.
 /// A missing or null config is treated as an empty mapping, as the reference does.
 pub fn parse_typed_config<T: DeserializeOwned>(config: &Value) -> Result<T, ConfigError> {
-    let value = if config.is_null() { Value::Object(Default::default()) } else { config.clone() };
+    let value = if config.is_null() {
+        Value::Object(Default::default())
+    } else {
+        config.clone()
+    };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };

@@ -54,12 +54,19 @@ pub struct RouterSet {
 impl RouterSet {
     /// An empty set whose calls each get `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        Self { members: Vec::new(), timeout }
+        Self {
+            members: Vec::new(),
+            timeout,
+        }
     }
 
     /// Appends a router; `name` is used in logs and metrics.
     pub fn push(&mut self, name: impl Into<String>, router: Arc<dyn PresenceRouter>) {
-        self.members.push(Member { name: name.into(), router, stats: Arc::default() });
+        self.members.push(Member {
+            name: name.into(),
+            router,
+            stats: Arc::default(),
+        });
     }
 
     /// Whether no router is configured.
@@ -80,7 +87,11 @@ impl RouterSet {
         }
         for m in &self.members {
             let answer = self
-                .call(m, "get_users_for_states", m.router.get_users_for_states(batch))
+                .call(
+                    m,
+                    "get_users_for_states",
+                    m.router.get_users_for_states(batch),
+                )
                 .await
                 .and_then(|answer| check_batch(m, answer, batch));
             let Some(answer) = answer else { continue };
@@ -110,7 +121,14 @@ impl RouterSet {
     pub async fn get_interested_users(&self, user: &UserId) -> InterestedUsers {
         let mut merged = std::collections::BTreeSet::new();
         for m in &self.members {
-            match self.call(m, "get_interested_users", m.router.get_interested_users(user)).await {
+            match self
+                .call(
+                    m,
+                    "get_interested_users",
+                    m.router.get_interested_users(user),
+                )
+                .await
+            {
                 Some(InterestedUsers::All) => return InterestedUsers::All,
                 Some(InterestedUsers::Users(users)) => {
                     if merged.is_empty() {
@@ -141,7 +159,10 @@ impl RouterSet {
             None => tokio::time::timeout(self.timeout, fut).await.ok(),
         };
         let elapsed = start.elapsed();
-        m.stats.nanos.fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        m.stats.nanos.fetch_add(
+            elapsed.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
         let err = match outcome {
             Some(Ok(Ok(v))) => return Some(v),
             Some(Ok(Err(e))) => e,
@@ -185,7 +206,10 @@ fn check_batch(m: &Member, answer: UserStates, batch: &StateBatch) -> Option<Use
 impl std::fmt::Debug for RouterSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterSet")
-            .field("routers", &self.members.iter().map(|m| &m.name).collect::<Vec<_>>())
+            .field(
+                "routers",
+                &self.members.iter().map(|m| &m.name).collect::<Vec<_>>(),
+            )
             .field("timeout", &self.timeout)
             .finish()
     }

@@ -189,3 +189,18 @@ fn remote_state_expires_after_federation_timeout() {
     let s = h.get("r:remote");
     assert_eq!((s.state, s.status_msg.as_deref()), (Offline, Some("far")));
 }
+
+#[test]
+fn forced_local_state_times_out_when_tracked() {
+    // Reference §8.8: a state forced with no device never timed out.
+    let mut h = H::new();
+    let user = h.u("test");
+    h.run(vec![Input::Force {
+        user,
+        state: Online,
+        status_msg: Some("set by server".into()),
+    }]);
+    assert_eq!(h.state("test"), Online);
+    h.advance(31_000);
+    assert_eq!(h.state("test"), Offline);
+}

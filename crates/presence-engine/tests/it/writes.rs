@@ -257,3 +257,41 @@ fn disabled_mode_flushes_stale_states_at_startup() {
     h.put("alice", Online, None);
     assert_eq!(h.state("alice"), Offline);
 }
+
+/// Reference tests 3–4 and 7: remote targets of `send_local_online_presence_to` get the
+/// non-offline local states they are interested in, and never remote users' states.
+#[test]
+fn test3_7_snapshot_for_remote_targets() {
+    let mut h = H::new();
+    h.example_router(&["g1", "g2", "far_away_person:island"], &[]);
+    h.put("other_user", Online, Some("I'm online!"));
+    h.put("g1", Online, Some("I'm also online!"));
+    h.put("g2", Unavailable, Some("I'm in a meeting!"));
+    h.put("sleeper", Online, None);
+    h.put("sleeper", Offline, None);
+    h.join("r", "roomie");
+    h.join("r", "friend:elsewhere");
+    h.put("roomie", Online, None);
+    h.run(vec![Input::Remote {
+        origin: ServerName::parse("elsewhere").unwrap(),
+        entries: vec![remote("@friend:elsewhere", "online")],
+    }]);
+    let online = h.e.local_online();
+    let routes = futures::executor::block_on(h.routers.get_users_for_states(online.batch()));
+    let far = uid("far_away_person:island");
+    let mut got: Vec<String> =
+        h.e.snapshot_for_remote(&far, &online, routes.get(&far))
+            .iter()
+            .map(|s| short(&s.user_id))
+            .collect();
+    got.sort();
+    assert_eq!(got, ["g1", "g2", "other_user", "roomie"]);
+    // Test 7: a remote member of a shared room gets the local room-mates' states only.
+    let friend = uid("friend:elsewhere");
+    let got: Vec<String> =
+        h.e.snapshot_for_remote(&friend, &online, routes.get(&friend))
+            .iter()
+            .map(|s| short(&s.user_id))
+            .collect();
+    assert_eq!(got, ["roomie"]);
+}
