@@ -1,0 +1,318 @@
+//! The command line: `presenced -c FILE...` runs the server, `presenced check-config -c
+//! FILE...` validates a configuration and exits.
+//!
+//! Only runtime knobs live here (logging, shutdown grace, printing bound addresses);
+//! everything about what the server does is in the configuration file.
+//! Exit codes: 0 success, 1 invalid configuration or startup failure, 2 bad command line.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    config::{Config, ConfigError, LoadedConfig, parse_duration},
+    server::{Server, ShutdownSignals},
+};
+
+/// The log filter when neither `--log-level` nor `RUST_LOG` is given.
+const DEFAULT_LOG_FILTER: &str = "info";
+/// How long open requests may run after a shutdown signal, unless `--shutdown-timeout` says.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The exit code for an invalid configuration or a failed start.
+const EXIT_FAILURE: u8 = 1;
+
+/// Presenced, a Matrix presence server.
+#[derive(Debug, Parser)]
+#[command(name = "presenced", version)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Configuration file, or directory of .yaml files. Repeatable: later files replace the
+    /// top-level keys of earlier ones.
+    #[arg(short = 'c', long = "config-path", value_name = "FILE", global = true)]
+    config_paths: Vec<PathBuf>,
+    /// Log filter, e.g. `info` or `presenced=debug,tower_http=debug`. Overrides RUST_LOG.
+    #[arg(long, value_name = "FILTER", global = true, value_parser = parse_filter)]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+/// Options of the server itself.
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// Print `listening on ADDRESS` on stdout for each bound socket once all are bound
+    /// (for scripts and tests that use port 0).
+    #[arg(long)]
+    print_listen_addrs: bool,
+    /// How long open requests may run after SIGTERM/SIGINT before they are dropped
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run(RunArgs),
+    /// Validate the configuration, print problems and warnings, and exit.
+    CheckConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_filter(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses the command line and runs it: the whole of the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cli.check_combinations() {
+        e.exit();
+    }
+    cli.run()
+}
+
+impl Cli {
+    /// Rejects server options given together with a subcommand (they would be ignored).
+    /// Clap's own `args_conflicts_with_subcommands` cannot be used: it would also reject
+    /// the global `-c` before the subcommand.
+    fn check_combinations(&self) -> Result<(), clap::Error> {
+        let top_level_run_args = self.run.print_listen_addrs || self.run.shutdown_timeout.is_some();
+        if self.command.is_some() && top_level_run_args {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "server options (--print-listen-addrs, --shutdown-timeout) go after `run`, \
+                 or without a subcommand",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the parsed command.
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Some(Command::CheckConfig) => check_config(&self.global.config_paths),
+            Some(Command::Run(run)) => run_server(&self.global, &run),
+            None => run_server(&self.global, &self.run),
+        }
+    }
+}
+
+/// `check-config`: problems on stderr and exit 1, or warnings on stderr and exit 0.
+fn check_config(paths: &[PathBuf]) -> ExitCode {
+    match Config::load(paths) {
+        Ok(loaded) => {
+            print_warnings(&loaded);
+            println!("The configuration is valid.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_failure(&e),
+    }
+}
+
+fn print_warnings(loaded: &LoadedConfig) {
+    let mut stderr = std::io::stderr().lock();
+    if !loaded.unknown_keys.is_empty() {
+        // Best effort: nothing sensible to do if stderr is gone.
+        let _ = writeln!(
+            stderr,
+            "warning: keys Presenced does not use (ignored): {}",
+            loaded.unknown_keys.join(", ")
+        );
+    }
+    for warning in &loaded.warnings {
+        let _ = writeln!(stderr, "warning: {warning}");
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("presenced: {error}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+fn run_server(global: &GlobalArgs, run: &RunArgs) -> ExitCode {
+    init_logging(global.log_level.as_deref(), global.log_format);
+    let loaded = match Config::load(&global.config_paths) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_failure(&e),
+    };
+    loaded.log_warnings();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("presenced: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(serve_until_signal(loaded.config, run.clone()));
+    match result {
+        Ok(()) => {
+            tracing::info!("Stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            tracing::error!(error = %message, "Presenced stopped with an error.");
+            eprintln!("presenced: {message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn serve_until_signal(config: Config, run: RunArgs) -> Result<(), String> {
+    let mut signals =
+        ShutdownSignals::install().map_err(|e| format!("cannot catch shutdown signals: {e}"))?;
+    let server = Server::start(config).await.map_err(|e| e.to_string())?;
+    if run.print_listen_addrs {
+        let mut stdout = std::io::stdout().lock();
+        for addr in server.local_addrs() {
+            writeln!(stdout, "listening on {addr}").map_err(|e| e.to_string())?;
+        }
+        stdout.flush().map_err(|e| e.to_string())?;
+    }
+    tracing::info!(server_name = %server.state().config().server_name, "Presenced is running.");
+
+    let signal = signals.recv().await;
+    tracing::info!(signal, "Shutting down: finishing open requests.");
+    tokio::select! {
+        result = server.stop(run.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)) => {
+            result.map_err(|e| e.to_string())
+        }
+        second = signals.recv() => {
+            // A second signal means "now": dropping `stop` drops the open requests.
+            tracing::warn!(signal = second, "Second signal: stopping at once.");
+            Ok(())
+        }
+    }
+}
+
+/// Installs the log subscriber: `--log-level`, else `RUST_LOG`, else `info`; to stderr.
+fn init_logging(filter: Option<&str>, format: LogFormat) {
+    let filter = match filter {
+        Some(text) => {
+            EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+        }
+        None => match std::env::var(EnvFilter::DEFAULT_ENV) {
+            Ok(text) => EnvFilter::try_new(&text).unwrap_or_else(|e| {
+                eprintln!(
+                    "presenced: ignoring invalid RUST_LOG ({e}); logging at {DEFAULT_LOG_FILTER}"
+                );
+                EnvFilter::new(DEFAULT_LOG_FILTER)
+            }),
+            Err(_) => EnvFilter::new(DEFAULT_LOG_FILTER),
+        },
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // `try_init` fails only if a subscriber is already installed (e.g. by an embedding
+    // program); keeping that one is the right thing to do.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_paths_are_accepted_before_and_after_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["presenced", "-c", "a.yaml", "--config-path", "b.yaml"]).unwrap();
+        assert_eq!(
+            cli.global.config_paths,
+            [PathBuf::from("a.yaml"), PathBuf::from("b.yaml")]
+        );
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.shutdown_timeout, None);
+
+        let cli =
+            Cli::try_parse_from(["presenced", "check-config", "-c", "a.yaml", "-c", "b.yaml"])
+                .unwrap();
+        assert!(matches!(cli.command, Some(Command::CheckConfig)));
+        assert_eq!(cli.global.config_paths.len(), 2);
+
+        let cli = Cli::try_parse_from(["presenced", "-c", "a.yaml", "check-config"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::CheckConfig)));
+        assert_eq!(cli.global.config_paths, [PathBuf::from("a.yaml")]);
+    }
+
+    #[test]
+    fn run_options() {
+        let cli = Cli::try_parse_from([
+            "presenced",
+            "-c",
+            "a.yaml",
+            "--print-listen-addrs",
+            "--shutdown-timeout",
+            "500ms",
+            "--log-level",
+            "presenced=debug",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert!(cli.run.print_listen_addrs);
+        assert_eq!(cli.run.shutdown_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(cli.global.log_level.as_deref(), Some("presenced=debug"));
+        assert_eq!(cli.global.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["presenced", "--shutdown-timeout", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["presenced", "--log-level", "presenced=loud"]).is_err());
+        // Server options do not go with check-config.
+        let cli =
+            Cli::try_parse_from(["presenced", "--print-listen-addrs", "check-config"]).unwrap();
+        assert_eq!(
+            cli.check_combinations().unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        let cli = Cli::try_parse_from(["presenced", "-c", "a.yaml", "run", "--print-listen-addrs"])
+            .unwrap();
+        assert!(cli.check_combinations().is_ok());
+        assert!(matches!(
+            cli.command,
+            Some(Command::Run(RunArgs {
+                print_listen_addrs: true,
+                ..
+            }))
+        ));
+    }
+}

@@ -1,0 +1,531 @@
+//! The server configuration: typed, validated, and shaped like the reference homeserver's
+//! `homeserver.yaml`, so an operator's existing file starts Presenced.
+//!
+//! Loading goes in three steps. [`source`] reads each YAML file into a generic tree and
+//! overlays them (later files replace earlier **top-level** keys). [`parse`] then walks the
+//! merged tree section by section, building the typed [`Config`] and collecting *every*
+//! problem with its key path instead of stopping at the first. Keys Presenced does not use
+//! are gathered (sorted) so the server can report them once at startup; sections Presenced
+//! owns (`presence`, `rc_presence`, `password_hash_cost`) reject unknown keys instead,
+//! because there a stray key is almost certainly a typo. Router `config:` blocks are kept as
+//! opaque JSON values: each router validates its own with `parse_config` when it is built.
+//!
+//! Reference: <https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html>.
+
+mod error;
+mod parse;
+mod section;
+mod source;
+mod units;
+
+#[cfg(test)]
+mod tests;
+
+use std::{collections::BTreeMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use presence_router::{RoomId, ServerName};
+use serde_json::Value;
+
+pub use self::{
+    error::{ConfigError, ConfigProblem},
+    units::{parse_duration, parse_size},
+};
+
+/// Default `presence.last_active_granularity`: activity within this window keeps a user
+/// "currently active".
+pub const DEFAULT_LAST_ACTIVE_GRANULARITY: Duration = Duration::from_secs(60);
+/// Default `presence.sync_online_timeout`: a device that stopped syncing this long ago no
+/// longer counts as online.
+pub const DEFAULT_SYNC_ONLINE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `presence.idle_timeout`: an online user without activity this long becomes
+/// unavailable.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default `presence.busy_timeout`: how long a busy device lasts without syncing.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Default `presence.federation_timeout`: a remote user's state expires after this long
+/// without news from its server.
+pub const DEFAULT_FEDERATION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default `presence.federation_ping_interval`: unchanged local states are re-announced to
+/// remote servers this often (shorter than their federation timeout).
+pub const DEFAULT_FEDERATION_PING_INTERVAL: Duration = Duration::from_secs(25 * 60);
+/// Default `max_status_msg_length`, in bytes.
+pub const DEFAULT_MAX_STATUS_MSG_LENGTH: usize = 4096;
+/// Default `max_request_body_size`, in bytes (1 MiB).
+pub const DEFAULT_MAX_REQUEST_BODY_SIZE: usize = 1 << 20;
+/// Default `trusted_key_servers` entry, as in the reference homeserver.
+pub const DEFAULT_TRUSTED_KEY_SERVER: &str = "matrix.org";
+/// Default SQLite database file when the `database` section is absent.
+pub const DEFAULT_SQLITE_PATH: &str = "presenced.db";
+
+/// The validated server configuration.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// `server_name`: the domain in this server's user IDs.
+    pub server_name: ServerName,
+    /// `listeners`: the HTTP sockets to serve (at least one).
+    pub listeners: Vec<ListenerConfig>,
+    /// `database`.
+    pub database: DatabaseConfig,
+    /// `registration_shared_secret`, `enable_registration` and related keys.
+    pub registration: RegistrationConfig,
+    /// `password_config` (the parts Presenced uses).
+    pub password_config: PasswordConfig,
+    /// `password_hash_cost`: Presenced's own Argon2id cost parameters.
+    pub password_hash_cost: PasswordHashCost,
+    /// `presence`.
+    pub presence: PresenceConfig,
+    /// `modules`: modules to load, in order (presence routers among them).
+    pub modules: Vec<ModuleConfig>,
+    /// `rc_presence`: rate limit on presence updates.
+    pub rc_presence: RcPresenceConfig,
+    /// `exclude_rooms_from_presence`: rooms whose members do not share presence through
+    /// them.
+    pub exclude_rooms_from_presence: Vec<RoomId>,
+    /// `experimental_features` (the parts Presenced uses).
+    pub experimental_features: ExperimentalFeatures,
+    /// `max_status_msg_length`: longest accepted `status_msg`, in bytes.
+    pub max_status_msg_length: usize,
+    /// `max_request_body_size`: largest accepted request body, in bytes.
+    pub max_request_body_size: usize,
+    /// Federation keys (`signing_key_path`, `trusted_key_servers`, ...).
+    pub federation: FederationConfig,
+}
+
+/// A loaded configuration with what the operator should be told about it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadedConfig {
+    /// The validated configuration.
+    pub config: Config,
+    /// Keys Presenced does not use, as sorted key paths (`report_stats`,
+    /// `listeners[0].x_forwarded`, ...).
+    pub unknown_keys: Vec<String>,
+    /// Settings that were accepted but are ignored or unusual (e.g. a listener type
+    /// Presenced does not serve).
+    pub warnings: Vec<ConfigProblem>,
+}
+
+impl LoadedConfig {
+    /// Logs the unknown keys (once, in one line) and each warning.
+    pub fn log_warnings(&self) {
+        if !self.unknown_keys.is_empty() {
+            tracing::warn!(
+                keys = %self.unknown_keys.join(", "),
+                "Ignoring configuration keys that Presenced does not use."
+            );
+        }
+        for warning in &self.warnings {
+            tracing::warn!(key = %warning.path, "Configuration: {}.", warning.message);
+        }
+    }
+}
+
+impl Config {
+    /// Reads, overlays and validates the given files (directories stand for the `.yaml`
+    /// files inside them). Later files replace earlier files' top-level keys.
+    pub fn load(paths: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
+        let merged = source::read_files(paths)?;
+        parse::build(merged)
+    }
+
+    /// Validates a configuration given as one YAML document.
+    pub fn from_yaml(text: &str) -> Result<LoadedConfig, ConfigError> {
+        let map = source::parse_yaml("(configuration)", text)
+            .map_err(|problem| ConfigError::new(vec![problem]))?;
+        parse::build(map)
+    }
+
+    /// The configured presence routers' candidates, in the order the reference homeserver
+    /// builds them: every `modules` entry first, then the legacy `presence.presence_router`.
+    /// Each comes with its key path (`modules[0]`, `presence.presence_router`) for error
+    /// messages.
+    pub fn module_entries(&self) -> Vec<(String, &ModuleConfig)> {
+        let mut entries: Vec<(String, &ModuleConfig)> = self
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("modules[{i}]"), m))
+            .collect();
+        if let Some(router) = &self.presence.presence_router {
+            entries.push(("presence.presence_router".to_owned(), router));
+        }
+        entries
+    }
+}
+
+/// One `listeners` entry of type `http` (or `metrics`, served as an HTTP listener with the
+/// metrics resource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// `port` (0 picks a free port).
+    pub port: u16,
+    /// `bind_addresses` (plus the legacy `bind_address`); default `::` and `0.0.0.0`.
+    pub bind_addresses: Vec<IpAddr>,
+    /// `tls`: always false for now (TLS listeners are rejected at load).
+    pub tls: bool,
+    /// `resources`: what this listener serves.
+    pub resources: Vec<ListenerResources>,
+}
+
+impl ListenerConfig {
+    /// Whether any resource group of this listener includes `name`.
+    pub fn serves(&self, name: ResourceName) -> bool {
+        self.resources.iter().any(|r| r.names.contains(&name))
+    }
+}
+
+/// One `resources` entry of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerResources {
+    /// `names`: the resources Presenced serves (others are warned about and dropped).
+    pub names: Vec<ResourceName>,
+    /// `compress`: whether responses may be compressed.
+    pub compress: bool,
+}
+
+/// A resource a listener can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ResourceName {
+    /// The client-server API (`/_matrix/client`).
+    Client,
+    /// The server-server API (`/_matrix/federation`).
+    Federation,
+    /// Server keys (`/_matrix/key`).
+    Keys,
+    /// Prometheus metrics.
+    Metrics,
+    /// The health check (served on every listener anyway).
+    Health,
+}
+
+impl ResourceName {
+    /// Every resource Presenced serves.
+    pub const ALL: [ResourceName; 5] = [
+        Self::Client,
+        Self::Federation,
+        Self::Keys,
+        Self::Metrics,
+        Self::Health,
+    ];
+
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Federation => "federation",
+            Self::Keys => "keys",
+            Self::Metrics => "metrics",
+            Self::Health => "health",
+        }
+    }
+
+    /// Parses a configuration name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for ResourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `database`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseConfig {
+    /// `name: sqlite3`.
+    Sqlite(SqliteConfig),
+}
+
+/// `database.args` for SQLite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteConfig {
+    /// `args.database`: the database file.
+    pub path: PathBuf,
+    /// `args.synchronous`: how hard SQLite syncs to disk.
+    pub synchronous: SqliteSynchronous,
+}
+
+impl SqliteConfig {
+    /// A SQLite configuration with the default durability (`full`).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            synchronous: SqliteSynchronous::Full,
+        }
+    }
+}
+
+/// SQLite's `synchronous` pragma, as far as Presenced offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SqliteSynchronous {
+    /// Faster; a power loss (not a process crash) may lose the last commits.
+    Normal,
+    /// Every commit reaches the disk before it is acknowledged.
+    #[default]
+    Full,
+}
+
+/// Registration keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RegistrationConfig {
+    /// `registration_shared_secret` (or the contents of `registration_shared_secret_path`):
+    /// lets an administrator register users through the admin API.
+    pub registration_shared_secret: Option<Secret>,
+    /// `enable_registration`: open self-registration (default false).
+    pub enable_registration: bool,
+    /// `enable_registration_without_verification`: the operator's confirmation that open
+    /// registration without email or captcha checks is intended.
+    pub enable_registration_without_verification: bool,
+}
+
+/// `password_config`: the parts Presenced uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PasswordConfig {
+    /// `enabled`: whether password login is allowed (default true).
+    pub enabled: bool,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `password_hash_cost`: Argon2id cost parameters for stored passwords. The defaults are the
+/// OWASP minimum recommendation (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PasswordHashCost {
+    /// `memory_kib`: memory per hash, in KiB.
+    pub memory_kib: u32,
+    /// `iterations`: passes over the memory.
+    pub iterations: u32,
+    /// `parallelism`: lanes.
+    pub parallelism: u32,
+}
+
+impl Default for PasswordHashCost {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// `presence`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PresenceConfig {
+    /// `enabled` (falling back to the top-level `use_presence`).
+    pub enabled: PresenceMode,
+    /// `include_offline_users_on_sync`.
+    pub include_offline_users_on_sync: bool,
+    /// `last_active_granularity`.
+    pub last_active_granularity: Duration,
+    /// `sync_online_timeout`.
+    pub sync_online_timeout: Duration,
+    /// `idle_timeout` (greater than `last_active_granularity`).
+    pub idle_timeout: Duration,
+    /// `busy_timeout`: Presenced's own; how long a busy device lasts without syncing.
+    pub busy_timeout: Duration,
+    /// `federation_timeout`: Presenced's own; when remote states expire.
+    pub federation_timeout: Duration,
+    /// `federation_ping_interval`: Presenced's own; how often local states are re-announced.
+    pub federation_ping_interval: Duration,
+    /// `router_call_timeout`: Presenced's own; the longest a router call may take.
+    pub router_call_timeout: Duration,
+    /// `presence_router`: the legacy way to configure one router.
+    pub presence_router: Option<ModuleConfig>,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: PresenceMode::Enabled,
+            include_offline_users_on_sync: false,
+            last_active_granularity: DEFAULT_LAST_ACTIVE_GRANULARITY,
+            sync_online_timeout: DEFAULT_SYNC_ONLINE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            federation_timeout: DEFAULT_FEDERATION_TIMEOUT,
+            federation_ping_interval: DEFAULT_FEDERATION_PING_INTERVAL,
+            router_call_timeout: presence_router::DEFAULT_CALL_TIMEOUT,
+            presence_router: None,
+        }
+    }
+}
+
+/// `presence.enabled`: `true`, `false` or `"untracked"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PresenceMode {
+    /// Presence is tracked and served.
+    #[default]
+    Enabled,
+    /// Presence is off.
+    Disabled,
+    /// Stored presence is served but requests, syncs and timers do not change it.
+    Untracked,
+}
+
+impl PresenceMode {
+    /// Whether presence is served at all (`enabled` is truthy).
+    pub fn is_enabled(self) -> bool {
+        self != Self::Disabled
+    }
+
+    /// Whether requests, syncs and timers change presence.
+    pub fn tracks(self) -> bool {
+        self == Self::Enabled
+    }
+}
+
+/// A `modules` entry or the legacy `presence.presence_router`: a module name and its opaque
+/// configuration, validated later by the module itself.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ModuleConfig {
+    /// `module`: the registered name (or import path) of the module.
+    pub module: String,
+    /// `config`: the module's settings; an absent or null block becomes `{}`.
+    pub config: Value,
+}
+
+impl ModuleConfig {
+    /// A module entry.
+    pub fn new(module: impl Into<String>, config: Value) -> Self {
+        Self {
+            module: module.into(),
+            config,
+        }
+    }
+}
+
+/// `rc_presence`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct RcPresenceConfig {
+    /// `per_user`: the bucket for each user's presence updates.
+    pub per_user: RateLimit,
+}
+
+/// A token bucket: `per_second` refill rate and `burst_count` capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// `per_second` (default 0.1: one update per ten seconds).
+    pub per_second: f64,
+    /// `burst_count` (default 1).
+    pub burst_count: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 0.1,
+            burst_count: 1,
+        }
+    }
+}
+
+/// `experimental_features`: the parts Presenced uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ExperimentalFeatures {
+    /// `msc3026_enabled`: the `busy` presence state (MSC3026).
+    pub msc3026_enabled: bool,
+}
+
+/// Federation-related keys, kept for the federation work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FederationConfig {
+    /// `signing_key_path`: this server's signing key file.
+    pub signing_key_path: Option<PathBuf>,
+    /// `federation_domain_whitelist`: if set, only these servers are federated with.
+    pub federation_domain_whitelist: Option<Vec<ServerName>>,
+    /// `federation_verify_certificates` (default true).
+    pub federation_verify_certificates: bool,
+    /// `trusted_key_servers` (default: `matrix.org`).
+    pub trusted_key_servers: Vec<TrustedKeyServer>,
+    /// `tls_certificate_path`.
+    pub tls_certificate_path: Option<PathBuf>,
+    /// `tls_private_key_path`.
+    pub tls_private_key_path: Option<PathBuf>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            signing_key_path: None,
+            federation_domain_whitelist: None,
+            federation_verify_certificates: true,
+            // A valid literal, so this is never empty; no panic path either way.
+            trusted_key_servers: ServerName::parse(DEFAULT_TRUSTED_KEY_SERVER)
+                .into_iter()
+                .map(TrustedKeyServer::new)
+                .collect(),
+            tls_certificate_path: None,
+            tls_private_key_path: None,
+        }
+    }
+}
+
+/// A `trusted_key_servers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustedKeyServer {
+    /// `server_name`.
+    pub server_name: ServerName,
+    /// `verify_keys`: key ID → base64 public key, to check the notary's own signatures.
+    pub verify_keys: BTreeMap<String, String>,
+    /// `accept_keys_insecurely`: trust this server's answers without `verify_keys`.
+    pub accept_keys_insecurely: bool,
+}
+
+impl TrustedKeyServer {
+    /// An entry with no pinned keys.
+    pub fn new(server_name: ServerName) -> Self {
+        Self {
+            server_name,
+            verify_keys: BTreeMap::new(),
+            accept_keys_insecurely: false,
+        }
+    }
+}
+
+/// A secret from the configuration: never printed by `Debug`, so logging a config is safe.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}

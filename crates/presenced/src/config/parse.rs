@@ -1,0 +1,642 @@
+//! Builds the typed [`Config`] from the merged YAML tree, one section at a time, so that
+//! every problem in the file is reported together with its key path.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use presence_router::{RoomId, ServerName};
+use serde_json::{Map, Value};
+
+use super::{
+    Config, ConfigError, DEFAULT_MAX_REQUEST_BODY_SIZE, DEFAULT_MAX_STATUS_MSG_LENGTH,
+    DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures, FederationConfig, ListenerConfig,
+    ListenerResources, LoadedConfig, ModuleConfig, PasswordConfig, PasswordHashCost,
+    PresenceConfig, PresenceMode, RateLimit, RcPresenceConfig, RegistrationConfig, ResourceName,
+    Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    section::{Diagnostics, Leftovers, Section, describe},
+    units::{ConfigDuration, ConfigSize, display_duration},
+};
+
+/// Default bind addresses of an HTTP listener: every interface, IPv6 and IPv4.
+const DEFAULT_BIND_ADDRESSES: [&str; 2] = ["::", "0.0.0.0"];
+/// Default bind address of a `metrics` listener (the reference binds it to IPv4 only).
+const DEFAULT_METRICS_BIND_ADDRESS: &str = "0.0.0.0";
+
+/// Resource names the reference homeserver serves but Presenced does not.
+const FOREIGN_RESOURCES: [&str; 6] = [
+    "consent",
+    "media",
+    "openid",
+    "replication",
+    "static",
+    "webclient",
+];
+
+/// Validates the merged configuration tree.
+pub(super) fn build(root: Map<String, Value>) -> Result<LoadedConfig, ConfigError> {
+    let diag = Diagnostics::default();
+    let config = read_root(&diag, root);
+    let (problems, warnings, unknown_keys) = diag.into_parts();
+    match config {
+        Some(config) if problems.is_empty() => Ok(LoadedConfig {
+            config,
+            unknown_keys,
+            warnings,
+        }),
+        _ => Err(ConfigError::new(problems)),
+    }
+}
+
+fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
+    let mut top = Section::new(diag, String::new(), Value::Object(root), Leftovers::Report)?;
+
+    let server_name = top.require::<ServerName>("server_name");
+    let listeners = read_listeners(&mut top);
+    let database = read_database(&mut top);
+    let registration = read_registration(&mut top);
+    let password_config = read_password_config(&mut top);
+    let password_hash_cost = read_password_hash_cost(&mut top);
+    let presence = read_presence(&mut top);
+    let modules = read_modules(&mut top);
+    let rc_presence = read_rc_presence(&mut top);
+    let exclude_rooms_from_presence = read_room_ids(&mut top, "exclude_rooms_from_presence");
+    let experimental_features = read_experimental(&mut top);
+    let max_status_msg_length = read_size(
+        &mut top,
+        "max_status_msg_length",
+        DEFAULT_MAX_STATUS_MSG_LENGTH,
+    );
+    let max_request_body_size = read_size(
+        &mut top,
+        "max_request_body_size",
+        DEFAULT_MAX_REQUEST_BODY_SIZE,
+    );
+    let federation = read_federation(&mut top);
+    top.finish();
+
+    if diag.has_problems() {
+        return None;
+    }
+    Some(Config {
+        server_name: server_name?,
+        listeners,
+        database: database?,
+        registration: registration?,
+        password_config,
+        password_hash_cost: password_hash_cost?,
+        presence: presence?,
+        modules,
+        rc_presence: rc_presence?,
+        exclude_rooms_from_presence,
+        experimental_features,
+        max_status_msg_length: max_status_msg_length?,
+        max_request_body_size: max_request_body_size?,
+        federation: federation?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// listeners
+
+fn read_listeners(top: &mut Section<'_>) -> Vec<ListenerConfig> {
+    let diag = top.diagnostics();
+    let problems_before = diag.problem_count();
+    let entries = top.list("listeners");
+    let listeners: Vec<ListenerConfig> = entries
+        .into_iter()
+        .filter_map(|(path, value)| read_listener(diag, path, value))
+        .collect();
+    // Only complain about "no listener" when nothing else already explains it.
+    if listeners.is_empty() && diag.problem_count() == problems_before {
+        top.problem(
+            "listeners",
+            "at least one listener of type http is required",
+        );
+    }
+    listeners
+}
+
+fn read_listener(diag: &Diagnostics, path: String, value: Value) -> Option<ListenerConfig> {
+    let mut s = Section::new(diag, path, value, Leftovers::Report)?;
+    let port = s.require::<u16>("port");
+    let kind = s.require::<String>("type");
+    let tls = s.get_or("tls", false);
+    let mut bind_addresses: Vec<IpAddr> = s.get_or("bind_addresses", Vec::new());
+    if let Some(legacy) = s.get::<IpAddr>("bind_address") {
+        bind_addresses.push(legacy);
+    }
+    let mut resources = Vec::new();
+    for (rpath, rvalue) in s.list("resources") {
+        if let Some(r) = read_resources(diag, rpath, rvalue) {
+            resources.push(r);
+        }
+    }
+
+    let default_bind: &[&str] = match kind.as_deref() {
+        Some("http") => &DEFAULT_BIND_ADDRESSES,
+        Some("metrics") => {
+            // A metrics listener serves metrics whatever its resources say.
+            resources = vec![ListenerResources {
+                names: vec![ResourceName::Metrics],
+                compress: false,
+            }];
+            &[DEFAULT_METRICS_BIND_ADDRESS]
+        }
+        Some(other) => {
+            s.warning(
+                "type",
+                format!("listener type {other:?} is not supported, this listener is ignored"),
+            );
+            s.finish();
+            return None;
+        }
+        None => &[],
+    };
+    if tls {
+        s.problem(
+            "tls",
+            "TLS listeners are not supported yet; terminate TLS in a reverse proxy and set tls: false",
+        );
+    }
+    if bind_addresses.is_empty() {
+        bind_addresses = default_bind.iter().filter_map(|a| a.parse().ok()).collect();
+    }
+    s.finish();
+    Some(ListenerConfig {
+        port: port?,
+        bind_addresses,
+        tls,
+        resources,
+    })
+}
+
+fn read_resources(diag: &Diagnostics, path: String, value: Value) -> Option<ListenerResources> {
+    let mut s = Section::new(diag, path, value, Leftovers::Report)?;
+    let names_path = s.path_of("names");
+    let raw_names: Vec<String> = s.get_or("names", Vec::new());
+    let compress = s.get_or("compress", false);
+    s.finish();
+    let mut names = Vec::new();
+    for (i, name) in raw_names.iter().enumerate() {
+        let at = format!("{names_path}[{i}]");
+        match ResourceName::from_name(name) {
+            Some(r) if !names.contains(&r) => names.push(r),
+            Some(_) => {}
+            None if FOREIGN_RESOURCES.contains(&name.as_str()) => {
+                diag.warning(
+                    at,
+                    format!("resource {name:?} is not served by Presenced, ignored"),
+                );
+            }
+            None => diag.warning(at, format!("unknown resource {name:?}, ignored")),
+        }
+    }
+    Some(ListenerResources { names, compress })
+}
+
+// ---------------------------------------------------------------------------------------
+// database
+
+fn read_database(top: &mut Section<'_>) -> Option<DatabaseConfig> {
+    let Some(mut s) = top.section("database", Leftovers::Report) else {
+        return (!top.has("database"))
+            .then(|| DatabaseConfig::Sqlite(SqliteConfig::new(DEFAULT_SQLITE_PATH)));
+    };
+    let name = s.require::<String>("name");
+    let result = match name.as_deref() {
+        Some("sqlite3") => read_sqlite_args(&mut s),
+        Some("psycopg2") => {
+            s.problem(
+                "name",
+                "PostgreSQL (psycopg2) is not supported yet; use name: sqlite3",
+            );
+            // Its connection settings are not reported one by one: the whole section is
+            // unusable as it stands.
+            s.take_raw("args");
+            None
+        }
+        Some(other) => {
+            s.problem(
+                "name",
+                format!("unknown database engine {other:?}; expected sqlite3"),
+            );
+            s.take_raw("args");
+            None
+        }
+        None => None,
+    };
+    s.finish();
+    result
+}
+
+fn read_sqlite_args(database: &mut Section<'_>) -> Option<DatabaseConfig> {
+    let Some(mut args) = database.section("args", Leftovers::Report) else {
+        if !database.has("args") {
+            database.problem("args.database", "is required (the SQLite database file)");
+        }
+        return None;
+    };
+    let path = args.require::<PathBuf>("database");
+    let synchronous = args.get_or("synchronous", SqliteSynchronous::default());
+    args.finish();
+    Some(DatabaseConfig::Sqlite(SqliteConfig {
+        path: path?,
+        synchronous,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// registration and passwords
+
+fn read_registration(top: &mut Section<'_>) -> Option<RegistrationConfig> {
+    let inline = top.get::<String>("registration_shared_secret");
+    let secret_path = top.get::<PathBuf>("registration_shared_secret_path");
+    let enable_registration = top.get_or("enable_registration", false);
+    let without_verification = top.get_or("enable_registration_without_verification", false);
+
+    let secret = match (inline, secret_path) {
+        (Some(_), Some(_)) => {
+            top.problem(
+                "registration_shared_secret_path",
+                "cannot be used together with registration_shared_secret",
+            );
+            return None;
+        }
+        (Some(secret), None) => Some(secret),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim_end().to_owned()),
+            Err(e) => {
+                top.problem(
+                    "registration_shared_secret_path",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        },
+        (None, None) => None,
+    };
+    if secret.as_deref().is_some_and(str::is_empty) {
+        top.problem("registration_shared_secret", "must not be empty");
+        return None;
+    }
+    if enable_registration && !without_verification {
+        // The reference refuses this too: open registration with no email or captcha check
+        // is an invitation to spam bots.
+        top.problem(
+            "enable_registration",
+            "open registration without verification must be confirmed with \
+             enable_registration_without_verification: true",
+        );
+        return None;
+    }
+    Some(RegistrationConfig {
+        registration_shared_secret: secret.map(Secret::new),
+        enable_registration,
+        enable_registration_without_verification: without_verification,
+    })
+}
+
+fn read_password_config(top: &mut Section<'_>) -> PasswordConfig {
+    let mut config = PasswordConfig::default();
+    if let Some(mut s) = top.section("password_config", Leftovers::Report) {
+        config.enabled = s.get_or("enabled", config.enabled);
+        s.finish();
+    }
+    config
+}
+
+/// Argon2's own lower bound on memory is 8 KiB per lane.
+const ARGON2_MIN_KIB_PER_LANE: u32 = 8;
+/// Argon2 allows at most 2^24 - 1 lanes.
+const ARGON2_MAX_LANES: u32 = (1 << 24) - 1;
+
+fn read_password_hash_cost(top: &mut Section<'_>) -> Option<PasswordHashCost> {
+    let default = PasswordHashCost::default();
+    let Some(mut s) = top.section("password_hash_cost", Leftovers::Reject) else {
+        return (!top.has("password_hash_cost")).then_some(default);
+    };
+    let memory_kib = s.get_or("memory_kib", default.memory_kib);
+    let iterations = s.get_or("iterations", default.iterations);
+    let parallelism = s.get_or("parallelism", default.parallelism);
+    let mut ok = true;
+    if iterations == 0 {
+        s.problem("iterations", "must be at least 1");
+        ok = false;
+    }
+    if parallelism == 0 || parallelism > ARGON2_MAX_LANES {
+        s.problem(
+            "parallelism",
+            format!("must be between 1 and {ARGON2_MAX_LANES}"),
+        );
+        ok = false;
+    } else if memory_kib < ARGON2_MIN_KIB_PER_LANE.saturating_mul(parallelism) {
+        s.problem(
+            "memory_kib",
+            format!(
+                "must be at least {ARGON2_MIN_KIB_PER_LANE} KiB per lane ({} for parallelism {parallelism})",
+                ARGON2_MIN_KIB_PER_LANE.saturating_mul(parallelism)
+            ),
+        );
+        ok = false;
+    }
+    s.finish();
+    ok.then_some(PasswordHashCost {
+        memory_kib,
+        iterations,
+        parallelism,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// presence
+
+fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
+    // The reference falls back to the older top-level `use_presence` when
+    // `presence.enabled` is not set.
+    let use_presence = top.get::<bool>("use_presence");
+    let fallback = match use_presence {
+        Some(false) => PresenceMode::Disabled,
+        _ => PresenceMode::Enabled,
+    };
+    let Some(mut s) = top.section("presence", Leftovers::Reject) else {
+        return (!top.has("presence")).then(|| PresenceConfig {
+            enabled: fallback,
+            ..PresenceConfig::default()
+        });
+    };
+    let defaults = PresenceConfig::default();
+    let enabled = match s.take_raw("enabled") {
+        None => Some(fallback),
+        Some(Value::Bool(true)) => Some(PresenceMode::Enabled),
+        Some(Value::Bool(false)) => Some(PresenceMode::Disabled),
+        Some(Value::String(text)) if text == "untracked" => Some(PresenceMode::Untracked),
+        Some(other) => {
+            s.problem(
+                "enabled",
+                format!(
+                    "expected true, false or \"untracked\", found {}",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+    };
+    let include_offline = s.get_or("include_offline_users_on_sync", false);
+    let granularity = positive_duration(
+        &mut s,
+        "last_active_granularity",
+        defaults.last_active_granularity,
+    );
+    let sync_online =
+        positive_duration(&mut s, "sync_online_timeout", defaults.sync_online_timeout);
+    let idle = positive_duration(&mut s, "idle_timeout", defaults.idle_timeout);
+    let busy = positive_duration(&mut s, "busy_timeout", defaults.busy_timeout);
+    let fed_timeout = positive_duration(&mut s, "federation_timeout", defaults.federation_timeout);
+    let fed_ping = positive_duration(
+        &mut s,
+        "federation_ping_interval",
+        defaults.federation_ping_interval,
+    );
+    let router_timeout =
+        positive_duration(&mut s, "router_call_timeout", defaults.router_call_timeout);
+    let router = match s.section("presence_router", Leftovers::Reject) {
+        Some(r) => read_module(r).map(Some),
+        None => Some(None),
+    };
+
+    if let (Some(granularity), Some(idle)) = (granularity, idle)
+        && idle <= granularity
+    {
+        s.problem(
+            "idle_timeout",
+            format!(
+                "must be greater than presence.last_active_granularity ({})",
+                display_duration(granularity)
+            ),
+        );
+    }
+    if let (Some(timeout), Some(ping)) = (fed_timeout, fed_ping)
+        && ping >= timeout
+    {
+        s.problem(
+            "federation_ping_interval",
+            format!(
+                "must be less than presence.federation_timeout ({}), or remote servers \
+                 expire local users between two announcements",
+                display_duration(timeout)
+            ),
+        );
+    }
+    s.finish();
+    Some(PresenceConfig {
+        enabled: enabled?,
+        include_offline_users_on_sync: include_offline,
+        last_active_granularity: granularity?,
+        sync_online_timeout: sync_online?,
+        idle_timeout: idle?,
+        busy_timeout: busy?,
+        federation_timeout: fed_timeout?,
+        federation_ping_interval: fed_ping?,
+        router_call_timeout: router_timeout?,
+        presence_router: router?,
+    })
+}
+
+/// A duration that must be greater than zero; `None` if it is invalid (problem recorded).
+fn positive_duration(s: &mut Section<'_>, key: &str, default: Duration) -> Option<Duration> {
+    if !s.has(key) {
+        s.take_raw(key);
+        return Some(default);
+    }
+    let value = s.get::<ConfigDuration>(key)?.0;
+    if value.is_zero() {
+        s.problem(key, "must be greater than zero");
+        return None;
+    }
+    Some(value)
+}
+
+fn read_modules(top: &mut Section<'_>) -> Vec<ModuleConfig> {
+    let diag = top.diagnostics();
+    top.list("modules")
+        .into_iter()
+        .filter_map(|(path, value)| {
+            let s = Section::new(diag, path, value, Leftovers::Report)?;
+            read_module(s)
+        })
+        .collect()
+}
+
+/// Reads `{module, config}`; the config stays opaque for the module's own `parse_config`.
+fn read_module(mut s: Section<'_>) -> Option<ModuleConfig> {
+    let module = s.require::<String>("module");
+    let config = s
+        .take_raw("config")
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if module.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        s.problem("module", "must not be empty");
+        s.finish();
+        return None;
+    }
+    s.finish();
+    Some(ModuleConfig {
+        module: module?,
+        config,
+    })
+}
+
+fn read_rc_presence(top: &mut Section<'_>) -> Option<RcPresenceConfig> {
+    let Some(mut s) = top.section("rc_presence", Leftovers::Reject) else {
+        return (!top.has("rc_presence")).then(RcPresenceConfig::default);
+    };
+    let default = RateLimit::default();
+    let per_user = match s.section("per_user", Leftovers::Reject) {
+        None => (!s.has("per_user")).then_some(default),
+        Some(mut p) => {
+            let per_second = p.get::<f64>("per_second");
+            let burst_count = p.get::<u32>("burst_count");
+            let mut ok = true;
+            let per_second = match per_second {
+                Some(v) if !(v.is_finite() && v > 0.0) => {
+                    p.problem("per_second", "must be a number greater than zero");
+                    ok = false;
+                    v
+                }
+                Some(v) => v,
+                None => default.per_second,
+            };
+            let burst_count = match burst_count {
+                Some(0) => {
+                    p.problem("burst_count", "must be at least 1");
+                    ok = false;
+                    0
+                }
+                Some(v) => v,
+                None => default.burst_count,
+            };
+            p.finish();
+            ok.then_some(RateLimit {
+                per_second,
+                burst_count,
+            })
+        }
+    };
+    s.finish();
+    Some(RcPresenceConfig {
+        per_user: per_user?,
+    })
+}
+
+/// Reads a list of room IDs, naming each bad entry by its index.
+fn read_room_ids(top: &mut Section<'_>, key: &str) -> Vec<RoomId> {
+    let raw: Vec<String> = top.get_or(key, Vec::new());
+    let path = top.path_of(key);
+    let diag = top.diagnostics();
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, text)| match RoomId::parse(text) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                diag.problem(
+                    format!("{path}[{i}]"),
+                    format!("{text:?} is not a room ID (expected !opaque_id:server.name)"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn read_experimental(top: &mut Section<'_>) -> ExperimentalFeatures {
+    let mut features = ExperimentalFeatures::default();
+    if let Some(mut s) = top.section("experimental_features", Leftovers::Report) {
+        features.msc3026_enabled = s.get_or("msc3026_enabled", false);
+        s.finish();
+    }
+    features
+}
+
+/// A byte size that must be positive and fit in memory sizes.
+fn read_size(top: &mut Section<'_>, key: &str, default: usize) -> Option<usize> {
+    if !top.has(key) {
+        top.take_raw(key);
+        return Some(default);
+    }
+    let bytes = top.get::<ConfigSize>(key)?.0;
+    match usize::try_from(bytes) {
+        Ok(0) => {
+            top.problem(key, "must be greater than zero");
+            None
+        }
+        Ok(n) => Some(n),
+        Err(_) => {
+            top.problem(key, "is too large for this machine");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// federation
+
+fn read_federation(top: &mut Section<'_>) -> Option<FederationConfig> {
+    let defaults = FederationConfig::default();
+    let signing_key_path = top.get::<PathBuf>("signing_key_path");
+    let whitelist = read_server_names(top, "federation_domain_whitelist");
+    let verify = top.get_or(
+        "federation_verify_certificates",
+        defaults.federation_verify_certificates,
+    );
+    let tls_certificate_path = top.get::<PathBuf>("tls_certificate_path");
+    let tls_private_key_path = top.get::<PathBuf>("tls_private_key_path");
+    let trusted_key_servers = if top.has("trusted_key_servers") {
+        let diag = top.diagnostics();
+        top.list("trusted_key_servers")
+            .into_iter()
+            .filter_map(|(path, value)| {
+                let mut s = Section::new(diag, path, value, Leftovers::Report)?;
+                let server_name = s.require::<ServerName>("server_name");
+                let verify_keys = s.get_or("verify_keys", Default::default());
+                let accept_keys_insecurely = s.get_or("accept_keys_insecurely", false);
+                s.finish();
+                Some(TrustedKeyServer {
+                    server_name: server_name?,
+                    verify_keys,
+                    accept_keys_insecurely,
+                })
+            })
+            .collect()
+    } else {
+        top.take_raw("trusted_key_servers");
+        defaults.trusted_key_servers
+    };
+    Some(FederationConfig {
+        signing_key_path,
+        federation_domain_whitelist: whitelist,
+        federation_verify_certificates: verify,
+        trusted_key_servers,
+        tls_certificate_path,
+        tls_private_key_path,
+    })
+}
+
+/// Reads an optional list of server names, naming each bad entry by its index.
+fn read_server_names(top: &mut Section<'_>, key: &str) -> Option<Vec<ServerName>> {
+    let raw: Vec<String> = top.get(key)?;
+    let path = top.path_of(key);
+    let diag = top.diagnostics();
+    Some(
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, text)| match ServerName::parse(text) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    diag.problem(
+                        format!("{path}[{i}]"),
+                        format!("{text:?} is not a valid server name"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    )
+}

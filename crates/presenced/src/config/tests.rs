@@ -1,0 +1,655 @@
+//! Configuration loading: defaults, units, overlays, unknown keys and error reporting.
+
+use std::{fs, net::IpAddr, path::PathBuf, time::Duration};
+
+use serde_json::json;
+
+use super::*;
+
+const MINIMAL: &str = "
+server_name: example.org
+listeners:
+  - port: 8008
+    type: http
+    resources: [{names: [client]}]
+";
+
+fn load(yaml: &str) -> LoadedConfig {
+    match Config::from_yaml(yaml) {
+        Ok(loaded) => loaded,
+        Err(e) => panic!("config should load, got:\n{e}"),
+    }
+}
+
+/// The key paths of every problem in `yaml` (which must fail).
+fn problem_paths(yaml: &str) -> Vec<String> {
+    let err = Config::from_yaml(yaml).expect_err("config should be rejected");
+    err.problems().iter().map(|p| p.path.clone()).collect()
+}
+
+fn problem_at(yaml: &str, path: &str) -> String {
+    let err = Config::from_yaml(yaml).expect_err("config should be rejected");
+    let found = err.problems().iter().find(|p| p.path == path);
+    match found {
+        Some(p) => p.message.clone(),
+        None => panic!("no problem at {path}; got:\n{err}"),
+    }
+}
+
+fn minimal_with(extra: &str) -> String {
+    format!("{MINIMAL}{extra}")
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn minimal_config_gets_the_reference_defaults() {
+    let loaded = load(MINIMAL);
+    assert!(loaded.unknown_keys.is_empty());
+    assert!(loaded.warnings.is_empty());
+    let c = loaded.config;
+    assert_eq!(c.server_name.as_str(), "example.org");
+
+    let listener = &c.listeners[0];
+    assert_eq!(listener.port, 8008);
+    let all: Vec<IpAddr> = vec!["::".parse().unwrap(), "0.0.0.0".parse().unwrap()];
+    assert_eq!(listener.bind_addresses, all);
+    assert!(!listener.tls);
+    assert!(listener.serves(ResourceName::Client));
+    assert!(!listener.serves(ResourceName::Federation));
+
+    assert_eq!(
+        c.database,
+        DatabaseConfig::Sqlite(SqliteConfig::new("presenced.db"))
+    );
+    assert_eq!(c.registration, RegistrationConfig::default());
+    assert!(!c.registration.enable_registration);
+    assert!(c.password_config.enabled);
+    assert_eq!(
+        c.password_hash_cost,
+        PasswordHashCost {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1
+        }
+    );
+
+    let p = &c.presence;
+    assert_eq!(p.enabled, PresenceMode::Enabled);
+    assert!(!p.include_offline_users_on_sync);
+    assert_eq!(p.last_active_granularity, Duration::from_secs(60));
+    assert_eq!(p.sync_online_timeout, Duration::from_secs(30));
+    assert_eq!(p.idle_timeout, Duration::from_secs(300));
+    assert_eq!(p.busy_timeout, Duration::from_secs(3600));
+    assert_eq!(p.federation_timeout, Duration::from_secs(1800));
+    assert_eq!(p.federation_ping_interval, Duration::from_secs(1500));
+    assert_eq!(p.router_call_timeout, Duration::from_secs(1));
+    assert_eq!(p.presence_router, None);
+
+    assert_eq!(c.rc_presence.per_user.per_second, 0.1);
+    assert_eq!(c.rc_presence.per_user.burst_count, 1);
+    assert!(c.modules.is_empty());
+    assert!(c.exclude_rooms_from_presence.is_empty());
+    assert!(!c.experimental_features.msc3026_enabled);
+    assert_eq!(c.max_status_msg_length, 4096);
+    assert_eq!(c.max_request_body_size, 1024 * 1024);
+
+    let f = &c.federation;
+    assert!(f.federation_verify_certificates);
+    assert_eq!(f.federation_domain_whitelist, None);
+    assert_eq!(f.trusted_key_servers.len(), 1);
+    assert_eq!(f.trusted_key_servers[0].server_name.as_str(), "matrix.org");
+    assert_eq!(f.signing_key_path, None);
+}
+
+#[test]
+fn presence_durations_accept_milliseconds_and_units() {
+    let c = load(&minimal_with(
+        "
+presence:
+  last_active_granularity: 30000
+  sync_online_timeout: 10s
+  idle_timeout: 2m
+  busy_timeout: 2h
+  federation_timeout: 1d
+  federation_ping_interval: 1h
+  router_call_timeout: 250ms
+",
+    ))
+    .config;
+    let p = &c.presence;
+    assert_eq!(p.last_active_granularity, Duration::from_millis(30_000));
+    assert_eq!(p.sync_online_timeout, Duration::from_secs(10));
+    assert_eq!(p.idle_timeout, Duration::from_secs(120));
+    assert_eq!(p.busy_timeout, Duration::from_secs(7200));
+    assert_eq!(p.federation_timeout, Duration::from_secs(86_400));
+    assert_eq!(p.federation_ping_interval, Duration::from_secs(3600));
+    assert_eq!(p.router_call_timeout, Duration::from_millis(250));
+}
+
+#[test]
+fn sizes_accept_bytes_and_units() {
+    let c = load(&minimal_with(
+        "max_request_body_size: 10M\nmax_status_msg_length: 1K\n",
+    ))
+    .config;
+    assert_eq!(c.max_request_body_size, 10 * 1024 * 1024);
+    assert_eq!(c.max_status_msg_length, 1024);
+    let c = load(&minimal_with("max_request_body_size: 65536\n")).config;
+    assert_eq!(c.max_request_body_size, 65536);
+    assert_eq!(
+        problem_at(
+            &minimal_with("max_request_body_size: 10MB\n"),
+            "max_request_body_size"
+        ),
+        "invalid size \"10MB\": expected whole bytes or a number with a unit (K, M, G, T), e.g. \"512K\" or \"10M\""
+    );
+    assert_eq!(
+        problem_at(
+            &minimal_with("max_status_msg_length: 0\n"),
+            "max_status_msg_length"
+        ),
+        "must be greater than zero"
+    );
+}
+
+#[test]
+fn presence_enabled_forms_and_use_presence_fallback() {
+    let mode = |extra: &str| load(&minimal_with(extra)).config.presence.enabled;
+    assert_eq!(mode(""), PresenceMode::Enabled);
+    assert_eq!(mode("presence: {enabled: false}\n"), PresenceMode::Disabled);
+    assert_eq!(
+        mode("presence: {enabled: untracked}\n"),
+        PresenceMode::Untracked
+    );
+    assert_eq!(mode("use_presence: false\n"), PresenceMode::Disabled);
+    assert_eq!(
+        mode("use_presence: false\npresence: {include_offline_users_on_sync: true}\n"),
+        PresenceMode::Disabled
+    );
+    // presence.enabled wins over use_presence.
+    assert_eq!(
+        mode("use_presence: false\npresence: {enabled: true}\n"),
+        PresenceMode::Enabled
+    );
+    // YAML 1.1 booleans, as the reference's YAML loader reads them.
+    assert_eq!(mode("presence: {enabled: no}\n"), PresenceMode::Disabled);
+    assert!(PresenceMode::Untracked.is_enabled() && !PresenceMode::Untracked.tracks());
+
+    assert_eq!(
+        problem_at(
+            &minimal_with("presence: {enabled: sometimes}\n"),
+            "presence.enabled"
+        ),
+        "expected true, false or \"untracked\", found the string \"sometimes\""
+    );
+}
+
+#[test]
+fn idle_timeout_must_exceed_granularity() {
+    let yaml = minimal_with("presence: {last_active_granularity: 1m, idle_timeout: 60s}\n");
+    assert_eq!(
+        problem_at(&yaml, "presence.idle_timeout"),
+        "must be greater than presence.last_active_granularity (1m)"
+    );
+    // Compared against the default granularity too.
+    let yaml = minimal_with("presence: {idle_timeout: 30s}\n");
+    assert_eq!(problem_paths(&yaml), ["presence.idle_timeout"]);
+    // A bad granularity is reported alone, not also as a spurious comparison.
+    let yaml = minimal_with("presence: {last_active_granularity: soon, idle_timeout: 30s}\n");
+    assert_eq!(problem_paths(&yaml), ["presence.last_active_granularity"]);
+}
+
+#[test]
+fn federation_ping_must_be_shorter_than_federation_timeout() {
+    let yaml = minimal_with("presence: {federation_timeout: 10m, federation_ping_interval: 10m}\n");
+    assert!(
+        problem_at(&yaml, "presence.federation_ping_interval")
+            .starts_with("must be less than presence.federation_timeout (10m)")
+    );
+}
+
+#[test]
+fn every_bad_value_is_reported_with_its_key_path() {
+    let yaml = "
+server_name: 'not a server name'
+listeners:
+  - port: 99999
+    type: http
+    bind_addresses: ['127.0.0.1', 'localhost']
+  - type: http
+    port: 8009
+    tls: true
+database:
+  name: sqlite3
+  args:
+    synchronous: sometimes
+presence:
+  enabled: true
+  idle_timeout: -5
+  sync_online_timeout: 0
+  router_call_timeout: 1.5
+  idel_timeout: 5m
+  presence_router:
+    config: {}
+rc_presence:
+  per_user:
+    per_second: 0
+    burst_count: 0
+    burst: 3
+exclude_rooms_from_presence: ['!good:example.org', '#alias:example.org']
+experimental_features:
+  msc3026_enabled: maybe
+max_request_body_size: huge
+modules:
+  - config: {a: 1}
+  - module: routers.Good
+registration_shared_secret: ''
+federation_domain_whitelist: ['ok.org', 'bad host']
+trusted_key_servers:
+  - verify_keys: {}
+password_hash_cost:
+  iterations: 0
+  memory: 4
+";
+    let paths = problem_paths(yaml);
+    let expected = [
+        "database.args.database",
+        "database.args.synchronous",
+        "exclude_rooms_from_presence[1]",
+        "experimental_features.msc3026_enabled",
+        "federation_domain_whitelist[1]",
+        "listeners[0].bind_addresses[1]",
+        "listeners[0].port",
+        "listeners[1].tls",
+        "max_request_body_size",
+        "modules[0].module",
+        "password_hash_cost.iterations",
+        "password_hash_cost.memory",
+        "presence.idel_timeout",
+        "presence.idle_timeout",
+        "presence.presence_router.module",
+        "presence.router_call_timeout",
+        "presence.sync_online_timeout",
+        "rc_presence.per_user.burst",
+        "rc_presence.per_user.burst_count",
+        "rc_presence.per_user.per_second",
+        "registration_shared_secret",
+        "server_name",
+        "trusted_key_servers[0].server_name",
+    ];
+    assert_eq!(paths, expected);
+    assert_eq!(problem_at(yaml, "presence.idel_timeout"), "unknown key");
+    assert_eq!(
+        problem_at(yaml, "presence.idle_timeout"),
+        "duration must not be negative, found -5"
+    );
+    assert_eq!(
+        problem_at(yaml, "presence.sync_online_timeout"),
+        "must be greater than zero"
+    );
+    assert_eq!(
+        problem_at(yaml, "listeners[0].port"),
+        "invalid value: integer `99999`, expected u16"
+    );
+    assert_eq!(
+        problem_at(yaml, "server_name"),
+        "invalid server name: \"not a server name\""
+    );
+    assert_eq!(
+        problem_at(yaml, "database.args.synchronous"),
+        "unknown variant `sometimes`, expected `normal` or `full`"
+    );
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let paths = problem_paths("report_stats: false\n");
+    assert_eq!(paths, ["listeners", "server_name"]);
+    assert_eq!(
+        problem_at("report_stats: false\n", "server_name"),
+        "is required"
+    );
+    let yaml = "server_name: a.org\nlisteners: [{type: http}]\n";
+    assert_eq!(problem_paths(yaml), ["listeners[0].port"]);
+}
+
+#[test]
+fn postgres_is_a_clear_not_supported_error() {
+    let yaml = minimal_with(
+        "database:\n  name: psycopg2\n  args: {user: synapse, password: secret, database: synapse, host: db}\n",
+    );
+    assert_eq!(problem_paths(&yaml), ["database.name"]);
+    assert!(problem_at(&yaml, "database.name").contains("not supported yet"));
+}
+
+#[test]
+fn sqlite_arguments() {
+    let c = load(&minimal_with(
+        "database: {name: sqlite3, args: {database: /var/lib/presenced/p.db, synchronous: normal, cp_min: 5}}\n",
+    ));
+    let DatabaseConfig::Sqlite(sqlite) = &c.config.database;
+    assert_eq!(sqlite.path, PathBuf::from("/var/lib/presenced/p.db"));
+    assert_eq!(sqlite.synchronous, SqliteSynchronous::Normal);
+    assert_eq!(c.unknown_keys, ["database.args.cp_min"]);
+}
+
+#[test]
+fn owned_sections_reject_unknown_keys_and_foreign_ones_report_them() {
+    let yaml = minimal_with(
+        "presence: {enabled: true, colour: blue}\nrc_presence: {per_user: {}, global: {}}\n",
+    );
+    assert_eq!(
+        problem_paths(&yaml),
+        ["presence.colour", "rc_presence.global"]
+    );
+
+    let loaded = load(&minimal_with(
+        "report_stats: true\nexperimental_features: {msc9999_enabled: true}\npassword_config: {pepper: x}\n",
+    ));
+    assert_eq!(
+        loaded.unknown_keys,
+        [
+            "experimental_features.msc9999_enabled",
+            "password_config.pepper",
+            "report_stats"
+        ]
+    );
+}
+
+#[test]
+fn a_realistic_reference_homeserver_yaml_loads_with_warnings() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/synapse-homeserver.yaml");
+    let loaded = match Config::load(&[path]) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        loaded.unknown_keys,
+        [
+            "enable_metrics",
+            "experimental_features.msc3266_enabled",
+            "form_secret",
+            "listeners[0].x_forwarded",
+            "log_config",
+            "macaroon_secret_key",
+            "max_upload_size",
+            "media_store_path",
+            "password_config.bcrypt_rounds",
+            "password_config.policy",
+            "pid_file",
+            "public_baseurl",
+            "rc_message",
+            "report_stats",
+            "retention",
+            "serve_server_wellknown",
+            "suppress_key_server_warning",
+            "url_preview_enabled",
+        ]
+    );
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(warnings, ["listeners[2].type"]);
+
+    let c = &loaded.config;
+    assert_eq!(c.server_name.as_str(), "example.org");
+    assert_eq!(c.listeners.len(), 2, "the manhole listener is dropped");
+    assert!(
+        c.listeners[0].serves(ResourceName::Client)
+            && c.listeners[0].serves(ResourceName::Federation)
+    );
+    assert_eq!(c.listeners[0].bind_addresses.len(), 2);
+    assert!(c.listeners[1].serves(ResourceName::Metrics));
+    assert_eq!(c.listeners[1].port, 9000);
+    assert!(c.registration.registration_shared_secret.is_some());
+    assert_eq!(c.rc_presence.per_user.per_second, 0.5);
+    assert_eq!(c.rc_presence.per_user.burst_count, 2);
+    assert!(c.experimental_features.msc3026_enabled);
+    assert_eq!(c.modules.len(), 1);
+    assert_eq!(
+        c.modules[0].config["always_send_to_users"],
+        json!(["@watcher:example.org"])
+    );
+    let whitelist = c.federation.federation_domain_whitelist.as_ref().unwrap();
+    assert_eq!(
+        whitelist.iter().map(ServerName::as_str).collect::<Vec<_>>(),
+        ["example.org", "friends.example.net"]
+    );
+    assert_eq!(
+        c.federation.signing_key_path,
+        Some(PathBuf::from("/data/example.org.signing.key"))
+    );
+    assert_eq!(c.federation.trusted_key_servers[0].verify_keys.len(), 1);
+}
+
+#[test]
+fn the_shipped_example_config_loads() {
+    let loaded = match Config::load(&[repo_root().join("presenced.example.yaml")]) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.server_name.as_str(), "localhost:8008");
+    assert_eq!(
+        c.listeners[0].bind_addresses,
+        ["127.0.0.1".parse::<IpAddr>().unwrap()]
+    );
+    assert!(
+        c.listeners[0].serves(ResourceName::Client) && c.listeners[0].serves(ResourceName::Metrics)
+    );
+    let router = c.presence.presence_router.as_ref().unwrap();
+    assert_eq!(router.module, "presenced.routers.ExamplePresenceRouter");
+    assert_eq!(
+        router.config,
+        json!({"always_send_to_users": ["@watcher:localhost:8008"], "blacklisted_users": []})
+    );
+    assert!(!c.registration.enable_registration);
+    assert!(c.registration.registration_shared_secret.is_some());
+}
+
+#[test]
+fn later_files_replace_earlier_top_level_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.yaml");
+    let over = dir.path().join("override.yaml");
+    fs::write(&base, format!("{MINIMAL}presence:\n  enabled: untracked\n  idle_timeout: 10m\nmax_status_msg_length: 100\n")).unwrap();
+    fs::write(
+        &over,
+        "presence:\n  include_offline_users_on_sync: true\nserver_name: other.org\n",
+    )
+    .unwrap();
+
+    let c = Config::load(&[base.clone(), over.clone()]).unwrap().config;
+    assert_eq!(c.server_name.as_str(), "other.org");
+    // The whole `presence` mapping was replaced, not merged key by key.
+    assert_eq!(c.presence.enabled, PresenceMode::Enabled);
+    assert_eq!(c.presence.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert!(c.presence.include_offline_users_on_sync);
+    // Keys only the first file sets survive.
+    assert_eq!(c.max_status_msg_length, 100);
+
+    // The other order gives the other answer.
+    let c = Config::load(&[over, base]).unwrap().config;
+    assert_eq!(c.server_name.as_str(), "example.org");
+    assert_eq!(c.presence.enabled, PresenceMode::Untracked);
+}
+
+#[test]
+fn a_directory_stands_for_its_yaml_files_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("10-base.yaml"), MINIMAL).unwrap();
+    fs::write(dir.path().join("20-name.yaml"), "server_name: second.org\n").unwrap();
+    fs::write(
+        dir.path().join("30-ignored.yml.bak"),
+        "server_name: [broken\n",
+    )
+    .unwrap();
+    let c = Config::load(&[dir.path().to_path_buf()]).unwrap().config;
+    assert_eq!(c.server_name.as_str(), "second.org");
+}
+
+#[test]
+fn unreadable_and_malformed_files_are_all_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.yaml");
+    let list = dir.path().join("list.yaml");
+    let broken = dir.path().join("broken.yaml");
+    let missing = dir.path().join("missing.yaml");
+    fs::write(&empty, "# nothing here\n").unwrap();
+    fs::write(&list, "- a\n- b\n").unwrap();
+    fs::write(&broken, "server_name: [unclosed\n").unwrap();
+    let err =
+        Config::load(&[empty.clone(), list.clone(), broken.clone(), missing.clone()]).unwrap_err();
+    let mut paths: Vec<String> = err.problems().iter().map(|p| p.path.clone()).collect();
+    paths.sort();
+    let mut want: Vec<String> = [empty, list, broken, missing]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(paths, want);
+    assert!(Config::load(&[]).is_err());
+}
+
+#[test]
+fn duplicate_keys_are_rejected() {
+    let err = Config::from_yaml("server_name: a.org\nserver_name: b.org\n").unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("duplicate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_render_as_a_readable_list() {
+    let err =
+        Config::from_yaml("server_name: a.org\nlisteners: []\npresence: {idle_timeout: 1s}\n")
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the configuration has 2 problems:\n  \
+         - listeners: at least one listener of type http is required\n  \
+         - presence.idle_timeout: must be greater than presence.last_active_granularity (1m)"
+    );
+}
+
+#[test]
+fn modules_and_the_legacy_router_are_listed_in_build_order() {
+    let c = load(&minimal_with(
+        "
+modules:
+  - module: first
+  - module: second
+    config: {x: 1}
+presence:
+  presence_router:
+    module: legacy
+    config: ~
+",
+    ))
+    .config;
+    let entries: Vec<(String, &str)> = c
+        .module_entries()
+        .into_iter()
+        .map(|(path, m)| (path, m.module.as_str()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("modules[0]".to_owned(), "first"),
+            ("modules[1]".to_owned(), "second"),
+            ("presence.presence_router".to_owned(), "legacy"),
+        ]
+    );
+    // An absent or null config block is an empty mapping, as in the reference.
+    assert_eq!(c.modules[0].config, json!({}));
+    assert_eq!(c.presence.presence_router.unwrap().config, json!({}));
+}
+
+#[test]
+fn listeners_addresses_and_types() {
+    let loaded = load(
+        "
+server_name: a.org
+listeners:
+  - port: 0
+    type: http
+    bind_address: 127.0.0.1
+    resources: [{names: [client, client, media, bogus], compress: true}]
+  - port: 9090
+    type: metrics
+  - port: 9091
+    type: replication
+",
+    );
+    let c = &loaded.config;
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(
+        c.listeners[0].bind_addresses,
+        ["127.0.0.1".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(c.listeners[0].resources[0].names, [ResourceName::Client]);
+    assert!(c.listeners[0].resources[0].compress);
+    assert_eq!(
+        c.listeners[1].bind_addresses,
+        ["0.0.0.0".parse::<IpAddr>().unwrap()]
+    );
+    assert!(c.listeners[1].serves(ResourceName::Metrics));
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "listeners[0].resources[0].names[2]",
+            "listeners[0].resources[0].names[3]",
+            "listeners[2].type"
+        ]
+    );
+}
+
+#[test]
+fn registration_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    fs::write(&secret_file, "from-a-file\n").unwrap();
+    let c = load(&minimal_with(&format!(
+        "registration_shared_secret_path: {}\n",
+        secret_file.display()
+    )))
+    .config;
+    let secret = c.registration.registration_shared_secret.unwrap();
+    assert_eq!(secret.expose(), "from-a-file");
+    assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+
+    let both = minimal_with(&format!(
+        "registration_shared_secret: x\nregistration_shared_secret_path: {}\n",
+        secret_file.display()
+    ));
+    assert_eq!(problem_paths(&both), ["registration_shared_secret_path"]);
+
+    assert_eq!(
+        problem_paths(&minimal_with("enable_registration: true\n")),
+        ["enable_registration"]
+    );
+    let c = load(&minimal_with(
+        "enable_registration: true\nenable_registration_without_verification: true\n",
+    ))
+    .config;
+    assert!(c.registration.enable_registration);
+}
+
+#[test]
+fn rate_limits_and_excluded_rooms() {
+    let c = load(&minimal_with(
+        "rc_presence: {per_user: {per_second: 10000, burst_count: 10000}}\nexclude_rooms_from_presence: ['!busy:example.org']\n",
+    ))
+    .config;
+    assert_eq!(c.rc_presence.per_user.per_second, 10000.0);
+    assert_eq!(c.rc_presence.per_user.burst_count, 10000);
+    assert_eq!(
+        c.exclude_rooms_from_presence[0].as_str(),
+        "!busy:example.org"
+    );
+}

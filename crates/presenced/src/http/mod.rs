@@ -1,0 +1,116 @@
+//! The HTTP layer: one axum [`Router`] per listener, built from the resources the listener
+//! serves, around a shared [`AppState`].
+//!
+//! Every router gets the same outer behaviour: Matrix CORS headers on every response
+//! (browser clients need them, errors included), a request body limit
+//! (`max_request_body_size`), request tracing, and JSON Matrix errors for unknown endpoints
+//! (404 `M_UNRECOGNIZED`) and wrong methods (405 `M_UNRECOGNIZED`).
+//! [`app`] builds the router with every resource, so tests can drive it in-process.
+//! Spec: <https://spec.matrix.org/v1.15/client-server-api/#web-browser-clients>.
+
+mod client;
+mod json;
+mod state;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, Method, header},
+    routing::get,
+};
+use tower_http::{
+    cors::{Any, CorsLayer},
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+pub use self::{
+    json::{MatrixJson, parse_json_body},
+    state::AppState,
+};
+use crate::{config::ResourceName, error::ApiError};
+
+/// The path of the health check, served on every listener as the reference does.
+pub const HEALTH_PATH: &str = "/health";
+
+/// `X-Requested-With`, which Matrix lists among the allowed CORS headers.
+const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+
+/// The application with every resource, as tests and single-listener setups want it.
+pub fn app(state: AppState) -> Router {
+    app_for(state, &ResourceName::ALL)
+}
+
+/// The application for a listener serving `resources`.
+pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
+    let mut router = Router::new().route(HEALTH_PATH, get(health));
+    for resource in resources {
+        router = match resource {
+            ResourceName::Client => router.merge(client::routes()),
+            // Federation, keys and metrics have no endpoints yet; their listeners already
+            // bind so the operator's layout works as soon as they do.
+            _ => router,
+        };
+    }
+    with_common_layers(router, state)
+}
+
+/// Adds what every listener shares around `routes`: the Matrix fallbacks, the body limit,
+/// CORS and request tracing.
+pub(crate) fn with_common_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.config().max_request_body_size;
+    routes
+        .fallback(unrecognized)
+        // Set after every route: it applies to the routes registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .with_state(state)
+}
+
+/// The CORS policy the Matrix specification asks every server to send.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            X_REQUESTED_WITH,
+        ])
+}
+
+/// The span of one request: method and path only, because the query string may carry an
+/// access token (`?access_token=`) that must not reach the logs.
+fn request_span(request: &Request) -> tracing::Span {
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+}
+
+/// `GET /health`: the process is up and serving.
+async fn health() -> &'static str {
+    "OK"
+}
+
+/// Any path no route matches.
+async fn unrecognized() -> ApiError {
+    ApiError::Unrecognized
+}
+
+/// A known path with a method it does not accept.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,25 @@
+//! Presenced, a Matrix presence server: the library behind the `presenced` binary.
+//!
+//! - [`config`] loads and validates the YAML configuration (the reference homeserver's key
+//!   names, every problem reported with its key path).
+//! - [`cli`] is the command line: run the server or check a configuration.
+//! - [`http`] builds the axum application ([`http::app`]) and its shared state.
+//! - [`error`] holds the HTTP error type, turned into Matrix error responses in one place,
+//!   and the startup error.
+//! - [`server`] binds the listeners, serves them and shuts down gracefully.
+//!
+//! The binary's `main` only calls [`cli::main`]; everything else lives here so tests can
+//! start the server in-process.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod server;
+
+pub use crate::{
+    config::Config,
+    error::{ApiError, StartError},
+    http::{AppState, app},
+    server::{RunningServer, Server},
+};

@@ -1,0 +1,247 @@
+//! Running the server: bind every configured listener, serve each with its router, and shut
+//! down gracefully.
+//!
+//! All sockets are bound before anything is served, so a bad address fails startup as a
+//! whole instead of leaving half the listeners running. Shutdown is a [`CancellationToken`]:
+//! cancelling it stops accepting connections and lets open requests finish; whatever is
+//! still running after the grace period is dropped.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use axum::Router;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Config, ListenerConfig, ResourceName},
+    error::StartError,
+    http::{self, AppState},
+};
+
+/// Starts servers from a [`Config`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Server;
+
+impl Server {
+    /// Binds every listener and starts serving. Port 0 picks a free port; the bound
+    /// addresses are in [`RunningServer::local_addrs`].
+    pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+        let state = AppState::new(config);
+        let mut bound = Vec::new();
+        for listener in &state.config().listeners {
+            let resources = listener_resources(listener);
+            let app = http::app_for(state.clone(), &resources);
+            for socket in bind_listener(listener).await? {
+                let addr = local_addr(&socket)?;
+                bound.push((socket, addr, app.clone(), resources.clone()));
+            }
+        }
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut local_addrs = Vec::with_capacity(bound.len());
+        for (socket, addr, app, resources) in bound {
+            let names: Vec<&str> = resources.iter().map(|r| r.as_str()).collect();
+            tracing::info!(%addr, resources = %names.join(","), "Listening on {addr}.");
+            local_addrs.push(addr);
+            tasks.spawn(serve(socket, addr, app, shutdown.clone()));
+        }
+        Ok(RunningServer {
+            local_addrs,
+            shutdown,
+            tasks,
+            state,
+        })
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    local_addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<(), StartError>>,
+    state: AppState,
+}
+
+impl RunningServer {
+    /// Every bound socket address, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The application state the handlers share.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The token that stops the server when cancelled (clones share it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting connections; open requests keep running until they finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every listener has stopped (after [`Self::shutdown`], or a failure).
+    /// If one listener fails, the others are shut down too and the first error is returned.
+    pub async fn wait(mut self) -> Result<(), StartError> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = match joined {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => {
+                    tracing::error!(error = %e, "A listener task panicked.");
+                    Ok(())
+                }
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Shuts down and waits up to `grace` for open requests; the rest are dropped.
+    pub async fn stop(self, grace: Duration) -> Result<(), StartError> {
+        self.shutdown();
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Dropping the `wait` future dropped the JoinSet, which aborts the tasks.
+                tracing::warn!(
+                    grace_ms = grace.as_millis(),
+                    "Requests still open after the grace period were dropped."
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The resources a listener serves, without duplicates.
+fn listener_resources(listener: &ListenerConfig) -> Vec<ResourceName> {
+    let mut names: Vec<ResourceName> = listener
+        .resources
+        .iter()
+        .flat_map(|r| r.names.iter().copied())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Binds each address of `listener`.
+///
+/// The reference homeserver's default is `['::', '0.0.0.0']`. On a dual-stack host `::`
+/// already accepts IPv4, so binding `0.0.0.0` to the same port then fails with "address in
+/// use": that failure is expected and skipped. On a host without IPv6, `::` fails and
+/// `0.0.0.0` alone serves. Any other failure stops startup.
+async fn bind_listener(listener: &ListenerConfig) -> Result<Vec<TcpListener>, StartError> {
+    let any_v4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let any_v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    let mut addresses = listener.bind_addresses.clone();
+    // `::` first, so the dual-stack socket exists before `0.0.0.0` is tried.
+    addresses.sort_by_key(|ip| *ip != any_v6);
+    addresses.dedup();
+
+    let mut sockets = Vec::new();
+    let mut bound_any_v6 = false;
+    for ip in &addresses {
+        let addr = SocketAddr::new(*ip, listener.port);
+        match TcpListener::bind(addr).await {
+            Ok(socket) => {
+                bound_any_v6 |= *ip == any_v6;
+                sockets.push(socket);
+            }
+            Err(e) if *ip == any_v4 && bound_any_v6 && e.kind() == io::ErrorKind::AddrInUse => {
+                tracing::debug!(%addr, "Not binding 0.0.0.0: the [::] socket accepts IPv4 too.");
+            }
+            Err(e)
+                if *ip == any_v6
+                    && addresses.contains(&any_v4)
+                    && e.kind() != io::ErrorKind::AddrInUse =>
+            {
+                tracing::warn!(%addr, error = %e, "Cannot listen on [::]; serving IPv4 only.");
+            }
+            Err(source) => return Err(StartError::Bind { addr, source }),
+        }
+    }
+    Ok(sockets)
+}
+
+fn local_addr(socket: &TcpListener) -> Result<SocketAddr, StartError> {
+    socket.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        source,
+    })
+}
+
+/// Serves one socket until `shutdown` is cancelled and its open requests are done.
+async fn serve(
+    socket: TcpListener,
+    addr: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    axum::serve(socket, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| StartError::Serve { addr, source })
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), the signals that stop the server.
+///
+/// Install them before announcing that the server is up: until they are installed, a
+/// SIGTERM would kill the process outright instead of shutting it down gracefully.
+pub struct ShutdownSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Starts catching the shutdown signals (needs a Tokio runtime).
+    pub fn install() -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// Waits for the next shutdown signal and returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // If Ctrl-C cannot be caught, never report it rather than stopping at once.
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Black-box tests of Presenced: the real binary, and the server started in-process, both
+//! spoken to over HTTP only.
+
+mod binary;
+mod server;
+mod support;
