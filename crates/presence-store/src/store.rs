@@ -58,26 +58,33 @@ impl StoreStats {
 ///
 /// Implementations are cheap-to-clone handles onto shared state. All methods may be called
 /// concurrently from many tasks.
+///
+/// The returned futures borrow neither the store nor the arguments (`use<Self>`): they are
+/// `'static`, so the server can spawn them or keep them in a collection. An implementation
+/// copies what it needs (a handle clone, owned IDs) before returning the future.
 pub trait PresenceStore: Clone + Send + Sync + 'static {
     // --- users ---
 
     /// Creates a user account. [`StoreError::UserExists`] if the ID is taken.
-    fn create_user(&self, user: NewUser) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create_user(
+        &self,
+        user: NewUser,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 
     /// Looks a user up.
     fn get_user(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send + use<Self>;
 
     /// Whether a user account exists.
     fn user_exists(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<Self>;
 
     /// How many user accounts exist.
-    fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + use<Self>;
 
     // --- devices and access tokens ---
 
@@ -88,37 +95,40 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         device: NewDevice,
         access_token: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 
     /// Finds the user and device an access token belongs to.
     fn resolve_token(
         &self,
         access_token: &str,
-    ) -> impl Future<Output = Result<Option<(UserId, DeviceId)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<(UserId, DeviceId)>, StoreError>> + Send + use<Self>;
 
     /// Deletes a device and its access tokens (logout). Returns whether the device existed.
     fn delete_device(
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<Self>;
 
     /// A user's devices, ordered by device ID.
     fn list_devices(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Vec<DeviceRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DeviceRecord>, StoreError>> + Send + use<Self>;
 
     // --- rooms, events, memberships ---
 
     /// Creates a room. [`StoreError::RoomExists`] if the ID is taken.
-    fn create_room(&self, room: RoomRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create_room(
+        &self,
+        room: RoomRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 
     /// Looks a room up.
     fn get_room(
         &self,
         room_id: &RoomId,
-    ) -> impl Future<Output = Result<Option<RoomRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<RoomRecord>, StoreError>> + Send + use<Self>;
 
     /// Appends events and applies membership changes to an existing room (else
     /// [`StoreError::NotFound`]), all in one atomic write. Returns the stream orderings given
@@ -128,14 +138,14 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         room_id: &RoomId,
         update: RoomUpdate,
-    ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send + use<Self>;
 
     /// Appends events to a room; see [`Self::apply_room_update`].
     fn append_events(
         &self,
         room_id: &RoomId,
         events: Vec<StoredEvent>,
-    ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send + use<Self> {
         self.apply_room_update(room_id, RoomUpdate::new(events, Vec::new()))
     }
 
@@ -144,7 +154,7 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         room_id: &RoomId,
         change: MembershipChange,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self> {
         let update = self.apply_room_update(room_id, RoomUpdate::new(Vec::new(), vec![change]));
         async move { update.await.map(drop) }
     }
@@ -154,7 +164,7 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
     fn room_state(
         &self,
         room_id: &RoomId,
-    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send + use<Self>;
 
     /// Up to `limit` events of a room after `after` (exclusive), oldest first.
     fn events_since(
@@ -162,32 +172,32 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         room_id: &RoomId,
         after: StreamOrdering,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send + use<Self>;
 
     /// A user's membership of a room, if one was ever recorded.
     fn membership(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Option<Membership>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Membership>, StoreError>> + Send + use<Self>;
 
     /// Every recorded membership of a room (leaves included), ordered by user ID.
     fn room_members(
         &self,
         room_id: &RoomId,
-    ) -> impl Future<Output = Result<Vec<(UserId, Membership)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(UserId, Membership)>, StoreError>> + Send + use<Self>;
 
     /// Every recorded membership of a user (leaves included), ordered by room ID.
     fn rooms_of(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Vec<(RoomId, Membership)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(RoomId, Membership)>, StoreError>> + Send + use<Self>;
 
     /// Every joined `(room, user)` pair, grouped by room; read once at startup to rebuild the
     /// engine's membership index.
     fn all_joined_memberships(
         &self,
-    ) -> impl Future<Output = Result<Vec<(RoomId, UserId)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(RoomId, UserId)>, StoreError>> + Send + use<Self>;
 
     // --- presence ---
 
@@ -198,15 +208,17 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
     fn persist_presence(
         &self,
         states: Vec<(StreamId, UserPresenceState)>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 
     /// Every stored presence row (offline ones included), for startup.
     fn load_presence(
         &self,
-    ) -> impl Future<Output = Result<Vec<(StreamId, UserPresenceState)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(StreamId, UserPresenceState)>, StoreError>> + Send + use<Self>;
 
     /// The highest stored presence stream id, `0` if none.
-    fn max_presence_stream_id(&self) -> impl Future<Output = Result<StreamId, StoreError>> + Send;
+    fn max_presence_stream_id(
+        &self,
+    ) -> impl Future<Output = Result<StreamId, StoreError>> + Send + use<Self>;
 
     // --- "send full presence" snapshot targets ---
 
@@ -216,12 +228,12 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         users: Vec<UserId>,
         stream_id: StreamId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 
     /// Every pending snapshot target with the stream id it was marked at.
     fn load_full_presence_targets(
         &self,
-    ) -> impl Future<Output = Result<Vec<(UserId, StreamId)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(UserId, StreamId)>, StoreError>> + Send + use<Self>;
 
     /// Clears a user's snapshot mark once the snapshot was delivered as of `up_to`. A mark set
     /// at a later stream id (a new request that raced the delivery) is kept. Returns whether
@@ -230,7 +242,7 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         user_id: &UserId,
         up_to: StreamId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<Self>;
 
     // --- client filters ---
 
@@ -240,14 +252,14 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         user_id: &UserId,
         filter_json: String,
-    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+    ) -> impl Future<Output = Result<String, StoreError>> + Send + use<Self>;
 
     /// A user's filter by ID.
     fn get_filter(
         &self,
         user_id: &UserId,
         filter_id: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<Self>;
 
     // --- server metadata ---
 
@@ -255,14 +267,14 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
     fn get_meta(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<Self>;
 
     /// Sets a metadata value.
     fn set_meta(
         &self,
         key: &str,
         value: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 
     // --- lifecycle ---
 
@@ -271,5 +283,5 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
 
     /// Applies every write already accepted, then stops. Later calls fail with
     /// [`StoreError::Closed`]; closing twice is fine.
-    fn close(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn close(&self) -> impl Future<Output = Result<(), StoreError>> + Send + use<Self>;
 }

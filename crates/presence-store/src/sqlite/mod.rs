@@ -172,7 +172,7 @@ impl SqliteStore {
     ///
     /// The write is queued when this is called, not when the future is first polled, so the
     /// order of calls is the order of application.
-    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -200,7 +200,7 @@ impl SqliteStore {
     }
 
     /// Runs a read on the pool.
-    fn read<T, F>(&self, read: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    fn read<T, F>(&self, read: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -211,14 +211,17 @@ impl SqliteStore {
 }
 
 impl PresenceStore for SqliteStore {
-    fn create_user(&self, user: NewUser) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn create_user(
+        &self,
+        user: NewUser,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         self.write(move |conn| accounts::insert_user(conn, &user))
     }
 
     fn get_user(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.read(move |conn| accounts::get_user(conn, &user_id))
     }
@@ -226,12 +229,12 @@ impl PresenceStore for SqliteStore {
     fn user_exists(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.read(move |conn| accounts::user_exists(conn, &user_id))
     }
 
-    fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+    fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + use<> {
         self.read(accounts::count_users)
     }
 
@@ -239,7 +242,7 @@ impl PresenceStore for SqliteStore {
         &self,
         device: NewDevice,
         access_token: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         // Hashed here so the plaintext token never enters the queue.
         let token_hash = accounts::hash_token(access_token);
         self.write(move |conn| accounts::upsert_device(conn, &device, &token_hash))
@@ -248,7 +251,7 @@ impl PresenceStore for SqliteStore {
     fn resolve_token(
         &self,
         access_token: &str,
-    ) -> impl Future<Output = Result<Option<(UserId, DeviceId)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<(UserId, DeviceId)>, StoreError>> + Send + use<> {
         let token_hash = accounts::hash_token(access_token);
         self.read(move |conn| accounts::resolve_token(conn, &token_hash))
     }
@@ -257,7 +260,7 @@ impl PresenceStore for SqliteStore {
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<> {
         let (user_id, device_id) = (user_id.clone(), device_id.clone());
         self.write(move |conn| accounts::delete_device(conn, &user_id, &device_id))
     }
@@ -265,19 +268,22 @@ impl PresenceStore for SqliteStore {
     fn list_devices(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Vec<DeviceRecord>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<DeviceRecord>, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.read(move |conn| accounts::list_devices(conn, &user_id))
     }
 
-    fn create_room(&self, room: RoomRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn create_room(
+        &self,
+        room: RoomRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         self.write(move |conn| rooms::insert_room(conn, &room))
     }
 
     fn get_room(
         &self,
         room_id: &RoomId,
-    ) -> impl Future<Output = Result<Option<RoomRecord>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<RoomRecord>, StoreError>> + Send + use<> {
         let room_id = room_id.clone();
         self.read(move |conn| rooms::get_room(conn, &room_id))
     }
@@ -286,7 +292,7 @@ impl PresenceStore for SqliteStore {
         &self,
         room_id: &RoomId,
         update: RoomUpdate,
-    ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send + use<> {
         let room_id = room_id.clone();
         self.write(move |conn| rooms::apply_room_update(conn, &room_id, &update))
     }
@@ -294,7 +300,7 @@ impl PresenceStore for SqliteStore {
     fn room_state(
         &self,
         room_id: &RoomId,
-    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send + use<> {
         let room_id = room_id.clone();
         self.read(move |conn| rooms::room_state(conn, &room_id))
     }
@@ -304,7 +310,7 @@ impl PresenceStore for SqliteStore {
         room_id: &RoomId,
         after: StreamOrdering,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send + use<> {
         let room_id = room_id.clone();
         self.read(move |conn| rooms::events_since(conn, &room_id, after, limit))
     }
@@ -313,7 +319,7 @@ impl PresenceStore for SqliteStore {
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Option<Membership>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<Membership>, StoreError>> + Send + use<> {
         let (room_id, user_id) = (room_id.clone(), user_id.clone());
         self.read(move |conn| rooms::membership(conn, &room_id, &user_id))
     }
@@ -321,7 +327,7 @@ impl PresenceStore for SqliteStore {
     fn room_members(
         &self,
         room_id: &RoomId,
-    ) -> impl Future<Output = Result<Vec<(UserId, Membership)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<(UserId, Membership)>, StoreError>> + Send + use<> {
         let room_id = room_id.clone();
         self.read(move |conn| rooms::room_members(conn, &room_id))
     }
@@ -329,31 +335,34 @@ impl PresenceStore for SqliteStore {
     fn rooms_of(
         &self,
         user_id: &UserId,
-    ) -> impl Future<Output = Result<Vec<(RoomId, Membership)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<(RoomId, Membership)>, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.read(move |conn| rooms::rooms_of(conn, &user_id))
     }
 
     fn all_joined_memberships(
         &self,
-    ) -> impl Future<Output = Result<Vec<(RoomId, UserId)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<(RoomId, UserId)>, StoreError>> + Send + use<> {
         self.read(rooms::all_joined)
     }
 
     fn persist_presence(
         &self,
         states: Vec<(StreamId, UserPresenceState)>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         self.write(move |conn| presence::persist(conn, &states))
     }
 
     fn load_presence(
         &self,
-    ) -> impl Future<Output = Result<Vec<(StreamId, UserPresenceState)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<(StreamId, UserPresenceState)>, StoreError>> + Send + use<>
+    {
         self.read(presence::load)
     }
 
-    fn max_presence_stream_id(&self) -> impl Future<Output = Result<StreamId, StoreError>> + Send {
+    fn max_presence_stream_id(
+        &self,
+    ) -> impl Future<Output = Result<StreamId, StoreError>> + Send + use<> {
         self.read(presence::max_stream_id)
     }
 
@@ -361,13 +370,13 @@ impl PresenceStore for SqliteStore {
         &self,
         users: Vec<UserId>,
         stream_id: StreamId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         self.write(move |conn| presence::set_targets(conn, &users, stream_id))
     }
 
     fn load_full_presence_targets(
         &self,
-    ) -> impl Future<Output = Result<Vec<(UserId, StreamId)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<(UserId, StreamId)>, StoreError>> + Send + use<> {
         self.read(presence::load_targets)
     }
 
@@ -375,7 +384,7 @@ impl PresenceStore for SqliteStore {
         &self,
         user_id: &UserId,
         up_to: StreamId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.write(move |conn| presence::delete_target(conn, &user_id, up_to))
     }
@@ -384,7 +393,7 @@ impl PresenceStore for SqliteStore {
         &self,
         user_id: &UserId,
         filter_json: String,
-    ) -> impl Future<Output = Result<String, StoreError>> + Send {
+    ) -> impl Future<Output = Result<String, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.write(move |conn| accounts::insert_filter(conn, &user_id, &filter_json))
     }
@@ -393,7 +402,7 @@ impl PresenceStore for SqliteStore {
         &self,
         user_id: &UserId,
         filter_id: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<> {
         let (user_id, filter_id) = (user_id.clone(), filter_id.to_owned());
         self.read(move |conn| accounts::get_filter(conn, &user_id, &filter_id))
     }
@@ -401,7 +410,7 @@ impl PresenceStore for SqliteStore {
     fn get_meta(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<> {
         let key = key.to_owned();
         self.read(move |conn| meta::get(conn, &key))
     }
@@ -410,7 +419,7 @@ impl PresenceStore for SqliteStore {
         &self,
         key: &str,
         value: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.write(move |conn| meta::set(conn, &key, &value))
     }
@@ -419,7 +428,7 @@ impl PresenceStore for SqliteStore {
         self.inner.stats.snapshot()
     }
 
-    fn close(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn close(&self) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
         let inner = Arc::clone(&self.inner);
         async move {
             // Refuse new writes; the writer finishes the queue, then sees the channel closed.
