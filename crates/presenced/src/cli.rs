@@ -26,6 +26,8 @@ const DEFAULT_LOG_FILTER: &str = "info";
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The exit code for an invalid configuration or a failed start.
 const EXIT_FAILURE: u8 = 1;
+/// The exit code for a bad command line (clap's own).
+const EXIT_USAGE: u8 = 2;
 
 /// Presenced, a Matrix presence server.
 #[derive(Debug, Parser)]
@@ -92,11 +94,7 @@ fn parse_filter(text: &str) -> Result<String, String> {
 
 /// Parses the command line and runs it: the whole of the binary's `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(e) = cli.check_combinations() {
-        e.exit();
-    }
-    cli.run()
+    Cli::parse().run()
 }
 
 impl Cli {
@@ -117,6 +115,11 @@ impl Cli {
 
     /// Runs the parsed command.
     pub fn run(self) -> ExitCode {
+        if let Err(e) = self.check_combinations() {
+            // Printing can only fail if stderr is gone; the exit code still says it all.
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
         match self.command {
             Some(Command::CheckConfig) => check_config(&self.global.config_paths),
             Some(Command::Run(run)) => run_server(&self.global, &run),

@@ -20,7 +20,7 @@ use axum::{
 };
 use tower_http::{
     cors::{Any, CorsLayer},
-    trace::{DefaultOnResponse, TraceLayer},
+    trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
 
@@ -68,7 +68,9 @@ pub(crate) fn with_common_layers(routes: Router<AppState>, state: AppState) -> R
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // 500s are logged once, with their cause, where `ApiError` becomes a response.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .with_state(state)
 }

@@ -228,3 +228,19 @@ async fn a_port_in_use_exits_1() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn server_options_with_check_config_are_a_usage_error() {
+    let ws = Workspace::new();
+    let good = ws.write("good.yaml", &config_yaml(""));
+    let (code, _, stderr) = ws
+        .run(&[
+            "--print-listen-addrs",
+            "check-config",
+            "-c",
+            good.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--print-listen-addrs"), "{stderr}");
+}
