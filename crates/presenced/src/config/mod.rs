@@ -1,8 +1,8 @@
 //! The server configuration: typed, validated, and shaped like the reference homeserver's
 //! `homeserver.yaml`, so an operator's existing file starts Presenced.
 //!
-//! Loading goes in three steps. [`source`] reads each YAML file into a generic tree and
-//! overlays them (later files replace earlier **top-level** keys). [`parse`] then walks the
+//! Loading goes in two steps. `source` reads each YAML file into a generic tree and
+//! overlays them (later files replace earlier **top-level** keys). `parse` then walks the
 //! merged tree section by section, building the typed [`Config`] and collecting *every*
 //! problem with its key path instead of stopping at the first. Keys Presenced does not use
 //! are gathered (sorted) so the server can report them once at startup; sections Presenced

@@ -90,7 +90,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         experimental_features,
         max_status_msg_length: max_status_msg_length?,
         max_request_body_size: max_request_body_size?,
-        federation: federation?,
+        federation,
     })
 }
 
@@ -578,7 +578,7 @@ fn read_size(top: &mut Section<'_>, key: &str, default: usize) -> Option<usize> 
 // ---------------------------------------------------------------------------------------
 // federation
 
-fn read_federation(top: &mut Section<'_>) -> Option<FederationConfig> {
+fn read_federation(top: &mut Section<'_>) -> FederationConfig {
     let defaults = FederationConfig::default();
     let signing_key_path = top.get::<PathBuf>("signing_key_path");
     let whitelist = read_server_names(top, "federation_domain_whitelist");
@@ -609,14 +609,14 @@ fn read_federation(top: &mut Section<'_>) -> Option<FederationConfig> {
         top.take_raw("trusted_key_servers");
         defaults.trusted_key_servers
     };
-    Some(FederationConfig {
+    FederationConfig {
         signing_key_path,
         federation_domain_whitelist: whitelist,
         federation_verify_certificates: verify,
         trusted_key_servers,
         tls_certificate_path,
         tls_private_key_path,
-    })
+    }
 }
 
 /// Reads an optional list of server names, naming each bad entry by its index.
