@@ -279,6 +279,11 @@ impl Engine {
         self.users.resolve(user.0)
     }
 
+    /// The user interned at position `i` (users are numbered from 0 in interning order).
+    pub fn user_at(&self, i: usize) -> Option<UserIdx> {
+        (i < self.users.len()).then(|| UserIdx(i as u32))
+    }
+
     /// How many users are interned.
     pub fn user_count(&self) -> usize {
         self.users.len()

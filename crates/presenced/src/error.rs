@@ -103,6 +103,32 @@ pub enum ApiError {
     Internal(#[source] InternalError),
 }
 
+/// How long a client is asked to wait when the store's write queue is full.
+const OVERLOADED_RETRY_MS: u64 = 200;
+
+impl From<presence_store::StoreError> for ApiError {
+    fn from(e: presence_store::StoreError) -> Self {
+        match e {
+            // Back-pressure, not a failure: the client retries shortly.
+            presence_store::StoreError::Overloaded => {
+                crate::metrics::rate_limited("store");
+                Self::LimitExceeded {
+                    retry_after_ms: OVERLOADED_RETRY_MS,
+                }
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::presence::PresenceError> for ApiError {
+    fn from(e: crate::presence::PresenceError) -> Self {
+        match e {
+            crate::presence::PresenceError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     /// An internal error caused by `cause` (logged when the response is built).
     pub fn internal<E: StdError + Send + Sync + 'static>(cause: E) -> Self {
@@ -290,6 +316,12 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The database could not be opened or loaded.
+    #[error("{0}")]
+    Store(String),
+    /// A presence router could not be built from its configuration.
+    #[error("{0}")]
+    Router(String),
     /// A listener failed while serving.
     #[error("listener on {addr} failed: {source}")]
     Serve {

@@ -15,6 +15,10 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod presence;
+pub mod ratelimit;
 pub mod server;
 
 pub use crate::{

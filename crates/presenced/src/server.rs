@@ -20,7 +20,9 @@ use crate::{
     config::{Config, ListenerConfig, ResourceName},
     error::StartError,
     http::{self, AppState},
+    presence,
 };
+use presence_store::PresenceStore as _;
 
 /// Starts servers from a [`Config`].
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +33,7 @@ impl Server {
     /// Binds every listener and starts serving. Port 0 picks a free port; the bound
     /// addresses are in [`RunningServer::local_addrs`].
     pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-        let state = AppState::new(config);
+        let (state, background) = AppState::build(config).await?;
         let mut bound = Vec::new();
         for listener in &state.config().listeners {
             let resources = listener_resources(listener);
@@ -51,11 +53,21 @@ impl Server {
             local_addrs.push(addr);
             tasks.spawn(serve(socket, addr, app, shutdown.clone()));
         }
+        let background_shutdown = CancellationToken::new();
+        let mut background_tasks = JoinSet::new();
+        presence::spawn_background(
+            state.presence(),
+            background.module_commands,
+            background_shutdown.clone(),
+            &mut background_tasks,
+        );
         Ok(RunningServer {
             local_addrs,
             shutdown,
             tasks,
             state,
+            background_shutdown,
+            background_tasks,
         })
     }
 }
@@ -66,6 +78,8 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     tasks: JoinSet<Result<(), StartError>>,
     state: AppState,
+    background_shutdown: CancellationToken,
+    background_tasks: JoinSet<()>,
 }
 
 impl RunningServer {
@@ -107,6 +121,14 @@ impl RunningServer {
                 first_error.get_or_insert(e);
             }
         }
+        // Listeners are drained: stop the timers, flush bookkeeping, close the store (which
+        // commits everything still queued).
+        self.background_shutdown.cancel();
+        while self.background_tasks.join_next().await.is_some() {}
+        if let Err(e) = self.state.store().close().await {
+            tracing::warn!(error = %e, "Closing the database failed.");
+        }
+        tracing::info!("Stopped.");
         first_error.map_or(Ok(()), Err)
     }
 

@@ -258,7 +258,7 @@ impl SqliteConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            synchronous: SqliteSynchronous::Full,
+            synchronous: SqliteSynchronous::Normal,
         }
     }
 }
@@ -268,10 +268,11 @@ impl SqliteConfig {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum SqliteSynchronous {
-    /// Faster; a power loss (not a process crash) may lose the last commits.
-    Normal,
-    /// Every commit reaches the disk before it is acknowledged.
+    /// The default: a committed write survives a crash of the process; a power loss may
+    /// lose the last commits.
     #[default]
+    Normal,
+    /// Every commit reaches the disk before it is acknowledged (survives power loss).
     Full,
 }
 

@@ -8,6 +8,8 @@
 //! [`app`] builds the router with every resource, so tests can drive it in-process.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#web-browser-clients>.
 
+mod admin;
+pub mod auth;
 mod client;
 mod json;
 mod state;
@@ -26,12 +28,20 @@ use tracing::Level;
 
 pub use self::{
     json::{MatrixJson, parse_json_body},
-    state::AppState,
+    state::{AppState, Background, Store},
 };
 use crate::{config::ResourceName, error::ApiError};
 
 /// The path of the health check, served on every listener as the reference does.
 pub const HEALTH_PATH: &str = "/health";
+
+/// The path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// `GET /metrics`: every metric in the Prometheus text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    crate::metrics::render(state.metrics(), state.presence().routers())
+}
 
 /// `X-Requested-With`, which Matrix lists among the allowed CORS headers.
 const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
@@ -46,7 +56,8 @@ pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
     let mut router = Router::new().route(HEALTH_PATH, get(health));
     for resource in resources {
         router = match resource {
-            ResourceName::Client => router.merge(client::routes()),
+            ResourceName::Client => router.merge(client::routes()).merge(admin::routes()),
+            ResourceName::Metrics => router.route(METRICS_PATH, get(metrics)),
             // Federation, keys and metrics have no endpoints yet; their listeners already
             // bind so the operator's layout works as soon as they do.
             _ => router,

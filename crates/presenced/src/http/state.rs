@@ -1,11 +1,26 @@
-//! The state every handler can reach: a cheap `Clone` handle around shared, immutable
-//! parts. Components are added here as fields of `Inner` as the server grows (the store,
-//! the presence engine), each reachable through its own accessor, so handlers ask for what
-//! they use rather than for a catch-all service locator.
+//! The state every handler can reach: a cheap `Clone` handle around the configuration, the
+//! store, the presence service and the rate limiters, each behind its own accessor so that
+//! handlers ask for what they use.
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use metrics_exporter_prometheus::PrometheusHandle;
+use presence_engine::{Engine, EngineConfig, Timers};
+use presence_router::{ModuleApi, ModuleCommand, RouterRegistry, RouterSet};
+use presence_store::{SqliteConfig as StoreConfig, SqliteStore, Synchronous};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::{Config, DatabaseConfig, PresenceMode, SqliteSynchronous},
+    error::StartError,
+    http::auth::TokenCache,
+    notify::Notifier,
+    presence::PresenceService,
+    ratelimit::RateLimiter,
+};
+
+/// The store backend the server runs on.
+pub type Store = SqliteStore;
 
 /// Shared application state (a handle: cloning it is cheap).
 #[derive(Clone)]
@@ -15,18 +30,155 @@ pub struct AppState {
 
 struct Inner {
     config: Config,
+    store: Store,
+    presence: PresenceService<Store>,
+    metrics: PrometheusHandle,
+    presence_put_limit: RateLimiter,
+    presence_sync_limit: RateLimiter,
+    tokens: TokenCache,
 }
 
+/// What [`AppState::build`] leaves for the server to run.
+pub struct Background {
+    /// Commands from router modules (`ModuleApi`), for the presence service's loop.
+    pub module_commands: mpsc::Receiver<ModuleCommand>,
+}
+
+/// Capacity of the module command channel: modules wait when the server is this far behind.
+const MODULE_COMMAND_QUEUE: usize = 64;
+
 impl AppState {
-    /// State for a server running with `config`.
-    pub fn new(config: Config) -> Self {
-        Self {
-            inner: Arc::new(Inner { config }),
-        }
+    /// Opens the store, builds the routers and the engine, and restores persisted presence.
+    pub async fn build(config: Config) -> Result<(Self, Background), StartError> {
+        let store = open_store(&config).await?;
+        let (tx, rx) = mpsc::channel(MODULE_COMMAND_QUEUE);
+        let api = ModuleApi::new(config.server_name.clone(), tx);
+        let routers = build_routers(&config, &api)?;
+        let engine = Engine::new(engine_config(&config));
+        let presence = PresenceService::new(engine, routers, store.clone(), Notifier::default());
+        presence
+            .restore()
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        let rc = config.rc_presence.per_user;
+        let state = Self {
+            inner: Arc::new(Inner {
+                presence_put_limit: RateLimiter::new(rc.per_second, rc.burst_count),
+                presence_sync_limit: RateLimiter::new(rc.per_second, rc.burst_count),
+                metrics: crate::metrics::install(),
+                tokens: TokenCache::default(),
+                config,
+                store,
+                presence,
+            }),
+        };
+        Ok((
+            state,
+            Background {
+                module_commands: rx,
+            },
+        ))
     }
 
     /// The configuration the server was started with.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The presence service.
+    pub fn presence(&self) -> &PresenceService<Store> {
+        &self.inner.presence
+    }
+
+    /// The Prometheus metrics handle.
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.inner.metrics
+    }
+
+    /// Resolved access tokens.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.inner.tokens
+    }
+
+    /// `rc_presence` for `PUT /presence`.
+    pub fn presence_put_limit(&self) -> &RateLimiter {
+        &self.inner.presence_put_limit
+    }
+
+    /// `rc_presence` for syncs that set presence (a separate bucket, as the reference has).
+    pub fn presence_sync_limit(&self) -> &RateLimiter {
+        &self.inner.presence_sync_limit
+    }
+}
+
+async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let DatabaseConfig::Sqlite(sqlite) = &config.database;
+    if let Some(dir) = sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StartError::Store(format!(
+                "cannot create the database directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let mut store_config = StoreConfig::new(&sqlite.path);
+    store_config.synchronous = match sqlite.synchronous {
+        SqliteSynchronous::Full => Synchronous::Full,
+        _ => Synchronous::Normal,
+    };
+    let store = SqliteStore::open(store_config).await.map_err(|e| {
+        StartError::Store(format!(
+            "cannot open the database {}: {e}",
+            sqlite.path.display()
+        ))
+    })?;
+    tracing::info!(path = %sqlite.path.display(), "Opened the SQLite database.");
+    Ok(store)
+}
+
+/// Builds every configured router, `modules:` entries first, then the legacy block.
+fn build_routers(config: &Config, api: &ModuleApi) -> Result<RouterSet, StartError> {
+    let mut registry = RouterRegistry::new();
+    presence_routers::register_builtin(&mut registry);
+    let mut routers = RouterSet::new(config.presence.router_call_timeout);
+    for (path, module) in config.module_entries() {
+        let router = registry
+            .build(&path, &module.module, &module.config, api)
+            .map_err(|e| StartError::Router(e.to_string()))?;
+        tracing::info!(module = %module.module, at = %path, "Loaded presence router.");
+        routers.push(module.module.clone(), router);
+    }
+    Ok(routers)
+}
+
+fn engine_config(config: &Config) -> EngineConfig {
+    let p = &config.presence;
+    let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    let mut e = EngineConfig::new(config.server_name.clone());
+    e.mode = match p.enabled {
+        PresenceMode::Enabled => presence_engine::PresenceMode::Enabled,
+        PresenceMode::Disabled => presence_engine::PresenceMode::Disabled,
+        _ => presence_engine::PresenceMode::Untracked,
+    };
+    e.timers = Timers {
+        last_active_granularity: ms(p.last_active_granularity),
+        sync_online_timeout: ms(p.sync_online_timeout),
+        idle_timeout: ms(p.idle_timeout),
+        busy_timeout: ms(p.busy_timeout),
+        federation_timeout: ms(p.federation_timeout),
+        federation_ping_interval: ms(p.federation_ping_interval),
+    };
+    e.include_offline_users_on_sync = p.include_offline_users_on_sync;
+    e.max_status_msg_len = config.max_status_msg_length;
+    e.exclude_rooms_from_presence = config
+        .exclude_rooms_from_presence
+        .iter()
+        .map(|r| Arc::from(r.as_str()))
+        .collect();
+    e
 }

@@ -15,14 +15,21 @@ use super::*;
 use crate::config::Config;
 
 fn test_config(extra: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let db = dir.join("test.db");
     let yaml = format!(
-        "server_name: test\nlisteners: [{{port: 0, type: http, resources: [{{names: [client]}}]}}]\n{extra}"
+        "server_name: test\nlisteners: [{{port: 0, type: http, resources: [{{names: [client]}}]}}]\ndatabase: {{name: sqlite3, args: {{database: {}}}}}\n{extra}",
+        db.display()
     );
     Config::from_yaml(&yaml).unwrap().config
 }
 
-fn test_app(extra: &str) -> Router {
-    app(AppState::new(test_config(extra)))
+async fn state(config: Config) -> AppState {
+    AppState::build(config).await.unwrap().0
+}
+
+async fn test_app(extra: &str) -> Router {
+    app(state(test_config(extra)).await)
 }
 
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, Response) {
@@ -41,7 +48,7 @@ fn get(uri: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn versions_lists_spec_versions_and_msc3026() {
-    let (status, response) = send(test_app(""), get("/_matrix/client/versions")).await;
+    let (status, response) = send(test_app("").await, get("/_matrix/client/versions")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     let body = json_body(response).await;
@@ -59,7 +66,7 @@ async fn versions_lists_spec_versions_and_msc3026() {
         json!({"org.matrix.msc3026.busy_presence": false})
     );
 
-    let app = test_app("experimental_features: {msc3026_enabled: true}\n");
+    let app = test_app("experimental_features: {msc3026_enabled: true}\n").await;
     let (_, response) = send(app, get("/_matrix/client/versions")).await;
     assert_eq!(
         json_body(response).await["unstable_features"]["org.matrix.msc3026.busy_presence"],
@@ -69,7 +76,7 @@ async fn versions_lists_spec_versions_and_msc3026() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_matrix_errors() {
-    let (status, response) = send(test_app(""), get("/_matrix/client/v3/nope")).await;
+    let (status, response) = send(test_app("").await, get("/_matrix/client/v3/nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
         json_body(response).await,
@@ -79,7 +86,7 @@ async fn unknown_paths_and_methods_are_matrix_errors() {
     let request = Request::delete("/_matrix/client/versions")
         .body(Body::empty())
         .unwrap();
-    let (status, response) = send(test_app(""), request).await;
+    let (status, response) = send(test_app("").await, request).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(
         json_body(response).await,
@@ -89,7 +96,7 @@ async fn unknown_paths_and_methods_are_matrix_errors() {
 
 #[tokio::test]
 async fn listeners_serve_only_their_resources() {
-    let state = AppState::new(test_config(""));
+    let state = state(test_config("")).await;
     let metrics_only = app_for(state, &[ResourceName::Metrics]);
     let (status, _) = send(metrics_only.clone(), get("/_matrix/client/versions")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -105,14 +112,14 @@ async fn cors_headers_on_responses_errors_and_preflight() {
         .header(header::ORIGIN, "https://app.example")
         .body(Body::empty())
         .unwrap();
-    let (_, response) = send(test_app(""), request).await;
+    let (_, response) = send(test_app("").await, request).await;
     assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
 
     let request = Request::get("/missing")
         .header(header::ORIGIN, "https://app.example")
         .body(Body::empty())
         .unwrap();
-    let (status, response) = send(test_app(""), request).await;
+    let (status, response) = send(test_app("").await, request).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
 
@@ -125,7 +132,7 @@ async fn cors_headers_on_responses_errors_and_preflight() {
         )
         .body(Body::empty())
         .unwrap();
-    let (status, response) = send(test_app(""), request).await;
+    let (status, response) = send(test_app("").await, request).await;
     assert_eq!(status, StatusCode::OK);
     let headers = response.headers();
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
@@ -153,14 +160,14 @@ struct Status {
 }
 
 /// A router with one JSON endpoint and the common layers (so the configured body limit).
-fn echo_app(limit: usize) -> Router {
+async fn echo_app(limit: usize) -> Router {
     let mut config = test_config("");
     config.max_request_body_size = limit;
     let routes = Router::new().route(
         "/echo",
         put(|MatrixJson(body): MatrixJson<Status>| async move { body.presence }),
     );
-    with_common_layers(routes, AppState::new(config))
+    with_common_layers(routes, state(config).await)
 }
 
 fn put_body(body: impl Into<Body>) -> Request<Body> {
@@ -169,7 +176,7 @@ fn put_body(body: impl Into<Body>) -> Request<Body> {
 
 #[tokio::test]
 async fn matrix_json_accepts_bodies_without_content_type() {
-    let (status, response) = send(echo_app(1024), put_body(r#"{"presence":"online"}"#)).await;
+    let (status, response) = send(echo_app(1024).await, put_body(r#"{"presence":"online"}"#)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(to_bytes(response.into_body(), 100).await.unwrap(), "online");
 
@@ -177,7 +184,7 @@ async fn matrix_json_accepts_bodies_without_content_type() {
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from(r#"{"presence":"busy"}"#))
         .unwrap();
-    let (status, _) = send(echo_app(1024), request).await;
+    let (status, _) = send(echo_app(1024).await, request).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -190,7 +197,7 @@ async fn matrix_json_rejects_non_json_as_not_json() {
         r#"{"presence": "online"} trailing"#,
         "{\"presence\": 5",
     ] {
-        let (status, response) = send(echo_app(1024), put_body(body)).await;
+        let (status, response) = send(echo_app(1024).await, put_body(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
         assert_eq!(
             json_body(response).await,
@@ -216,7 +223,7 @@ async fn matrix_json_rejects_wrong_shapes_as_bad_json() {
         ),
     ];
     for (body, error) in cases {
-        let (status, response) = send(echo_app(1024), put_body(body)).await;
+        let (status, response) = send(echo_app(1024).await, put_body(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(
             json_body(response).await,
@@ -232,11 +239,11 @@ async fn matrix_json_rejects_oversized_bodies() {
         r#"{{"presence":"online","status_msg":"{}"}}"#,
         "x".repeat(100)
     );
-    let (status, response) = send(echo_app(64), put_body(body.clone())).await;
+    let (status, response) = send(echo_app(64).await, put_body(body.clone())).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json_body(response).await["errcode"], "M_TOO_LARGE");
     // Just under the limit is fine.
-    let (status, _) = send(echo_app(body.len()), put_body(body)).await;
+    let (status, _) = send(echo_app(body.len()).await, put_body(body)).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -246,7 +253,7 @@ async fn matrix_json_errors_keep_cors_headers() {
         .header(header::ORIGIN, "https://app.example")
         .body(Body::from("nope"))
         .unwrap();
-    let (status, response) = send(echo_app(1024), request).await;
+    let (status, response) = send(echo_app(1024).await, request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
 }

@@ -1,6 +1,8 @@
 //! The client-server API (`/_matrix/client`): one file per group of endpoints.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/>.
 
+mod presence;
+mod sync;
 mod versions;
 
 use axum::{Router, routing::get};
@@ -9,5 +11,15 @@ use super::AppState;
 
 /// The client-server API routes.
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route(versions::PATH, get(versions::get_versions))
+    let mut router = Router::new().route(versions::PATH, get(versions::get_versions));
+    for path in presence::PATHS {
+        router = router.route(
+            path,
+            get(presence::get_presence).put(presence::set_presence),
+        );
+    }
+    for path in sync::PATHS {
+        router = router.route(path, get(sync::sync));
+    }
+    router
 }

@@ -1,0 +1,108 @@
+//! Metrics, exported in the Prometheus text format on `/metrics`.
+//!
+//! Names are constants here, and each is recorded through one function, so that every metric
+//! has exactly one definition.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use presence_router::RouterSet;
+
+/// Notified presence updates persisted.
+pub const PRESENCE_UPDATES: &str = "presenced_presence_updates_total";
+/// (recipient, user) presence entries returned by syncs.
+pub const PRESENCE_DELIVERIES: &str = "presenced_presence_deliveries_total";
+/// Wall time of `/sync` requests.
+pub const SYNC_SECONDS: &str = "presenced_sync_duration_seconds";
+/// Presence store write latency (from request to COMMIT).
+pub const STORE_WRITE_SECONDS: &str = "presenced_store_write_duration_seconds";
+/// Router calls, by router.
+pub const ROUTER_CALLS: &str = "presenced_router_calls_total";
+/// Router calls whose answer was dropped, by router.
+pub const ROUTER_FAILURES: &str = "presenced_router_failures_total";
+/// Router calls that overran their budget, by router.
+pub const ROUTER_TIMEOUTS: &str = "presenced_router_timeouts_total";
+/// Router calls that panicked, by router.
+pub const ROUTER_PANICS: &str = "presenced_router_panics_total";
+/// Time spent in router calls, by router.
+pub const ROUTER_SECONDS: &str = "presenced_router_call_seconds_total";
+/// Inbound federation presence entries dropped by validation.
+pub const REMOTE_DROPPED: &str = "presenced_remote_presence_dropped_total";
+/// HTTP requests refused with 429.
+pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls reuse it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ])
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::debug!("A metrics recorder was already installed.");
+                    }
+                    handle
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Metrics buckets rejected; using the defaults.");
+                    let recorder = PrometheusBuilder::new().build_recorder();
+                    let handle = recorder.handle();
+                    let _ = metrics::set_global_recorder(recorder);
+                    handle
+                }
+            }
+        })
+        .clone()
+}
+
+/// Renders every metric, with the routers' counters read at this moment.
+pub fn render(handle: &PrometheusHandle, routers: &RouterSet) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, stats) in routers.stats() {
+        let labels = [("router", name.to_owned())];
+        metrics::counter!(ROUTER_CALLS, &labels).absolute(stats.calls.load(Relaxed));
+        metrics::counter!(ROUTER_FAILURES, &labels).absolute(stats.failures.load(Relaxed));
+        metrics::counter!(ROUTER_TIMEOUTS, &labels).absolute(stats.timeouts.load(Relaxed));
+        metrics::counter!(ROUTER_PANICS, &labels).absolute(stats.panics.load(Relaxed));
+        metrics::gauge!(ROUTER_SECONDS, &labels).set(stats.nanos.load(Relaxed) as f64 / 1e9);
+    }
+    handle.render()
+}
+
+/// Records persisted presence updates.
+pub fn presence_updates(n: usize) {
+    metrics::counter!(PRESENCE_UPDATES).increment(n as u64);
+}
+
+/// Records presence entries delivered by a sync.
+pub fn deliveries(n: usize) {
+    metrics::counter!(PRESENCE_DELIVERIES).increment(n as u64);
+}
+
+/// Records a presence store write.
+pub fn store_write(d: Duration) {
+    metrics::histogram!(STORE_WRITE_SECONDS).record(d.as_secs_f64());
+}
+
+/// Records a `/sync` request.
+pub fn sync_duration(d: Duration) {
+    metrics::histogram!(SYNC_SECONDS).record(d.as_secs_f64());
+}
+
+/// Records dropped inbound presence entries.
+pub fn remote_dropped(n: usize) {
+    metrics::counter!(REMOTE_DROPPED).increment(n as u64);
+}
+
+/// Records a rate-limited request.
+pub fn rate_limited(endpoint: &'static str) {
+    metrics::counter!(RATE_LIMITED, "endpoint" => endpoint).increment(1);
+}

@@ -1,0 +1,106 @@
+//! Wakes waiting `/sync` requests when something they would return has happened.
+//!
+//! A request subscribes *before* it releases the lock under which it found nothing new, so a
+//! change made right after cannot be missed (a tokio `Notified` receives every
+//! `notify_waiters` issued after its creation, polled or not).
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use presence_router::UserId;
+use tokio::sync::{Notify, futures::OwnedNotified};
+
+#[derive(Default)]
+struct Entry {
+    notify: Arc<Notify>,
+    waiters: usize,
+}
+
+/// Per-user wake-ups for long-polling syncs. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    users: Arc<Mutex<HashMap<UserId, Entry>>>,
+}
+
+/// A registered waiter; dropping it unregisters.
+pub struct Subscription {
+    notifier: Notifier,
+    user: UserId,
+    done: bool,
+    /// Resolves when the user is woken.
+    pub notified: Pin<Box<OwnedNotified>>,
+}
+
+impl Notifier {
+    /// Registers a waiter for `user`. Returns the subscription and whether it is the user's
+    /// first waiter (the caller then marks the user as listening in the engine).
+    pub fn subscribe(&self, user: &UserId) -> (Subscription, bool) {
+        let mut users = lock(&self.users);
+        let entry = users.entry(user.clone()).or_default();
+        entry.waiters += 1;
+        let first = entry.waiters == 1;
+        let notified = entry.notify.clone().notified_owned();
+        let sub = Subscription {
+            notifier: self.clone(),
+            user: user.clone(),
+            done: false,
+            notified: Box::pin(notified),
+        };
+        (sub, first)
+    }
+
+    /// Wakes every waiter of each user.
+    pub fn wake<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
+        let map = lock(&self.users);
+        for u in users {
+            if let Some(e) = map.get(u) {
+                e.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// How many users have a waiting request.
+    pub fn waiting_users(&self) -> usize {
+        lock(&self.users).len()
+    }
+
+    /// Unregisters one waiter; true if it was the user's last.
+    fn unsubscribe(&self, user: &UserId) -> bool {
+        let mut users = lock(&self.users);
+        let Some(e) = users.get_mut(user) else {
+            return false;
+        };
+        e.waiters = e.waiters.saturating_sub(1);
+        if e.waiters == 0 {
+            users.remove(user);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Subscription {
+    /// Unregisters; true if this was the user's last waiter.
+    pub fn finish(mut self) -> bool {
+        self.done = true;
+        self.notifier.unsubscribe(&self.user)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.done {
+            self.notifier.unsubscribe(&self.user);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent (every update is a
+    // single insert/remove), so poisoning is ignored.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

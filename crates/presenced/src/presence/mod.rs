@@ -1,0 +1,494 @@
+//! The presence service: the engine, the routers, the store and the notifier wired together.
+//!
+//! Every change takes the same path: `Engine::apply` under the engine lock, the routers'
+//! `get_users_for_states` with no lock held, `Engine::finish` under the lock, then the rows are
+//! persisted (group commit) before the caller is answered, waiting syncs are woken and remote
+//! servers are sent what they need. The engine lock is a `std::sync::Mutex` held only for
+//! in-memory work, never across an `.await`.
+
+mod background;
+pub mod format;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use presence_engine::{
+    Applied, Effects, Engine, Input, RemotePresence, Routed, StreamPos, UserIdx,
+};
+use presence_router::{
+    DeviceId, InterestedUsers, Millis, ModuleApiError, PresenceState, RoomId, RouterSet,
+    ServerName, UserId, UserPresenceState,
+};
+use presence_store::{PresenceStore, StoreError};
+
+use crate::notify::{Notifier, Subscription};
+
+pub use background::spawn_background;
+
+/// Where outbound presence goes (the federation outbox).
+pub trait FederationSender: Send + Sync + 'static {
+    /// Queues `states` (local users' presence) for `destination`; must not block.
+    fn enqueue(&self, destination: ServerName, states: Vec<UserPresenceState>);
+}
+
+/// Why a presence change was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// The store refused or failed the write.
+    #[error("presence store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The presence part of a sync.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceRead {
+    /// Current presence of each user to report, each once.
+    pub states: Vec<UserPresenceState>,
+    /// The presence part of the next token.
+    pub next_token: StreamPos,
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+struct Inner<S> {
+    engine: Mutex<Engine>,
+    routers: RouterSet,
+    store: S,
+    notifier: Notifier,
+    federation: OnceLock<Arc<dyn FederationSender>>,
+    flush_interval: Duration,
+}
+
+/// The presence service. Cheap to clone.
+pub struct PresenceService<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for PresenceService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: PresenceStore> PresenceService<S> {
+    /// Wires the service; call [`Self::restore`] before serving.
+    pub fn new(engine: Engine, routers: RouterSet, store: S, notifier: Notifier) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine: Mutex::new(engine),
+                routers,
+                store,
+                notifier,
+                federation: OnceLock::new(),
+                flush_interval: Duration::from_secs(10),
+            }),
+        }
+    }
+
+    /// Connects the federation outbox (once).
+    pub fn set_federation(&self, sender: Arc<dyn FederationSender>) {
+        let _ = self.inner.federation.set(sender);
+    }
+
+    /// The routers.
+    pub fn routers(&self) -> &RouterSet {
+        &self.inner.routers
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The notifier shared with the rest of `/sync`.
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // The engine's invariants hold between calls; a panic inside one call is a bug we log
+        // rather than a reason to stop serving presence.
+        self.inner
+            .engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the engine locked (short, in-memory work only).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
+        f(&mut self.engine())
+    }
+
+    /// Loads memberships, presence and owed snapshots from the store into the engine.
+    pub async fn restore(&self) -> Result<(), PresenceError> {
+        let started = std::time::Instant::now();
+        let memberships = self.inner.store.all_joined_memberships().await?;
+        let presence = self.inner.store.load_presence().await?;
+        let snapshots = self.inner.store.load_full_presence_targets().await?;
+        let (n_members, n_presence) = (memberships.len(), presence.len());
+        let applied = {
+            let mut e = self.engine();
+            for (room, user) in &memberships {
+                e.restore_membership(room, user);
+            }
+            e.restore(now_ms(), presence, snapshots)
+        };
+        self.complete(applied).await?;
+        tracing::info!(
+            memberships = n_members,
+            presence_rows = n_presence,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Restored presence state from the store."
+        );
+        Ok(())
+    }
+
+    /// Applies inputs and completes the change (routers, persist, wake, federation).
+    pub async fn process(&self, inputs: Vec<Input>) -> Result<Effects, PresenceError> {
+        let applied = self.engine().apply(now_ms(), inputs);
+        self.complete(applied).await
+    }
+
+    /// Routes, persists and announces an applied change.
+    pub(crate) async fn complete(&self, applied: Applied) -> Result<Effects, PresenceError> {
+        if applied.is_empty() {
+            let effects = self.engine().finish(applied, &Default::default());
+            return Ok(effects);
+        }
+        let routes = match applied.batch() {
+            Some(batch) => self.inner.routers.get_users_for_states(batch).await,
+            None => Default::default(),
+        };
+        let (effects, wake) = {
+            let mut e = self.engine();
+            let fx = e.finish(applied, &routes);
+            let wake: Vec<UserId> = fx.wake.iter().map(|&u| e.user_id(u).clone()).collect();
+            (fx, wake)
+        };
+        self.announce(&effects, &wake).await?;
+        Ok(effects)
+    }
+
+    async fn announce(&self, effects: &Effects, wake: &[UserId]) -> Result<(), PresenceError> {
+        if !effects.persist.is_empty() {
+            let started = std::time::Instant::now();
+            self.inner
+                .store
+                .persist_presence(effects.persist.clone())
+                .await?;
+            crate::metrics::store_write(started.elapsed());
+            crate::metrics::presence_updates(effects.persist.len());
+        }
+        if !effects.snapshot_targets.is_empty() {
+            let mut by_pos: std::collections::BTreeMap<StreamPos, Vec<UserId>> = Default::default();
+            for (u, pos) in &effects.snapshot_targets {
+                by_pos.entry(*pos).or_default().push(u.clone());
+            }
+            for (pos, users) in by_pos {
+                self.inner
+                    .store
+                    .set_full_presence_targets(users, pos)
+                    .await?;
+            }
+        }
+        self.inner.notifier.wake(wake);
+        if let Some(fed) = self.inner.federation.get() {
+            for (dest, states) in &effects.federation {
+                fed.enqueue(dest.clone(), states.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Interns a user.
+    pub fn user(&self, user: &UserId) -> UserIdx {
+        self.engine().intern_user(user)
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub async fn set_presence(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+        state: PresenceState,
+        status_msg: Option<Arc<str>>,
+    ) -> Result<(), PresenceError> {
+        let user = self.user(user);
+        self.process(vec![Input::SetPresence {
+            user,
+            device,
+            state,
+            status_msg,
+        }])
+        .await?;
+        Ok(())
+    }
+
+    /// A sync that affects presence starts (the caller has checked `set_presence` and the
+    /// rate limit).
+    pub async fn sync_started(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+        state: PresenceState,
+    ) -> Result<(), PresenceError> {
+        let user = self.user(user);
+        self.process(vec![Input::SyncStarted {
+            user,
+            device,
+            state,
+        }])
+        .await?;
+        Ok(())
+    }
+
+    /// The sync started by [`Self::sync_started`] ended.
+    pub async fn sync_ended(&self, user: &UserId, device: Option<DeviceId>) {
+        let user = self.user(user);
+        if let Err(e) = self.process(vec![Input::SyncEnded { user, device }]).await {
+            tracing::warn!(error = %e, "Could not record the end of a sync.");
+        }
+    }
+
+    /// The user did something (message, typing, receipt).
+    pub async fn activity(&self, user: &UserId, device: Option<DeviceId>) {
+        let user = self.user(user);
+        if let Err(e) = self.process(vec![Input::Activity { user, device }]).await {
+            tracing::warn!(error = %e, "Could not record activity.");
+        }
+    }
+
+    /// A device logged out.
+    pub async fn device_removed(&self, user: &UserId, device: DeviceId) {
+        let user = self.user(user);
+        if let Err(e) = self
+            .process(vec![Input::DeviceRemoved { user, device }])
+            .await
+        {
+            tracing::warn!(error = %e, "Could not remove a device from presence.");
+        }
+    }
+
+    /// An inbound `m.presence` EDU; returns how many entries were dropped by validation.
+    pub async fn remote_presence(
+        &self,
+        origin: ServerName,
+        entries: Vec<RemotePresence>,
+    ) -> Result<usize, PresenceError> {
+        let applied = self
+            .engine()
+            .apply(now_ms(), vec![Input::Remote { origin, entries }]);
+        let dropped = applied.dropped_remote_entries;
+        self.complete(applied).await?;
+        Ok(dropped)
+    }
+
+    /// A membership change: wakes the members and tells remote servers what they need.
+    pub async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), PresenceError> {
+        let (effects, wake) = {
+            let mut e = self.engine();
+            let fx = e.join(now_ms(), room, user);
+            let wake: Vec<UserId> = fx.wake.iter().map(|&u| e.user_id(u).clone()).collect();
+            (fx, wake)
+        };
+        self.announce(&effects, &wake).await
+    }
+
+    /// `user` left `room`.
+    pub fn leave(&self, room: &RoomId, user: &UserId) {
+        self.engine().leave(room, user);
+    }
+
+    /// Registers a waiting sync for `user` (call before reading, so nothing is missed).
+    pub fn subscribe(&self, user: &UserId) -> Subscription {
+        let mut e = self.engine();
+        let idx = e.intern_user(user);
+        let (sub, first) = self.inner.notifier.subscribe(user);
+        if first {
+            e.set_listening(idx, true);
+        }
+        sub
+    }
+
+    /// Ends a waiting sync's registration.
+    pub fn unsubscribe(&self, user: &UserId, sub: Subscription) {
+        let mut e = self.engine();
+        if sub.finish() {
+            let idx = e.intern_user(user);
+            e.set_listening(idx, false);
+        }
+    }
+
+    /// The presence a sync of `user` returns now (no waiting).
+    pub async fn read(&self, user: &UserId, since: Option<StreamPos>) -> PresenceRead {
+        let interest = self.inner.routers.get_interested_users(user).await;
+        match interest {
+            InterestedUsers::Users(users) => {
+                let mut e = self.engine();
+                let idx = e.intern_user(user);
+                let routed = e.resolve_users(&users);
+                let read = e.sync(idx, since, Routed::Users(&routed));
+                collect(&e, read)
+            }
+            InterestedUsers::All => {
+                let candidates = {
+                    let mut e = self.engine();
+                    let idx = e.intern_user(user);
+                    e.all_candidates(idx, since)
+                };
+                let routes = match candidates.routes() {
+                    Some(r) => r.clone(),
+                    None => {
+                        let routes = self
+                            .inner
+                            .routers
+                            .get_users_for_states(candidates.batch())
+                            .await;
+                        self.engine().cache_routes(&candidates, routes)
+                    }
+                };
+                let mut e = self.engine();
+                let idx = e.intern_user(user);
+                let set = routes.get(user);
+                let read = e.sync(
+                    idx,
+                    since,
+                    Routed::All {
+                        candidates: &candidates,
+                        states: set,
+                    },
+                );
+                collect(&e, read)
+            }
+        }
+    }
+
+    /// The current presence stream position.
+    pub fn current_token(&self) -> StreamPos {
+        self.engine().current_token()
+    }
+
+    /// `target`'s presence if `reader` may see it: exactly when `reader` would receive its
+    /// updates (itself, a shared room, or routed).
+    pub async fn presence_for(
+        &self,
+        reader: &UserId,
+        target: &UserId,
+    ) -> Option<UserPresenceState> {
+        let (shares, state) = {
+            let mut e = self.engine();
+            let (r, t) = (e.intern_user(reader), e.intern_user(target));
+            (e.can_see(r, t, false), e.presence(t))
+        };
+        if shares {
+            return Some(state);
+        }
+        let routed = match self.inner.routers.get_interested_users(reader).await {
+            InterestedUsers::Users(users) => users.contains(target),
+            InterestedUsers::All => {
+                let batch = presence_router::StateBatch::new(vec![state.clone()]);
+                let routes = self.inner.routers.get_users_for_states(&batch).await;
+                routes.get(reader).is_some_and(|set| !set.is_empty())
+            }
+        };
+        routed.then_some(state)
+    }
+
+    /// `ModuleApi.send_local_online_presence_to`: local targets get a full snapshot on their
+    /// next sync; remote targets are sent theirs over federation at once.
+    pub async fn send_local_online_presence_to(
+        &self,
+        users: Vec<UserId>,
+    ) -> Result<(), ModuleApiError> {
+        let server = self.engine().config().server_name.clone();
+        let (local, remote): (Vec<UserId>, Vec<UserId>) =
+            users.into_iter().partition(|u| u.is_on(&server));
+        for u in &local {
+            match self.inner.store.user_exists(u).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ModuleApiError::Rejected(format!("unknown local user {u}")));
+                }
+                Err(e) => return Err(ModuleApiError::Rejected(format!("store: {e}"))),
+            }
+        }
+        if !local.is_empty() {
+            let (effects, wake) = {
+                let mut e = self.engine();
+                let idx: Vec<UserIdx> = local.iter().map(|u| e.intern_user(u)).collect();
+                let fx = e.send_full_presence_to(&idx);
+                let wake: Vec<UserId> = fx.wake.iter().map(|&u| e.user_id(u).clone()).collect();
+                (fx, wake)
+            };
+            self.announce(&effects, &wake)
+                .await
+                .map_err(|e| ModuleApiError::Rejected(e.to_string()))?;
+        }
+        if !remote.is_empty() {
+            let online = self.engine().local_online();
+            let routes = self
+                .inner
+                .routers
+                .get_users_for_states(online.batch())
+                .await;
+            let mut sends = Vec::new();
+            {
+                let mut e = self.engine();
+                for target in &remote {
+                    let states = e.snapshot_for_remote(target, &online, routes.get(target));
+                    if let (false, Ok(dest)) =
+                        (states.is_empty(), ServerName::parse(target.server_name()))
+                    {
+                        sends.push((dest, states));
+                    }
+                }
+            }
+            if let Some(fed) = self.inner.federation.get() {
+                for (dest, states) in sends {
+                    fed.enqueue(dest, states);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists states that changed without news (sync bookkeeping).
+    pub async fn flush_dirty(&self) -> Result<(), PresenceError> {
+        let dirty = self.engine().take_dirty();
+        if !dirty.is_empty() {
+            self.inner.store.persist_presence(dirty).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs due timers.
+    pub(crate) async fn tick(&self) -> Result<(), PresenceError> {
+        let applied = self.engine().tick(now_ms());
+        if !applied.is_empty() {
+            self.complete(applied).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
+        self.engine().next_deadline()
+    }
+}
+
+fn collect(e: &Engine, read: presence_engine::SyncRead) -> PresenceRead {
+    crate::metrics::deliveries(read.users.len());
+    PresenceRead {
+        states: read.users.iter().map(|&u| e.presence(u)).collect(),
+        next_token: read.next_token,
+    }
+}
