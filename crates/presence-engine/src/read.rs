@@ -199,6 +199,8 @@ impl Engine {
             if self.pos[u as usize] > t {
                 self.push(u, pass, &mut out);
             }
+            // The reader's own join is not news to itself.
+            self.read_stamps.mark(u, pass);
             for &(r, joined_at) in &rooms {
                 let room = &self.rooms[r as usize];
                 if room.excluded {
