@@ -1,0 +1,47 @@
+//! `presence-bench`: benchmarks of Presenced from the command line.
+//!
+//! `presence-bench engine --users N` builds a synthetic server and drives the presence engine
+//! on one thread; see `presence_bench::engine_bench`. Its last stdout line is the summary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use presence_bench::{
+    engine_bench::{self, EngineArgs},
+    heap::{self, CountingAlloc},
+};
+
+/// Counts live heap bytes so the engine benchmark can report memory per user.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Benchmarks of Presenced.
+#[derive(Debug, Parser)]
+#[command(name = "presence-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive the presence engine with a synthetic server on one thread.
+    Engine(EngineArgs),
+}
+
+fn main() -> ExitCode {
+    heap::activate();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Engine(args) => {
+            engine_bench::main(args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presence-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
