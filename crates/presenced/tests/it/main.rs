@@ -3,5 +3,7 @@
 //! spoken to over HTTP only.
 
 mod binary;
+mod conformance;
+mod matrix;
 mod server;
 mod support;
