@@ -5,5 +5,6 @@
 mod binary;
 mod conformance;
 mod matrix;
+mod presence;
 mod server;
 mod support;
