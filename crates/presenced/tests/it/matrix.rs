@@ -87,9 +87,10 @@ impl TestServer {
 }
 
 /// A configuration for conformance-style tests: the example router with the oracle's fixed
-/// users, rate limits raised, and `extra` appended.
+/// users and rate limits raised. `extra` is YAML whose top-level keys replace the base's
+/// (as a later `-c` file would); the result is written as JSON, which is YAML too.
 pub(crate) fn test_config(extra: &str) -> String {
-    format!(
+    let base = format!(
         "server_name: test
 listeners:
   - port: 0
@@ -107,8 +108,16 @@ presence:
       always_send_to_users: ['@oracle_gobbler:test', '@oracle_gobbler2:test']
       blacklisted_users: ['@oracle_blocked:test']
 rc_presence: {{per_user: {{per_second: 10000, burst_count: 100000}}}}
-{extra}"
-    )
+"
+    );
+    let mut doc: Value = serde_saphyr::from_str(&base).unwrap();
+    if !extra.trim().is_empty() {
+        let overlay: Value = serde_saphyr::from_str(extra).unwrap();
+        for (k, v) in overlay.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap()
 }
 
 /// A logged-in user.
