@@ -3,6 +3,7 @@
 //! spoken to over HTTP only.
 
 mod binary;
+mod clients;
 mod conformance;
 mod matrix;
 mod presence;
