@@ -1,0 +1,52 @@
+//! Presence over Matrix federation.
+//!
+//! - [`keys`]: this server's ed25519 key file and the signed `GET /_matrix/key/v2/server`.
+//! - [`remote_keys`]: other servers' keys, fetched (directly or via notaries), verified,
+//!   cached.
+//! - [`auth`]: `X-Matrix` request signing and verification, with the domain whitelist.
+//! - [`resolve`]: server-name discovery (`.well-known`, SRV, 8448) and the IP range filter.
+//! - [`tls`]: rustls (ring provider) on both sides, and a TLS listener for axum.
+//! - [`client`]: the outbound client, the HTTPS [`Transport`] and the network key source.
+//! - [`wire`]: the EDU and transaction shapes we send.
+//! - [`outbox`]: per-destination presence queues with batching, backoff and expiry.
+//! - [`inbound`]: `PUT /send/{txnId}` parsing, limits and idempotence.
+//! - [`api`]: the axum router for the federation endpoints.
+//! - [`Federation`]: everything above, built from one [`FederationConfig`].
+//!
+//! The engine decides who gets what; this crate only moves presence between servers.
+//! Spec: <https://spec.matrix.org/v1.15/server-server-api/>.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+mod clock;
+mod config;
+mod error;
+mod federation;
+mod https;
+pub mod inbound;
+pub mod keys;
+pub mod outbox;
+pub mod remote_keys;
+pub mod resolve;
+pub mod tls;
+pub mod transport;
+pub mod wire;
+
+pub use api::{FederationApi, InboundPresence, SignedRequest};
+pub use auth::{RequestVerifier, sign_request};
+pub use client::{FederationClient, HttpKeySource, RemoteResponse};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{ClientConfig, FederationConfig, InboundConfig, OutboxConfig, TrustedKeyServer};
+pub use error::{Error, SendError};
+pub use federation::{Federation, FederationBuilder};
+pub use https::Endpoint;
+pub use inbound::{Inbound, InboundStats, ParsedTransaction, Received, TransactionResponse};
+pub use keys::{
+    KeyFileOrigin, OldVerifyKey, ServerKeys, SigningKey, load_or_generate, load_or_generate_async,
+};
+pub use outbox::{Outbox, OutboxStats};
+pub use remote_keys::{KeyCache, KeyCacheConfig, KeySource, VerifiedKeys};
+pub use resolve::{Dns, IpRangeFilter, Resolver, SrvTarget, SystemDns};
+pub use transport::{MockTransport, Transport};
+pub use wire::{Edu, PresencePush, Transaction};
