@@ -595,6 +595,162 @@ pub async fn full_presence_targets<S: PresenceStore>(store: &S) {
     assert!(!store.delete_full_presence_target(&a, 99).await.unwrap());
 }
 
+/// Stream positions for `/sync`: the global maximum, a room's latest events up to a
+/// position, and a user's rooms with the positions of their membership events.
+pub async fn event_positions<S: PresenceStore>(store: &S) {
+    let alice = user("@alice:example.org");
+    let bob = user("@bob:example.org");
+    let r = room("!r1:example.org");
+    let other = room("!r2:example.org");
+    assert_eq!(store.max_stream_ordering().await.unwrap(), 0);
+    assert!(store.user_rooms(&alice).await.unwrap().is_empty());
+    for id in [&r, &other] {
+        store
+            .create_room(RoomRecord::new(id.clone(), alice.clone(), false, 1))
+            .await
+            .unwrap();
+    }
+    let join = store
+        .apply_room_update(
+            &r,
+            RoomUpdate::new(
+                vec![state_event(
+                    "$join",
+                    "m.room.member",
+                    alice.as_str(),
+                    &alice,
+                    r#"{"membership":"join"}"#,
+                )],
+                vec![
+                    MembershipChange::new(alice.clone(), Membership::Join, 2)
+                        .with_event_id("$join"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    for i in 0..5 {
+        let ev = StoredEvent::new(format!("$m{i}"), "m.room.message", alice.clone(), 3, "{}");
+        messages.extend(store.append_events(&r, vec![ev]).await.unwrap());
+    }
+    let elsewhere = store
+        .append_events(
+            &other,
+            vec![StoredEvent::new(
+                "$o",
+                "m.room.message",
+                bob.clone(),
+                3,
+                "{}",
+            )],
+        )
+        .await
+        .unwrap();
+    // Bob's membership of the other room has no event.
+    store
+        .set_membership(
+            &other,
+            MembershipChange::new(bob.clone(), Membership::Invite, 4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.max_stream_ordering().await.unwrap(), elsewhere[0]);
+
+    let ids = |events: Vec<crate::OrderedEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.event.event_id).collect()
+    };
+    let latest = store.recent_events(&r, u64::MAX, 3).await.unwrap();
+    assert_eq!(
+        ids(latest),
+        ["$m2", "$m3", "$m4"],
+        "latest three, oldest first"
+    );
+    let bounded = store.recent_events(&r, messages[1], 2).await.unwrap();
+    assert_eq!(ids(bounded), ["$m0", "$m1"], "nothing after the bound");
+    let all = store.recent_events(&r, messages[4], 100).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0].stream_ordering, join[0]);
+    assert!(store.recent_events(&r, 0, 10).await.unwrap().is_empty());
+
+    let rooms = store.user_rooms(&alice).await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].room_id, r);
+    assert_eq!(rooms[0].membership, Membership::Join);
+    assert_eq!(rooms[0].membership_ordering, Some(join[0]));
+    assert_eq!(rooms[0].latest_ordering, messages[4]);
+    let rooms = store.user_rooms(&bob).await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].room_id, other);
+    assert_eq!(rooms[0].membership, Membership::Invite);
+    assert_eq!(rooms[0].membership_ordering, None);
+    assert_eq!(rooms[0].latest_ordering, elsewhere[0]);
+}
+
+/// Room aliases: taken once, scoped to existing rooms.
+pub async fn room_aliases<S: PresenceStore>(store: &S) {
+    let alice = user("@alice:example.org");
+    let r = room("!r1:example.org");
+    let other = room("!r2:example.org");
+    let missing = store
+        .create_room_alias("#lobby:example.org", &r, &alice, 1)
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    for id in [&r, &other] {
+        store
+            .create_room(RoomRecord::new(id.clone(), alice.clone(), true, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .resolve_room_alias("#lobby:example.org")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .create_room_alias("#lobby:example.org", &r, &alice, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_room_alias("#lobby:example.org", &other, &alice, 3)
+            .await
+            .unwrap(),
+        "an alias is taken once"
+    );
+    assert!(
+        store
+            .create_room_alias("#other:example.org", &other, &alice, 4)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .resolve_room_alias("#lobby:example.org")
+            .await
+            .unwrap(),
+        Some(r)
+    );
+    assert_eq!(
+        store
+            .resolve_room_alias("#other:example.org")
+            .await
+            .unwrap(),
+        Some(other)
+    );
+    assert_eq!(
+        store
+            .resolve_room_alias("#LOBBY:example.org")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 /// Client filters: IDs unique per user, lookups scoped to the owner.
 pub async fn filters<S: PresenceStore>(store: &S) {
     let alice = user("@alice:example.org");
@@ -738,6 +894,8 @@ macro_rules! store_conformance {
             presence_round_trip,
             presence_bulk,
             full_presence_targets,
+            event_positions,
+            room_aliases,
             filters,
             meta,
             concurrent_writes,

@@ -259,6 +259,21 @@ impl fmt::Display for Membership {
     }
 }
 
+/// One of a user's rooms with the stream positions a `/sync` needs to decide what is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserRoom {
+    /// The room.
+    pub room_id: RoomId,
+    /// The user's membership of it.
+    pub membership: Membership,
+    /// Where the `m.room.member` event that made this membership sits in the event stream;
+    /// `None` when the change was recorded without a stored event.
+    pub membership_ordering: Option<StreamOrdering>,
+    /// The room's latest event, `0` if it has none.
+    pub latest_ordering: StreamOrdering,
+}
+
 /// A change of one user's membership of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

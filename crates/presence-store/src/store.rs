@@ -13,11 +13,11 @@
 
 use std::future::Future;
 
-use presence_router::{DeviceId, RoomId, UserId, UserPresenceState};
+use presence_router::{DeviceId, Millis, RoomId, UserId, UserPresenceState};
 
 use crate::{
     DeviceRecord, Membership, MembershipChange, NewDevice, NewUser, OrderedEvent, RoomRecord,
-    RoomUpdate, StoreError, StoredEvent, StreamId, StreamOrdering, UserRecord,
+    RoomUpdate, StoreError, StoredEvent, StreamId, StreamOrdering, UserRecord, UserRoom,
 };
 
 /// Counters describing the write path, for metrics. A snapshot; every counter only grows
@@ -192,6 +192,43 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         &self,
         user_id: &UserId,
     ) -> impl Future<Output = Result<Vec<(RoomId, Membership)>, StoreError>> + Send + use<Self>;
+
+    /// The highest stream ordering of any stored event, `0` if there is none. Every event
+    /// at or below it is visible to reads issued afterwards.
+    fn max_stream_ordering(
+        &self,
+    ) -> impl Future<Output = Result<StreamOrdering, StoreError>> + Send + use<Self>;
+
+    /// The latest `limit` events of a room at or before `up_to`, oldest first.
+    fn recent_events(
+        &self,
+        room_id: &RoomId,
+        up_to: StreamOrdering,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send + use<Self>;
+
+    /// Every recorded membership of a user (leaves included), ordered by room ID, with the
+    /// position of the event that made it and the room's latest position.
+    fn user_rooms(
+        &self,
+        user_id: &UserId,
+    ) -> impl Future<Output = Result<Vec<UserRoom>, StoreError>> + Send + use<Self>;
+
+    /// Points the alias (`#name:server`, stored as given) at an existing room (else
+    /// [`StoreError::NotFound`]). Returns `false`, changing nothing, if the alias is taken.
+    fn create_room_alias(
+        &self,
+        alias: &str,
+        room_id: &RoomId,
+        creator: &UserId,
+        ts: Millis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<Self>;
+
+    /// The room an alias points at.
+    fn resolve_room_alias(
+        &self,
+        alias: &str,
+    ) -> impl Future<Output = Result<Option<RoomId>, StoreError>> + Send + use<Self>;
 
     /// Every joined `(room, user)` pair, grouped by room; read once at startup to rebuild the
     /// engine's membership index.

@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use presence_router::{DeviceId, RoomId, UserId, UserPresenceState};
+use presence_router::{DeviceId, Millis, RoomId, UserId, UserPresenceState};
 use rusqlite::Connection;
 
 use self::{
@@ -37,7 +37,7 @@ use self::{
 };
 use crate::{
     DeviceRecord, Membership, NewDevice, NewUser, OrderedEvent, PresenceStore, RoomRecord,
-    RoomUpdate, StoreError, StoreStats, StreamId, StreamOrdering, UserRecord,
+    RoomUpdate, StoreError, StoreStats, StreamId, StreamOrdering, UserRecord, UserRoom,
 };
 
 /// How hard SQLite works to make a commit durable.
@@ -338,6 +338,49 @@ impl PresenceStore for SqliteStore {
     ) -> impl Future<Output = Result<Vec<(RoomId, Membership)>, StoreError>> + Send + use<> {
         let user_id = user_id.clone();
         self.read(move |conn| rooms::rooms_of(conn, &user_id))
+    }
+
+    fn max_stream_ordering(
+        &self,
+    ) -> impl Future<Output = Result<StreamOrdering, StoreError>> + Send + use<> {
+        self.read(rooms::max_stream_ordering)
+    }
+
+    fn recent_events(
+        &self,
+        room_id: &RoomId,
+        up_to: StreamOrdering,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OrderedEvent>, StoreError>> + Send + use<> {
+        let room_id = room_id.clone();
+        self.read(move |conn| rooms::recent_events(conn, &room_id, up_to, limit))
+    }
+
+    fn user_rooms(
+        &self,
+        user_id: &UserId,
+    ) -> impl Future<Output = Result<Vec<UserRoom>, StoreError>> + Send + use<> {
+        let user_id = user_id.clone();
+        self.read(move |conn| rooms::user_rooms(conn, &user_id))
+    }
+
+    fn create_room_alias(
+        &self,
+        alias: &str,
+        room_id: &RoomId,
+        creator: &UserId,
+        ts: Millis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + use<> {
+        let (alias, room_id, creator) = (alias.to_owned(), room_id.clone(), creator.clone());
+        self.write(move |conn| rooms::insert_alias(conn, &alias, &room_id, &creator, ts))
+    }
+
+    fn resolve_room_alias(
+        &self,
+        alias: &str,
+    ) -> impl Future<Output = Result<Option<RoomId>, StoreError>> + Send + use<> {
+        let alias = alias.to_owned();
+        self.read(move |conn| rooms::resolve_alias(conn, &alias))
     }
 
     fn all_joined_memberships(

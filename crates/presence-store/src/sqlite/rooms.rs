@@ -4,12 +4,13 @@
 //! current state is kept up to date on append (one row per `(type, state_key)`), so reading
 //! it never scans the room's history.
 
-use presence_router::{RoomId, UserId};
+use presence_router::{Millis, RoomId, UserId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::convert::{corrupt, get_room_id, get_str, get_u64, get_user_id, to_sql_int};
 use crate::{
     Membership, OrderedEvent, RoomRecord, RoomUpdate, StoreError, StoredEvent, StreamOrdering,
+    UserRoom,
 };
 
 pub(super) fn insert_room(conn: &Connection, room: &RoomRecord) -> Result<(), StoreError> {
@@ -181,6 +182,101 @@ pub(super) fn events_since(
         out.push(read_event(row)?);
     }
     Ok(out)
+}
+
+pub(super) fn max_stream_ordering(conn: &Connection) -> Result<StreamOrdering, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")?;
+    let mut rows = stmt.query([])?;
+    match rows.next()? {
+        Some(row) => get_u64(row, 0, "events.stream_ordering"),
+        None => Ok(0),
+    }
+}
+
+pub(super) fn recent_events(
+    conn: &Connection,
+    room_id: &RoomId,
+    up_to: StreamOrdering,
+    limit: usize,
+) -> Result<Vec<OrderedEvent>, StoreError> {
+    // Orderings above i64::MAX cannot exist, so such a bound means "everything".
+    let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e
+         WHERE e.room_id = ?1 AND e.stream_ordering <= ?2
+         ORDER BY e.stream_ordering DESC LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![room_id.as_str(), up_to, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read_event(row)?);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) fn user_rooms(conn: &Connection, user_id: &UserId) -> Result<Vec<UserRoom>, StoreError> {
+    // The latest ordering per room is a lookup at the end of the (room_id, stream_ordering)
+    // index, so this stays one cheap query however many events the rooms hold.
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.room_id, m.membership, e.stream_ordering,
+                (SELECT MAX(x.stream_ordering) FROM events x WHERE x.room_id = m.room_id)
+         FROM memberships m LEFT JOIN events e ON e.event_id = m.event_id
+         WHERE m.user_id = ?1 ORDER BY m.room_id",
+    )?;
+    let mut rows = stmt.query([user_id.as_str()])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let membership_ordering = match row.get::<_, Option<i64>>(2)? {
+            Some(v) => Some(u64::try_from(v).map_err(|_| corrupt("events.stream_ordering", v))?),
+            None => None,
+        };
+        let latest: Option<i64> = row.get(3)?;
+        let latest_ordering = u64::try_from(latest.unwrap_or(0))
+            .map_err(|_| corrupt("events.stream_ordering", format_args!("{latest:?}")))?;
+        out.push(UserRoom {
+            room_id: get_room_id(row, 0, "memberships.room_id")?,
+            membership: read_membership(row, 1)?,
+            membership_ordering,
+            latest_ordering,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn insert_alias(
+    conn: &Connection,
+    alias: &str,
+    room_id: &RoomId,
+    creator: &UserId,
+    ts: Millis,
+) -> Result<bool, StoreError> {
+    if !room_exists(conn, room_id)? {
+        return Err(StoreError::NotFound);
+    }
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (alias) DO NOTHING",
+        )?
+        .execute(params![
+            alias,
+            room_id.as_str(),
+            creator.as_str(),
+            to_sql_int(ts, "created_ts")?,
+        ])?;
+    Ok(inserted == 1)
+}
+
+pub(super) fn resolve_alias(conn: &Connection, alias: &str) -> Result<Option<RoomId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT room_id FROM room_aliases WHERE alias = ?1")?;
+    let mut rows = stmt.query([alias])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(get_room_id(row, 0, "room_aliases.room_id")?)),
+        None => Ok(None),
+    }
 }
 
 fn read_membership(row: &Row<'_>, index: usize) -> Result<Membership, StoreError> {

@@ -15,7 +15,10 @@ use crate::StoreError;
 
 /// The schema scripts; script `i` (0-based) produces version `i + 1`. Append only: a
 /// released script is never edited.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_room_aliases.sql"),
+];
 
 /// The schema version this build writes.
 pub(crate) fn latest_version() -> u32 {
