@@ -90,6 +90,10 @@ pub struct EngineArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print the rates and the engine's heap every this many seconds of the timed run
+    /// (0: only at the end), to watch the stream logs reach their steady size.
+    #[arg(long, default_value_t = 0.0)]
+    pub progress: f64,
     /// Also run the bare fan-out loops over the same rooms and picks, for comparison.
     #[arg(long)]
     pub baseline: bool,
@@ -109,6 +113,7 @@ impl EngineArgs {
             batches: None,
             warmup: 3,
             seed: 1,
+            progress: 0.0,
             baseline: false,
         }
     }
@@ -222,6 +227,9 @@ pub struct Bench {
     /// Live heap just before the engine was created.
     heap_base: usize,
     setup_heap: Option<usize>,
+    /// The engine's heap after each setup stage (a fixed array: the bench's own bookkeeping
+    /// must not allocate inside the measured window).
+    stages: [(&'static str, usize); 4],
     setup_time: Duration,
 }
 
@@ -260,6 +268,7 @@ impl Bench {
             now: START,
             heap_base: 0,
             setup_heap: None,
+            stages: [("", 0); 4],
             setup_time: Duration::ZERO,
         };
         // An empty engine holds no heap of its own (its server name was allocated above), so
@@ -270,6 +279,7 @@ impl Bench {
             let ix = bench.engine.intern_user(&user_id(i)?);
             bench.users.push(ix);
         }
+        bench.stage(0, "users");
         for r in 0..world.room_count() {
             let room = RoomId::parse(&format!("!r{r}:{SERVER}"))?;
             for &m in world.room(r) {
@@ -277,6 +287,7 @@ impl Bench {
                 bench.engine.restore_membership(&room, &id);
             }
         }
+        bench.stage(1, "memberships");
         for chunk in world.online().chunks(SETUP_CHUNK) {
             for &u in chunk {
                 let device = DeviceId::parse(&format!("DEV{u}"))?;
@@ -292,14 +303,26 @@ impl Bench {
         for &u in world.online() {
             bench.engine.set_listening(bench.users[u as usize], true);
         }
+        bench.stage(2, "online users");
         for &u in world.online() {
             let ix = bench.users[u as usize];
             let (read, _) = bench.read(ix, None);
             bench.tokens[ix.index()] = read.next_token;
         }
+        bench.stage(3, "initial syncs");
         bench.setup_heap = bench.engine_heap();
         bench.setup_time = started.elapsed();
         Ok(bench)
+    }
+
+    fn stage(&mut self, i: usize, name: &'static str) {
+        self.stages[i] = (name, self.engine_heap().unwrap_or(0));
+    }
+
+    /// The engine's heap after each setup stage, cumulative (zeros without the counting
+    /// allocator).
+    pub fn setup_stages(&self) -> &[(&'static str, usize)] {
+        &self.stages
     }
 
     /// The engine.
@@ -378,8 +401,13 @@ impl Bench {
     /// A sync read of `reader` from `since`, as the server does it (routers first); the bool
     /// says whether the routers answered `All`.
     pub fn read(&mut self, reader: UserIdx, since: Option<StreamPos>) -> (SyncRead, bool) {
-        let id = self.engine.user_id(reader).clone();
-        match block_on(self.routers.get_interested_users(&id)) {
+        // Borrowed, not cloned: a server has the reader's ID at hand without touching the
+        // engine's copy, and cloning would add an atomic on a cold cache line per read.
+        let interest = block_on(
+            self.routers
+                .get_interested_users(self.engine.user_id(reader)),
+        );
+        match interest {
             InterestedUsers::Users(users) => {
                 let users = self.engine.resolve_users(&users);
                 (
@@ -399,7 +427,7 @@ impl Bench {
                 };
                 let routed = Routed::All {
                     candidates: &candidates,
-                    states: routes.get(&id),
+                    states: routes.get(self.engine.user_id(reader)),
                 };
                 (self.engine.sync(reader, since, routed), true)
             }
@@ -495,6 +523,13 @@ pub fn main(
             .map_or_else(|| "unknown".to_owned(), |b| format!("{:.0}", b as f64 / n))
     )?;
 
+    if bench.setup_heap().is_some() {
+        let mut line = String::from("setup heap by stage (bytes/user, cumulative):");
+        for (name, bytes) in bench.setup_stages() {
+            line.push_str(&format!(" {name} {:.0};", *bytes as f64 / n));
+        }
+        writeln!(diag, "{}", line.trim_end_matches(';'))?;
+    }
     for _ in 0..args.warmup {
         bench.step(args.batch);
     }
@@ -503,10 +538,26 @@ pub fn main(
     let mut batches = 0u64;
     let limit = Duration::from_secs_f64(args.duration);
     let started = Instant::now();
+    let mut last_report = (Duration::ZERO, BatchStats::default());
     loop {
+        let now = started.elapsed();
+        if args.progress > 0.0 && (now - last_report.0).as_secs_f64() >= args.progress {
+            let secs = (now - last_report.0).as_secs_f64();
+            writeln!(
+                diag,
+                "  t={:.0}s updates={} deliveries_per_sec={} heap={} bytes/user",
+                now.as_secs_f64(),
+                totals.updates,
+                per_sec(totals.deliveries - last_report.1.deliveries, secs),
+                bench
+                    .engine_heap()
+                    .map_or_else(|| "unknown".to_owned(), |b| format!("{:.0}", b as f64 / n)),
+            )?;
+            last_report = (now, totals);
+        }
         let done = match args.batches {
             Some(b) => batches >= b,
-            None => batches > 0 && started.elapsed() >= limit,
+            None => batches > 0 && now >= limit,
         };
         if done {
             break;
