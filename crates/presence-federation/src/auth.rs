@@ -128,6 +128,8 @@ impl RequestVerifier {
             // Signed content must be JSON; say so instead of "bad signature".
             return Err(Error::NotJson);
         }
+        // One ed25519 verification costs tens of microseconds: cheaper inline than the
+        // hand-off to the blocking pool would be.
         let key_id = header.key.as_str();
         let public_key = self.keys.public_key(&origin, key_id).await?;
         let map = PublicKeyMap::from([(

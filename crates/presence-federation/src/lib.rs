@@ -15,6 +15,46 @@
 //!
 //! The engine decides who gets what; this crate only moves presence between servers.
 //! Spec: <https://spec.matrix.org/v1.15/server-server-api/>.
+//!
+//! # Wiring it into a server
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use presence_engine::RemotePresence;
+//! use presence_federation::{Federation, FederationConfig, InboundPresence, tls};
+//! use presence_router::ServerName;
+//!
+//! /// Hands inbound presence to the task that owns the engine.
+//! struct ToEngine(tokio::sync::mpsc::Sender<(ServerName, Vec<RemotePresence>)>);
+//!
+//! #[async_trait::async_trait]
+//! impl InboundPresence for ToEngine {
+//!     async fn apply(&self, origin: ServerName, entries: Vec<RemotePresence>) {
+//!         // The engine task turns this into `Input::Remote { origin, entries }`.
+//!         let _ = self.0.send((origin, entries)).await;
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = ServerName::parse("example.org")?;
+//! let (keys, _) =
+//!     presence_federation::load_or_generate_async("/data/signing.key".into()).await?;
+//! let (to_engine, _from_federation) = tokio::sync::mpsc::channel(1024);
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let federation = Federation::builder(FederationConfig::new(name), keys, Arc::new(ToEngine(to_engine)))
+//!     .build(shutdown.clone())?;
+//!
+//! // The federation listener: merge (not nest) the router, serve it over TLS.
+//! let app = axum::Router::new().merge(federation.router());
+//! let tls_config = tls::server_tls_config("tls.crt".as_ref(), "tls.key".as_ref())?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8448").await?;
+//! tokio::spawn(tls::serve_tls(listener, Arc::new(tls_config), app, shutdown.clone()));
+//!
+//! // After each engine step, send what it decided:
+//! // federation.outbox().enqueue(effects.federation);
+//! # Ok(()) }
+//! ```
 
 pub mod api;
 pub mod auth;

@@ -116,6 +116,14 @@ pub fn verify_notary_signature(
     let mut object: CanonicalJsonObject =
         serde_json::from_slice(json).map_err(|e| fail(format!("not canonical JSON: {e}")))?;
     keep_signatures_of(&mut object, notary.as_str());
+    // `verify_json` checks the signers present; an absent notary signature must fail here.
+    let signed_by_notary = matches!(
+        object.get("signatures"),
+        Some(CanonicalJsonValue::Object(s)) if s.contains_key(notary.as_str())
+    );
+    if !signed_by_notary {
+        return Err(fail("the document is not signed by the notary".to_owned()));
+    }
     let mut set = PublicKeySet::new();
     for (id, key) in notary_keys {
         let key = Base64::parse(key).map_err(|e| fail(format!("configured key {id}: {e}")))?;

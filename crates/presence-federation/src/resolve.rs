@@ -312,8 +312,16 @@ impl Resolver {
         }
     }
 
-    /// Where to send requests for `server`.
+    /// Where to send requests for `server`. Bounded by the request timeout, so a slow DNS
+    /// server cannot hold a caller forever.
     pub async fn resolve(&self, server: &ServerName) -> Result<Endpoint, Error> {
+        let limit = self.connector.config().request_timeout;
+        tokio::time::timeout(limit, self.resolve_inner(server))
+            .await
+            .map_err(|_| Self::resolve_error(server.as_str(), "resolution timed out"))?
+    }
+
+    async fn resolve_inner(&self, server: &ServerName) -> Result<Endpoint, Error> {
         let name = server.as_str();
         let hp = split_host_port(name)
             .ok_or_else(|| Self::resolve_error(name, "not a valid server name"))?;

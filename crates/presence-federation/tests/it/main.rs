@@ -8,6 +8,8 @@ mod auth;
 mod https_round_trip;
 mod inbound;
 mod keys;
+mod notary;
 mod outbox;
+mod resolve;
 mod support;
 mod wire;
