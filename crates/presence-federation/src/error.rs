@@ -84,6 +84,9 @@ pub enum Error {
     /// A signature could not be produced (a bug or a corrupt key, never the peer's fault).
     #[error("signing failed: {0}")]
     Signing(String),
+    /// Shared state is unusable after a panic elsewhere (a bug).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl Error {
@@ -110,7 +113,8 @@ impl Error {
             | Self::Config(_)
             | Self::Resolve { .. }
             | Self::Request { .. }
-            | Self::Signing(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+            | Self::Signing(_)
+            | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }
 }

@@ -254,7 +254,7 @@ impl Inbound {
         let mut recent = self
             .recent
             .lock()
-            .map_err(|_| Error::Signing("inbound transaction memory poisoned".to_owned()))?;
+            .map_err(|_| Error::Internal("inbound transaction memory poisoned"))?;
         self.forget_expired(&mut recent, now);
         if let Some(answer) = recent.answers.get(&key) {
             self.repeats.fetch_add(1, Ordering::Relaxed);

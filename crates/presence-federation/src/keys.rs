@@ -58,15 +58,18 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Builds a key from its 32-byte seed and version (the part after `ed25519:`).
     pub fn from_seed(version: &str, seed: &[u8]) -> Result<Self, Error> {
-        let key_id = key_id(version)?;
-        let seed: [u8; SEED_LEN] = seed.try_into().map_err(|_| {
-            Error::Config(format!(
-                "an ed25519 seed has {SEED_LEN} bytes, not {}",
-                seed.len()
-            ))
-        })?;
+        Self::build(version, seed).map_err(Error::Config)
+    }
+
+    /// [`Self::from_seed`] with the bare reason, so each caller can say where it came from.
+    fn build(version: &str, seed: &[u8]) -> Result<Self, String> {
+        let key_id = OwnedServerSigningKeyId::try_from(format!("{ED25519}:{version}"))
+            .map_err(|e| format!("invalid key version {version:?}: {e}"))?;
+        let seed: [u8; SEED_LEN] = seed
+            .try_into()
+            .map_err(|_| format!("an ed25519 seed has {SEED_LEN} bytes, not {}", seed.len()))?;
         let pair = Ed25519KeyPair::new(ED25519_OID, &seed, None, version.to_owned())
-            .map_err(|e| Error::Config(format!("unusable ed25519 seed: {e}")))?;
+            .map_err(|e| format!("unusable ed25519 seed: {e}"))?;
         Ok(Self {
             pair,
             seed: pkcs8::der::zeroize::Zeroizing::new(seed),
@@ -139,11 +142,6 @@ impl SigningKey {
     }
 }
 
-fn key_id(version: &str) -> Result<OwnedServerSigningKeyId, Error> {
-    OwnedServerSigningKeyId::try_from(format!("{ED25519}:{version}"))
-        .map_err(|e| Error::Config(format!("invalid signing key version {version:?}: {e}")))
-}
-
 /// Parses a key file's text: every non-blank line is one key.
 pub fn parse_key_file(path: &Path, text: &str) -> Result<Vec<SigningKey>, Error> {
     let bad = |line: usize, reason: String| Error::KeyFile {
@@ -172,8 +170,7 @@ pub fn parse_key_file(path: &Path, text: &str) -> Result<Vec<SigningKey>, Error>
         }
         let seed = Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(seed)
             .map_err(|e| bad(n, format!("the seed is not base64: {e}")))?;
-        let key =
-            SigningKey::from_seed(version, seed.as_bytes()).map_err(|e| bad(n, e.to_string()))?;
+        let key = SigningKey::build(version, seed.as_bytes()).map_err(|e| bad(n, e))?;
         keys.push(key);
     }
     if keys.is_empty() {

@@ -305,7 +305,7 @@ impl KeyCache {
         let mut entries = self
             .entries
             .lock()
-            .map_err(|_| Error::Signing("key cache lock poisoned".to_owned()))?;
+            .map_err(|_| Error::Internal("key cache lock poisoned"))?;
         if entries.len() > CACHE_SWEEP_THRESHOLD {
             let skew = millis(self.config.clock_skew);
             entries.retain(|_, e| {
