@@ -1,0 +1,1 @@
+"""`synapse.api`: constants, errors and the presence record."""

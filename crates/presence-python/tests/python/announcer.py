@@ -1,0 +1,59 @@
+"""A router that announces presence from a looping background call.
+
+Like a router that gives service accounts all presence and, when a new service account
+appears, calls `send_local_online_presence_to` so that it receives the current presence at
+once. `Announcer` is the legacy form, `AnnouncerModule` the `modules:` form. Config:
+
+- `users_who_should_receive_all_presence`: as in the reference's test router;
+- `announce`: batches of user IDs; one batch is sent per tick of a 20 ms looping call, and a
+  batch that fails is retried on the next tick.
+"""
+
+import logging
+
+from synapse.events.presence_router import PresenceRouter
+
+logger = logging.getLogger(__name__)
+
+
+class Announcer:
+    def __init__(self, config, module_api):
+        self._users = list(config.get("users_who_should_receive_all_presence") or [])
+        self._pending = [list(batch) for batch in config.get("announce") or []]
+        self._api = module_api
+        self._busy = False
+        self.failures = 0
+        self._loop = module_api.looping_background_call(self._announce, 20, desc="announce")
+
+    async def _announce(self):
+        # Ticks do not wait for each other: skip while a batch is on its way.
+        if self._busy or not self._pending:
+            return
+        self._busy = True
+        batch = self._pending[0]
+        try:
+            await self._api.send_local_online_presence_to(batch)
+        except Exception as exc:
+            self.failures += 1
+            logger.info("announcing to %s failed (%s); retrying", batch, exc)
+            return
+        finally:
+            self._busy = False
+        self._pending.pop(0)
+
+    async def get_users_for_states(self, state_updates):
+        return {user: set(state_updates) for user in self._users}
+
+    async def get_interested_users(self, user_id):
+        if user_id in self._users:
+            return PresenceRouter.ALL_USERS
+        return set()
+
+
+class AnnouncerModule(Announcer):
+    def __init__(self, config, api):
+        super().__init__(config, api)
+        api.register_presence_router_callbacks(
+            get_users_for_states=self.get_users_for_states,
+            get_interested_users=self.get_interested_users,
+        )
