@@ -40,6 +40,8 @@ mod errcode {
     pub(super) const INVALID_USERNAME: &str = "M_INVALID_USERNAME";
     pub(super) const UNAUTHORIZED: &str = "M_UNAUTHORIZED";
     pub(super) const EXCLUSIVE: &str = "M_EXCLUSIVE";
+    pub(super) const ROOM_IN_USE: &str = "M_ROOM_IN_USE";
+    pub(super) const UNSUPPORTED_ROOM_VERSION: &str = "M_UNSUPPORTED_ROOM_VERSION";
 }
 
 /// A failed API request. Each variant is one Matrix error; the text is what the client sees.
@@ -98,6 +100,12 @@ pub enum ApiError {
     /// 400 `M_EXCLUSIVE`: the resource is reserved by an application service.
     #[error("exclusive: {0}")]
     Exclusive(Cow<'static, str>),
+    /// 400 `M_ROOM_IN_USE`: the room alias is taken.
+    #[error("room in use: {0}")]
+    RoomInUse(Cow<'static, str>),
+    /// 400 `M_UNSUPPORTED_ROOM_VERSION`: the requested room version is not supported.
+    #[error("unsupported room version: {0}")]
+    UnsupportedRoomVersion(Cow<'static, str>),
     /// 500 `M_UNKNOWN`: something failed inside the server. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] InternalError),
@@ -168,7 +176,9 @@ impl ApiError {
             | Self::InvalidParam(_)
             | Self::UserInUse(_)
             | Self::InvalidUsername(_)
-            | Self::Exclusive(_) => StatusCode::BAD_REQUEST,
+            | Self::Exclusive(_)
+            | Self::RoomInUse(_)
+            | Self::UnsupportedRoomVersion(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::Unrecognized => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -195,6 +205,8 @@ impl ApiError {
             Self::InvalidUsername(_) => errcode::INVALID_USERNAME,
             Self::Unauthorized(_) => errcode::UNAUTHORIZED,
             Self::Exclusive(_) => errcode::EXCLUSIVE,
+            Self::RoomInUse(_) => errcode::ROOM_IN_USE,
+            Self::UnsupportedRoomVersion(_) => errcode::UNSUPPORTED_ROOM_VERSION,
         }
     }
 
@@ -211,7 +223,9 @@ impl ApiError {
             | Self::UserInUse(m)
             | Self::InvalidUsername(m)
             | Self::Unauthorized(m)
-            | Self::Exclusive(m) => m,
+            | Self::Exclusive(m)
+            | Self::RoomInUse(m)
+            | Self::UnsupportedRoomVersion(m) => m,
             Self::UnknownToken => "Unknown access token",
             Self::MissingToken => "Missing access token",
             Self::LimitExceeded { .. } => "Too many requests",
@@ -378,6 +392,12 @@ mod tests {
             ),
             (ApiError::Unauthorized("x".into()), 401, "M_UNAUTHORIZED"),
             (ApiError::Exclusive("x".into()), 400, "M_EXCLUSIVE"),
+            (ApiError::RoomInUse("x".into()), 400, "M_ROOM_IN_USE"),
+            (
+                ApiError::UnsupportedRoomVersion("x".into()),
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+            ),
             (
                 ApiError::internal(io::Error::other("disk on fire")),
                 500,

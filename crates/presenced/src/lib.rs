@@ -11,6 +11,7 @@
 //! The binary's `main` only calls [`cli::main`]; everything else lives here so tests can
 //! start the server in-process.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod presence;
 pub mod ratelimit;
+pub mod rooms;
 pub mod server;
 
 pub use crate::{

@@ -36,6 +36,8 @@ struct Inner {
     presence_put_limit: RateLimiter,
     presence_sync_limit: RateLimiter,
     tokens: TokenCache,
+    pending_auth: crate::accounts::PendingAuth,
+    room_locks: crate::rooms::RoomLocks,
 }
 
 /// What [`AppState::build`] leaves for the server to run.
@@ -67,6 +69,8 @@ impl AppState {
                 presence_sync_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 metrics: crate::metrics::install(),
                 tokens: TokenCache::default(),
+                pending_auth: Default::default(),
+                room_locks: Default::default(),
                 config,
                 store,
                 presence,
@@ -103,6 +107,16 @@ impl AppState {
     /// Resolved access tokens.
     pub fn tokens(&self) -> &TokenCache {
         &self.inner.tokens
+    }
+
+    /// Registration nonces and user-interactive auth sessions waiting to be used.
+    pub fn pending_auth(&self) -> &crate::accounts::PendingAuth {
+        &self.inner.pending_auth
+    }
+
+    /// Serializes membership changes per room.
+    pub fn room_locks(&self) -> &crate::rooms::RoomLocks {
+        &self.inner.room_locks
     }
 
     /// `rc_presence` for `PUT /presence`.
