@@ -252,6 +252,8 @@ impl Bridge {
                 Control::Unload(id) => {
                     let entry = self.tables.borrow_mut().routers.remove(&id);
                     drop(entry);
+                    self.tables.borrow_mut().apis.remove(&id);
+                    self.call_host(py, "unload", (id,));
                 }
                 Control::Resolve { waiter, error } => {
                     self.call_host(py, "resolve", (waiter, error));

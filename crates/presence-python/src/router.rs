@@ -41,7 +41,8 @@ pub struct PythonRouterStats {
 }
 
 /// A presence router implemented by a Python module. Cheap to clone. Built by
-/// [`PythonHost::load`](crate::PythonHost::load).
+/// [`PythonHost::load`](crate::PythonHost::load). When the last clone is dropped, the
+/// module's looping and delayed calls stop, and it can no longer reach the server.
 #[derive(Clone)]
 pub struct PythonRouter {
     inner: Arc<Handle>,

@@ -8,8 +8,8 @@ use presence_router::{InterestedUsers, ModuleApiError, ModuleCommand, PresenceRo
 use serde_json::json;
 
 use crate::support::{
-    all_logs, api_with_commands, batch, load_legacy, load_module, logged, positions, shared_host,
-    uid,
+    all_logs, api_with_commands, batch, load_legacy, load_module, logged, logged_now, positions,
+    shared_host, uid,
 };
 
 const GOBBLER: &str = "@presence_gobbler:test";
@@ -145,4 +145,40 @@ async fn send_local_online_presence_to_with_module_legacy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_local_online_presence_to_with_module() {
     announces_from_a_looping_call(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_router_stops_the_modules_looping_call() {
+    let (api, mut commands) = api_with_commands();
+    let config = json!({"announce": [["@a:test"]], "repeat": true});
+    let router = shared_host()
+        .load_module("modules[0]", "announcer.AnnouncerModule", &config, &api)
+        .unwrap()
+        .unwrap();
+    for _ in 0..2 {
+        let (users, reply) = next_send(&mut commands).await;
+        assert_eq!(users, [uid("@a:test")]);
+        reply.send(Ok(())).unwrap();
+    }
+    drop(router);
+    // A tick may have fired before the router was unloaded: answer what came meanwhile.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Ok(command) = commands.try_recv() {
+        if let ModuleCommand::SendLocalOnlinePresenceTo { reply, .. } = command {
+            let _ = reply.send(Ok(()));
+        }
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), commands.recv())
+            .await
+            .is_err(),
+        "the looping call stopped"
+    );
+    // Nor does it tick without reaching the server: the module would log each refusal.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !logged_now(&["announcing to ['@a:test'] failed"]),
+        "{}",
+        all_logs()
+    );
 }

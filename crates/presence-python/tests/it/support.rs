@@ -85,13 +85,15 @@ pub(crate) fn capture_logs() {
 
 /// Waits up to a second for a log event holding every one of `parts`.
 pub(crate) async fn logged(parts: &[&str]) -> bool {
-    let found = || {
-        LOGS.lock()
-            .unwrap()
-            .iter()
-            .any(|event| parts.iter().all(|p| event.contains(p)))
-    };
-    eventually(Duration::from_secs(1), found).await
+    eventually(Duration::from_secs(1), || logged_now(parts)).await
+}
+
+/// Whether a log event holding every one of `parts` was logged so far.
+pub(crate) fn logged_now(parts: &[&str]) -> bool {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .any(|event| parts.iter().all(|p| event.contains(p)))
 }
 
 /// Everything logged so far, for failure messages.

@@ -6,7 +6,8 @@ once. `Announcer` is the legacy form, `AnnouncerModule` the `modules:` form. Con
 
 - `users_who_should_receive_all_presence`: as in the reference's test router;
 - `announce`: batches of user IDs; one batch is sent per tick of a 20 ms looping call, and a
-  batch that fails is retried on the next tick.
+  batch that fails is retried on the next tick;
+- `repeat`: start over once every batch was sent.
 """
 
 import logging
@@ -19,7 +20,9 @@ logger = logging.getLogger(__name__)
 class Announcer:
     def __init__(self, config, module_api):
         self._users = list(config.get("users_who_should_receive_all_presence") or [])
-        self._pending = [list(batch) for batch in config.get("announce") or []]
+        self._batches = [list(batch) for batch in config.get("announce") or []]
+        self._pending = list(self._batches)
+        self._repeat = bool(config.get("repeat"))
         self._api = module_api
         self._busy = False
         self.failures = 0
@@ -40,6 +43,8 @@ class Announcer:
         finally:
             self._busy = False
         self._pending.pop(0)
+        if not self._pending and self._repeat:
+            self._pending = list(self._batches)
 
     async def get_users_for_states(self, state_updates):
         return {user: set(state_updates) for user in self._users}

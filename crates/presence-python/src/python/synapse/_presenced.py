@@ -350,6 +350,7 @@ class Host:
         self.reactor = None
         self.thread_id = threading.get_ident()
         self._calls = {}
+        self._modules = {}
         self._background = set()
         self._waiters = {}
         self._next_waiter = 0
@@ -479,6 +480,7 @@ class Host:
             parsed = config
 
         api = ModuleApi(self, api_id, server_name, module_path)
+        self._modules[api_id] = api
         try:
             if form == LEGACY:
                 instance = cls(config=parsed, module_api=api)
@@ -499,6 +501,18 @@ class Host:
             return None
         users, interested = pairs[0] if len(pairs) == 1 else _merged(pairs)
         return users, interested, instance
+
+    def unload(self, api_id):
+        """The server dropped the module's router: its looping and delayed calls stop."""
+        api = self._modules.pop(api_id, None)
+        if api is None:
+            return
+        for timer in api._presenced_timers:
+            if isinstance(timer, _LoopingCall):
+                timer.stop()
+            else:
+                timer.cancel()
+        api._presenced_timers = []
 
     # -- router calls ----------------------------------------------------------------------
 

@@ -52,6 +52,8 @@ class ModuleApi:
         self._server_name = server_name
         # (get_users_for_states, get_interested_users) pairs, in registration order.
         self._presenced_callbacks = []
+        # Looping and delayed calls, stopped when the module is unloaded.
+        self._presenced_timers = []
 
     @property
     def server_name(self):
@@ -119,12 +121,16 @@ class ModuleApi:
     ):
         """Calls `f` every `msec` milliseconds (the first call after `msec`), each call as a
         background process. Returns a handle with `stop()`."""
-        return self._presenced_host.looping_call(f, msec, desc, args, kwargs)
+        call = self._presenced_host.looping_call(f, msec, desc, args, kwargs)
+        self._presenced_timers.append(call)
+        return call
 
     def delayed_background_call(self, msec, f, *args, desc=None, **kwargs):
         """Calls `f` once after `msec` milliseconds, as a background process. Returns a
         handle with `cancel()` and `active()`."""
-        return self._presenced_host.delayed_call(msec, f, desc, args, kwargs)
+        call = self._presenced_host.delayed_call(msec, f, desc, args, kwargs)
+        self._presenced_timers.append(call)
+        return call
 
     async def sleep(self, seconds):
         """Waits `seconds` without blocking the event loop."""
