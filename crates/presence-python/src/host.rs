@@ -570,7 +570,8 @@ impl PythonHost {
     }
 
     /// Stops the event loop (background work of modules is cancelled) and waits up to
-    /// `wait` for the thread to end. Returns whether it ended. Routers loaded by this host
+    /// `wait` for the thread to end, blocking the calling thread (call it from
+    /// `spawn_blocking` in async code). Returns whether it ended. Routers loaded by this host
     /// fail from now on.
     pub fn shutdown(&self, wait: Duration) -> bool {
         self.shared.control(Control::Shutdown);
