@@ -25,10 +25,14 @@ pub struct BaselineReport {
     pub updates: u64,
     /// (recipient, update) pairs appended to queues.
     pub pairs: u64,
+    /// Of the pairs, those for online room members (the rest are for `All` users).
+    pub room_pairs: u64,
     /// Bits set by the marking loop.
     pub marks: u64,
     /// Seconds in the pairs loop.
     pub pair_secs: f64,
+    /// Of those, seconds in the room part (before `All` users' pairs and the drain).
+    pub room_secs: f64,
     /// Seconds in the marking loop.
     pub mark_secs: f64,
 }
@@ -37,6 +41,11 @@ impl BaselineReport {
     /// Pairs appended per second.
     pub fn pairs_per_sec(&self) -> u64 {
         rate(self.pairs, self.pair_secs)
+    }
+
+    /// Room members' pairs appended per second of the room part.
+    pub fn room_pairs_per_sec(&self) -> u64 {
+        rate(self.room_pairs, self.room_secs)
     }
 
     /// Bits set per second.
@@ -57,9 +66,10 @@ impl fmt::Display for BaselineReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "baseline batches={} pairs_per_sec={} marks_per_sec={}",
+            "baseline batches={} pairs_per_sec={} room_pairs_per_sec={} marks_per_sec={}",
             self.batches,
             self.pairs_per_sec(),
+            self.room_pairs_per_sec(),
             self.marks_per_sec()
         )
     }
@@ -103,12 +113,15 @@ pub fn run(world: &World, batch: usize, warmup: u64, batches: u64, seed: u64) ->
                     }
                 }
             }
+        }
+        let room_secs = t.elapsed().as_secs_f64();
+        for &u in &picks {
             for &a in all_users {
                 let q = &mut queues[a as usize];
                 if q.is_empty() {
                     touched.push(a);
                 }
-                q.push(u as u32);
+                q.push(u);
             }
         }
         for &m in &touched {
@@ -138,6 +151,8 @@ pub fn run(world: &World, batch: usize, warmup: u64, batches: u64, seed: u64) ->
         if b >= warmup {
             report.updates += picks.len() as u64;
             report.pairs += pairs;
+            report.room_pairs += pairs - (picks.len() * all_users.len()) as u64;
+            report.room_secs += room_secs;
             report.marks += marks;
             report.pair_secs += pair_secs;
             report.mark_secs += mark_secs;
@@ -172,6 +187,11 @@ mod tests {
             pairs += world.all_users() as u64;
         }
         assert_eq!(report.pairs, pairs);
+        assert_eq!(
+            report.room_pairs,
+            pairs - 10 * world.all_users() as u64,
+            "all users' pairs counted apart"
+        );
         assert_eq!(report.marks, marks);
         assert!(report.pairs > 0);
     }

@@ -180,6 +180,8 @@ pub struct BatchStats {
     pub write_nanos: u64,
     /// Time in the sync reads (routers included).
     pub read_nanos: u64,
+    /// Of that, time in the reads of `All` users.
+    pub all_read_nanos: u64,
 }
 
 impl AddAssign for BatchStats {
@@ -192,6 +194,7 @@ impl AddAssign for BatchStats {
         self.all_deliveries += o.all_deliveries;
         self.write_nanos += o.write_nanos;
         self.read_nanos += o.read_nanos;
+        self.all_read_nanos += o.all_read_nanos;
     }
 }
 
@@ -217,6 +220,8 @@ pub struct Bench {
     devices: Vec<Option<DeviceId>>,
     /// Each online user's presence token, by engine index.
     tokens: Vec<StreamPos>,
+    /// Bit per engine index: the router answers `All` for this user.
+    all_bits: Vec<u64>,
     /// Online generated users; the front is reshuffled by every batch's picks.
     online: Vec<u32>,
     inputs: Vec<Input>,
@@ -261,6 +266,7 @@ impl Bench {
             users: Vec::with_capacity(n),
             devices: vec![None; n],
             tokens: vec![0; n],
+            all_bits: vec![0; n.div_ceil(64)],
             online: world.online().to_vec(),
             inputs: Vec::with_capacity(max_batch.max(SETUP_CHUNK)),
             status: [Arc::from("at the desk"), Arc::from("away for a bit")],
@@ -280,6 +286,10 @@ impl Bench {
             bench.users.push(ix);
         }
         bench.stage(0, "users");
+        for &u in &world.online()[..world.all_users()] {
+            let i = bench.users[u as usize].index();
+            bench.all_bits[i / 64] |= 1 << (i % 64);
+        }
         for r in 0..world.room_count() {
             let room = RoomId::parse(&format!("!r{r}:{SERVER}"))?;
             for &m in world.room(r) {
@@ -401,12 +411,11 @@ impl Bench {
     /// A sync read of `reader` from `since`, as the server does it (routers first); the bool
     /// says whether the routers answered `All`.
     pub fn read(&mut self, reader: UserIdx, since: Option<StreamPos>) -> (SyncRead, bool) {
-        // Borrowed, not cloned: a server has the reader's ID at hand without touching the
-        // engine's copy, and cloning would add an atomic on a cold cache line per read.
-        let interest = block_on(
-            self.routers
-                .get_interested_users(self.engine.user_id(reader)),
-        );
+        // A server has the reader's ID from the request; here it comes from the engine, on a
+        // cold cache line. Cloning it outside the router call keeps that miss out of the
+        // routers' measured time.
+        let id = self.engine.user_id(reader).clone();
+        let interest = block_on(self.routers.get_interested_users(&id));
         match interest {
             InterestedUsers::Users(users) => {
                 let users = self.engine.resolve_users(&users);
@@ -427,7 +436,7 @@ impl Bench {
                 };
                 let routed = Routed::All {
                     candidates: &candidates,
-                    states: routes.get(self.engine.user_id(reader)),
+                    states: routes.get(&id),
                 };
                 (self.engine.sync(reader, since, routed), true)
             }
@@ -446,16 +455,27 @@ impl Bench {
             ..BatchStats::default()
         };
         drop(effects.persist);
-        for &w in &effects.wake {
-            let (read, all) = self.read(w, Some(self.tokens[w.index()]));
-            let n = read.users.len() as u64;
-            stats.syncs += 1;
-            stats.deliveries += n;
-            if all {
-                stats.all_syncs += 1;
-                stats.all_deliveries += n;
+        // Room readers first, then `All` readers, so each kind can be timed as a whole.
+        for all_pass in [false, true] {
+            let t = Instant::now();
+            for &w in &effects.wake {
+                let i = w.index();
+                if (self.all_bits[i / 64] & (1 << (i % 64)) != 0) != all_pass {
+                    continue;
+                }
+                let (read, all) = self.read(w, Some(self.tokens[i]));
+                let n = read.users.len() as u64;
+                stats.syncs += 1;
+                stats.deliveries += n;
+                if all {
+                    stats.all_syncs += 1;
+                    stats.all_deliveries += n;
+                }
+                self.tokens[i] = read.next_token;
             }
-            self.tokens[w.index()] = read.next_token;
+            if all_pass {
+                stats.all_read_nanos = nanos(t.elapsed());
+            }
         }
         let t2 = Instant::now();
         stats.write_nanos = nanos(t1 - t0);
@@ -598,14 +618,24 @@ pub fn main(
         totals.all_deliveries as f64 / b,
         totals.all_syncs as f64 / b,
     )?;
+    let room_read_nanos = totals.read_nanos - totals.all_read_nanos;
     writeln!(
         diag,
-        "mean sync size: {:.2} overall, {:.2} room readers, {:.1} all readers; {:.1} ns per delivery, {:.0} ns per sync read",
+        "mean sync size: {:.2} overall, {:.2} room readers, {:.1} all readers; {:.1} ns per delivery overall",
         ratio(totals.deliveries, totals.syncs),
         ratio(room_deliveries, room_syncs),
         ratio(totals.all_deliveries, totals.all_syncs),
         secs * 1e9 / totals.deliveries.max(1) as f64,
-        totals.read_nanos as f64 / totals.syncs.max(1) as f64,
+    )?;
+    writeln!(
+        diag,
+        "sync reads: room readers {:.0} ns/read {:.1} ns/delivery ({:.1}% of the time); all readers {:.0} ns/read {:.1} ns/delivery ({:.1}%)",
+        room_read_nanos as f64 / room_syncs.max(1) as f64,
+        room_read_nanos as f64 / room_deliveries.max(1) as f64,
+        100.0 * room_read_nanos as f64 / 1e9 / secs,
+        totals.all_read_nanos as f64 / totals.all_syncs.max(1) as f64,
+        totals.all_read_nanos as f64 / totals.all_deliveries.max(1) as f64,
+        100.0 * totals.all_read_nanos as f64 / 1e9 / secs,
     )?;
     match heap {
         Some(h) => writeln!(
@@ -622,10 +652,12 @@ pub fn main(
         let base = baseline::run(&world, args.batch, args.warmup, batches, args.seed);
         writeln!(
             diag,
-            "baseline: {:.0} pairs and {:.0} marks per batch; engine delivers {:.0} per batch",
+            "baseline: {:.0} pairs ({:.0} to room members) and {:.0} marks per batch; engine delivers {:.0} ({:.0} to room readers)",
             base.pairs as f64 / b,
+            base.room_pairs as f64 / b,
             base.marks as f64 / b,
             totals.deliveries as f64 / b,
+            room_deliveries as f64 / b,
         )?;
         writeln!(
             diag,
@@ -633,8 +665,95 @@ pub fn main(
             ratio(base.pairs_per_sec(), report.deliveries_per_sec),
             ratio(base.marks_per_sec(), report.deliveries_per_sec),
         )?;
+        // Room readers alone: the engine's write side (which is mostly their fan-out) plus
+        // their reads, against the baseline's room part.
+        let engine_room_ns =
+            (totals.write_nanos + room_read_nanos) as f64 / room_deliveries.max(1) as f64;
+        let base_room_ns = base.room_secs * 1e9 / base.room_pairs.max(1) as f64;
+        writeln!(
+            diag,
+            "baseline: room fan-out {base_room_ns:.1} ns/pair; engine {engine_room_ns:.1} ns per room delivery (write side + room reads), {:.1}x",
+            engine_room_ns / base_room_ns.max(f64::MIN_POSITIVE),
+        )?;
         writeln!(out, "{base}")?;
     }
     writeln!(out, "{report}")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// One batch on a small server, checked against a brute-force count over the world:
+    /// every online user sharing a room with an updater (or updating itself) is woken and
+    /// reads exactly those updaters; `All` users read every updater.
+    #[test]
+    fn a_step_wakes_and_delivers_exactly_the_room_mates_and_all_users() {
+        let world = World::generate(&WorldConfig::new(3_000)).unwrap();
+        let mut bench = Bench::build(&world, 40, 5).unwrap();
+        let stats = bench.step(40);
+        let updaters: BTreeSet<u32> = bench.online[..40].iter().copied().collect();
+        assert_eq!(updaters.len(), 40);
+
+        let (offsets, rooms) = world.user_rooms();
+        let rooms_of = |u: u32| -> BTreeSet<u32> {
+            rooms[offsets[u as usize]..offsets[u as usize + 1]]
+                .iter()
+                .copied()
+                .collect()
+        };
+        let all: BTreeSet<u32> = world.online()[..world.all_users()]
+            .iter()
+            .copied()
+            .collect();
+        let (mut woken, mut deliveries, mut all_deliveries) = (0u64, 0u64, 0u64);
+        for &w in world.online() {
+            let mine = rooms_of(w);
+            let seen = if all.contains(&w) {
+                updaters.len() as u64
+            } else {
+                updaters
+                    .iter()
+                    .filter(|&&u| u == w || !rooms_of(u).is_disjoint(&mine))
+                    .count() as u64
+            };
+            if seen > 0 {
+                woken += 1;
+                deliveries += seen;
+                if all.contains(&w) {
+                    all_deliveries += seen;
+                }
+            }
+        }
+        assert!(deliveries > 40, "the fixture has fan-out: {deliveries}");
+        assert_eq!(stats.updates, 40);
+        assert_eq!(stats.woken, woken);
+        assert_eq!(stats.syncs, woken);
+        assert_eq!(stats.deliveries, deliveries);
+        assert_eq!(stats.all_syncs, world.all_users() as u64);
+        assert_eq!(stats.all_deliveries, all_deliveries);
+
+        // Tokens moved on: reading again from them finds nothing new.
+        let reader = bench.user(*updaters.first().unwrap());
+        let (again, _) = bench.read(reader, Some(bench.token(reader)));
+        assert!(again.users.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn summary_line_has_the_documented_shape() {
+        let r = EngineReport {
+            users: 10,
+            updates_per_sec: 1,
+            deliveries_per_sec: 2,
+            syncs_per_sec: 3,
+            bytes_per_user: 4,
+        };
+        assert_eq!(
+            r.to_string(),
+            "engine users=10 updates_per_sec=1 deliveries_per_sec=2 syncs_per_sec=3 bytes_per_user=4"
+        );
+    }
 }
