@@ -90,10 +90,10 @@ pub fn new_localpart() -> Result<String, ApiError> {
 /// `N` letters from `base` (`a` or `A`), unbiased; the first is always a letter, the rest
 /// may also be digits when `digits` is set.
 fn random_letters<const N: usize>(base: u8, digits: bool) -> Result<String, ApiError> {
-    let alphabet: Vec<u8> = (0..26u8)
-        .map(|i| base + i)
-        .chain(if digits { b'0'..=b'9' } else { b'1'..=b'0' })
-        .collect();
+    let mut alphabet: Vec<u8> = (0..26u8).map(|i| base + i).collect();
+    if digits {
+        alphabet.extend(b'0'..=b'9');
+    }
     // Rejection sampling: bytes at or above the largest multiple of the alphabet size would
     // favour the first letters.
     let limit = 256 - 256 % alphabet.len();
@@ -129,15 +129,14 @@ struct HashError(String);
 /// Hashes a password (Argon2id with a random salt) into a PHC string, off the async threads.
 pub async fn hash_password(cost: PasswordHashCost, password: String) -> Result<String, ApiError> {
     let salt = random_bytes::<16>()?;
-    let hashed = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         let hash = argon2(cost)?
             .hash_password_with_salt(password.as_bytes(), &salt)
             .map_err(|e| ApiError::internal(HashError(e.to_string())))?;
         Ok(hash.to_string())
     })
     .await
-    .map_err(ApiError::internal)?;
-    hashed
+    .map_err(ApiError::internal)?
 }
 
 /// Whether `password` matches a stored PHC hash, checked off the async threads. The hash's

@@ -9,6 +9,7 @@
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#web-browser-clients>.
 
 mod admin;
+mod admin_rooms;
 pub mod auth;
 mod client;
 mod json;
@@ -56,7 +57,10 @@ pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
     let mut router = Router::new().route(HEALTH_PATH, get(health));
     for resource in resources {
         router = match resource {
-            ResourceName::Client => router.merge(client::routes()).merge(admin::routes()),
+            ResourceName::Client => router
+                .merge(client::routes())
+                .merge(admin::routes())
+                .merge(admin_rooms::routes()),
             ResourceName::Metrics => router.route(METRICS_PATH, get(metrics)),
             // Federation, keys and metrics have no endpoints yet; their listeners already
             // bind so the operator's layout works as soon as they do.

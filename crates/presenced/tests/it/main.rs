@@ -2,10 +2,12 @@
 //! Black-box tests of Presenced: the real binary, and the server started in-process, both
 //! spoken to over HTTP only.
 
+mod accounts;
 mod binary;
 mod clients;
 mod conformance;
 mod matrix;
 mod presence;
+mod rooms;
 mod server;
 mod support;

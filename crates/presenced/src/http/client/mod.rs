@@ -1,7 +1,11 @@
 //! The client-server API (`/_matrix/client`): one file per group of endpoints.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/>.
 
+mod account;
+mod body;
+mod filter;
 mod presence;
+mod rooms;
 mod sync;
 mod versions;
 
@@ -21,5 +25,9 @@ pub(super) fn routes() -> Router<AppState> {
     for path in sync::PATHS {
         router = router.route(path, get(sync::sync));
     }
+    router = router
+        .merge(account::routes())
+        .merge(rooms::routes())
+        .merge(filter::routes());
     router
 }
