@@ -71,7 +71,8 @@ pub fn new_event_id() -> Result<String, ApiError> {
     ))
 }
 
-/// A new opaque room ID on `server`.
+/// The opaque part of a new room ID (`!<this>:server`): 18 random lowercase letters and
+/// digits, starting with a letter.
 pub fn new_room_id_localpart() -> Result<String, ApiError> {
     random_letters::<18>(b'a', true)
 }

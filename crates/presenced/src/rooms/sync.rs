@@ -19,13 +19,17 @@ use presence_router::{RoomId, UserId};
 use presence_store::{Membership, OrderedEvent, PresenceStore, StreamOrdering, UserRoom};
 use serde_json::{Map, Value, json};
 
-use super::events::{client_event, invite_state};
+use super::events::{self, MEMBER, client_event, invite_state};
 use crate::{error::ApiError, http::AppState, presence::now_ms};
 
 /// How many timeline events a room shows at most per sync.
 pub const TIMELINE_LIMIT: usize = 20;
 /// How many other members are named as a room's heroes.
 const MAX_HEROES: usize = 5;
+/// Events read per page when looking for a user's membership before a leave.
+const LEAVE_LOOKBACK_PAGE: usize = 100;
+/// How many pages that look-back reads at most.
+const LEAVE_LOOKBACK_PAGES: usize = 10;
 
 /// The current rooms stream position: the latest stored event's stream ordering.
 pub async fn rooms_stream_position(state: &AppState) -> Result<u64, ApiError> {
@@ -92,7 +96,17 @@ pub async fn rooms_section(
             // Left rooms appear once, in the sync that follows the leave.
             Membership::Leave if since.is_some() && after(room.membership_ordering) => {
                 let up_to = room.membership_ordering.unwrap_or(pos);
-                let (timeline, limited) = timeline(state, &room.room_id, since, up_to).await?;
+                let (mut timeline, mut limited) =
+                    timeline(state, &room.room_id, since, up_to).await?;
+                // Someone who turns down an invite never saw the room: they get their own
+                // membership events only, not the messages of a room they were not in.
+                if !was_joined_before(state, &room.room_id, user, up_to).await? {
+                    timeline.retain(|e| {
+                        e.event.event_type == MEMBER
+                            && e.event.state_key.as_deref() == Some(user.as_str())
+                    });
+                    limited = false;
+                }
                 leave.insert(
                     room.room_id.as_str().to_owned(),
                     json!({
@@ -107,6 +121,36 @@ pub async fn rooms_section(
     }
     let rooms = json!({"join": join, "invite": invite, "leave": leave});
     Ok((rooms, pos))
+}
+
+/// Whether `user`'s membership event before the one at `leave` made them joined. Looks back
+/// page by page, a bounded number of events; not finding it counts as "not joined", the
+/// answer that shows less.
+async fn was_joined_before(
+    state: &AppState,
+    room: &RoomId,
+    user: &UserId,
+    leave: StreamOrdering,
+) -> Result<bool, ApiError> {
+    let mut before = leave.saturating_sub(1);
+    for _ in 0..LEAVE_LOOKBACK_PAGES {
+        let page = state
+            .store()
+            .recent_events(room, before, LEAVE_LOOKBACK_PAGE)
+            .await?;
+        if let Some(own) = page.iter().rev().find(|e| {
+            e.event.event_type == MEMBER && e.event.state_key.as_deref() == Some(user.as_str())
+        }) {
+            return Ok(events::content(&own.event)["membership"] == "join");
+        }
+        match page.first() {
+            Some(first) if page.len() == LEAVE_LOOKBACK_PAGE && first.stream_ordering > 1 => {
+                before = first.stream_ordering - 1;
+            }
+            _ => break,
+        }
+    }
+    Ok(false)
 }
 
 /// The latest events of a room up to `up_to`, after `since`: (events, limited).

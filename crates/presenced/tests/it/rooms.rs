@@ -811,6 +811,58 @@ async fn the_sync_rooms_section() {
         "an initial sync leaves left rooms out: {rooms}"
     );
 
+    // Carol turns an invite down: her leave shows her own membership only, not the
+    // messages of a room she never joined.
+    let carol = c.register("carol", "pw-carol", false).await.unwrap();
+    let (status, _) = post(
+        &c,
+        &format!("{V3}/rooms/{}/invite", q(&room)),
+        &alice,
+        json!({"user_id": "@carol:test"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (rooms, carol_pos) = s.rooms(&carol, None, false).await;
+    assert!(rooms["invite"].get(&room).is_some(), "{rooms}");
+    let path = format!("{V3}/rooms/{}/send/m.room.message/secret", q(&room));
+    c.request(
+        Method::PUT,
+        &path,
+        Some(&alice.token),
+        Some(RequestBody::Json(
+            json!({"msgtype": "m.text", "body": "secret"}),
+        )),
+    )
+    .await;
+    let (status, _) = post(
+        &c,
+        &format!("{V3}/rooms/{}/leave", q(&room)),
+        &carol,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (rooms, _) = s.rooms(&carol, Some(carol_pos), false).await;
+    let left = rooms["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!left.is_empty(), "{rooms}");
+    assert!(
+        left.iter()
+            .all(|e| e["type"] == "m.room.member" && e["state_key"] == "@carol:test"),
+        "{rooms}"
+    );
+    // Alice, who is joined, sees the message and Carol's leave.
+    let (rooms, _) = s.rooms(&alice, Some(pos5), false).await;
+    let bodies: Vec<&Value> = rooms["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["content"])
+        .collect();
+    assert!(bodies.iter().any(|c| c["body"] == "secret"), "{rooms}");
+
     // A token from the future counts as now.
     let (_, capped) = s.rooms(&alice, Some(u64::MAX / 2), false).await;
     assert_eq!(
