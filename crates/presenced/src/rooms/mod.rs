@@ -647,23 +647,23 @@ pub async fn admin_set_membership(
     let server_user = server_user(&state.config().server_name)?;
     let ts = now_ms();
     let _guard = state.room_locks().lock(room).await;
+    let exists = state.store().get_room(room).await?.is_some();
+    if !exists && !join {
+        // Nobody is in a room that does not exist: nothing to leave.
+        return Ok(());
+    }
     let mut evs = Vec::new();
-    match state
-        .store()
-        .create_room(RoomRecord::new(
-            room.clone(),
-            server_user.clone(),
-            false,
-            ts,
-        ))
-        .await
-    {
-        Ok(()) => {
-            evs = server_room_events(&server_user, ts)?;
-            tracing::info!(room = %room, "Created a room through the admin API.");
+    if !exists {
+        let record = RoomRecord::new(room.clone(), server_user.clone(), false, ts);
+        match state.store().create_room(record).await {
+            Ok(()) => {
+                evs = server_room_events(&server_user, ts)?;
+                tracing::info!(room = %room, "Created a room through the admin API.");
+            }
+            // Created in the meantime (by a path that does not take this room's lock).
+            Err(StoreError::RoomExists) => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(StoreError::RoomExists) => {}
-        Err(e) => return Err(e.into()),
     }
     let current = membership(state, room, user).await?;
     let target = if join {
@@ -673,12 +673,10 @@ pub async fn admin_set_membership(
     };
     if current == Some(target) || (!join && current.is_none()) {
         if join {
+            // Make sure presence agrees (harmless when it already does).
             state.presence().join(room, user).await?;
         }
-        if evs.is_empty() {
-            return Ok(());
-        }
-        return commit(state, room, evs, Vec::new()).await;
+        return Ok(());
     }
     let content = if join {
         join_content(state, user).await?

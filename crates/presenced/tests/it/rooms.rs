@@ -519,6 +519,16 @@ async fn admins_set_memberships_directly() {
         StatusCode::OK,
         "leaving a room one is not in changes nothing"
     );
+    let (status, _) = set(
+        &admin,
+        "!ghost:test",
+        "@alice:test",
+        json!({"membership": "leave"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = members(&c, &alice, "!ghost:test").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a leave creates no room");
 
     for (room, user, body, code, errc) in [
         (
