@@ -109,7 +109,7 @@ async fn create_account(
 
 /// Logs a device in: a new device, or a new token for an existing one (whose old token
 /// stops working at once). Returns the device and its token.
-async fn open_session(
+async fn log_in_device(
     state: &AppState,
     user: &UserId,
     device: Option<DeviceId>,
@@ -234,7 +234,7 @@ async fn register_with_shared_secret(
     let session = if body.get("inhibit_login").and_then(Value::as_bool) == Some(true) {
         None
     } else {
-        Some(open_session(&state, &user, None, None).await?)
+        Some(log_in_device(&state, &user, None, None).await?)
     };
     Ok(Json(session_body(&state, &user, session)))
 }
@@ -328,7 +328,7 @@ async fn register(
     let session = if body.inhibit_login {
         None
     } else {
-        Some(open_session(&state, &user, device, body.initial_device_display_name).await?)
+        Some(log_in_device(&state, &user, device, body.initial_device_display_name).await?)
     };
     Ok(Json(session_body(&state, &user, session)).into_response())
 }
@@ -408,7 +408,7 @@ async fn login(
     if !verify_password(hash, password).await? {
         return Err(bad());
     }
-    let session = open_session(&state, &user, device, body.initial_device_display_name).await?;
+    let session = log_in_device(&state, &user, device, body.initial_device_display_name).await?;
     tracing::info!(user = %user, device = %session.0, "Logged in.");
     Ok(Json(session_body(&state, &user, Some(session))))
 }
