@@ -675,6 +675,13 @@ pub fn main(
             "baseline: room fan-out {base_room_ns:.1} ns/pair; engine {engine_room_ns:.1} ns per room delivery (write side + room reads), {:.1}x",
             engine_room_ns / base_room_ns.max(f64::MIN_POSITIVE),
         )?;
+        let base_all_ns =
+            (base.pair_secs - base.room_secs) * 1e9 / (base.pairs - base.room_pairs).max(1) as f64;
+        writeln!(
+            diag,
+            "baseline: all users' part {base_all_ns:.1} ns/pair (with the drain); engine all readers {:.1} ns per delivery",
+            totals.all_read_nanos as f64 / totals.all_deliveries.max(1) as f64,
+        )?;
         writeln!(out, "{base}")?;
     }
     writeln!(out, "{report}")?;
