@@ -281,7 +281,7 @@ impl Engine {
 
     /// The user interned at position `i` (users are numbered from 0 in interning order).
     pub fn user_at(&self, i: usize) -> Option<UserIdx> {
-        (i < self.users.len()).then(|| UserIdx(i as u32))
+        (i < self.users.len()).then_some(UserIdx(i as u32))
     }
 
     /// How many users are interned.
