@@ -8,7 +8,6 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
-    http::StatusCode,
 };
 use serde::de::DeserializeOwned;
 
@@ -31,17 +30,46 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge("Request body too large".into())
-                } else {
-                    ApiError::unknown("Failed to read the request body")
-                }
-            })?;
+        let _ = state;
+        let bytes = read_body(request).await?;
         parse_json_body(&bytes).map(MatrixJson)
     }
+}
+
+/// The configured `max_request_body_size`, put in every request's extensions by the
+/// common layers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub(crate) usize);
+
+/// Past the limit, a body is still read (and thrown away) up to this many times the limit,
+/// so the client finishes sending and reads the 413 instead of seeing its connection reset.
+const DRAIN_FACTOR: usize = 16;
+
+/// Reads a request body. Over the limit it is 413 `M_TOO_LARGE`; the excess is drained
+/// (bounded) so the client receives the answer.
+pub(crate) async fn read_body(request: Request) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |l| l.0);
+    let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
+    let mut stream = request.into_body().into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::unknown("Failed to read the request body"))?;
+        total = total.saturating_add(chunk.len());
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if total > drain_limit {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(ApiError::TooLarge("Request body too large".into()));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Parses a request body: syntax first (`M_NOT_JSON`), then shape (`M_BAD_JSON`), so a body

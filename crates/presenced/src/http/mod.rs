@@ -79,6 +79,7 @@ pub(crate) fn with_common_layers(routes: Router<AppState>, state: AppState) -> R
         // Set after every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(json::BodyLimit(body_limit)))
         .layer(cors())
         .layer(
             TraceLayer::new_for_http()

@@ -33,7 +33,10 @@ async fn matrix_nio_sees_room_mate_and_routed_presence() {
         .args(["--server-name", "test", "--watcher", "oracle_gobbler"])
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("nio timed out").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("nio timed out")
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

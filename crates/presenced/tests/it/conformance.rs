@@ -38,7 +38,9 @@ impl Replay<'_> {
     }
 
     fn mxid(&self, name: &str) -> String {
-        self.users.get(name).map_or_else(|| name.to_owned(), |(u, _)| u.user_id.clone())
+        self.users
+            .get(name)
+            .map_or_else(|| name.to_owned(), |(u, _)| u.user_id.clone())
     }
 
     fn subst(&self, s: &str) -> String {
@@ -53,12 +55,19 @@ impl Replay<'_> {
 
     fn norm_status(v: &Value) -> Value {
         match v.as_str() {
-            Some(s) if s.chars().count() > LONG_STATUS_CUTOFF => json!(format!("<len:{}>", s.chars().count())),
+            Some(s) if s.chars().count() > LONG_STATUS_CUTOFF => {
+                json!(format!("<len:{}>", s.chars().count()))
+            }
             _ => v.clone(),
         }
     }
 
-    async fn sync_raw(&mut self, name: &str, set_presence: &str, filter: Option<&Value>) -> Vec<Value> {
+    async fn sync_raw(
+        &mut self,
+        name: &str,
+        set_presence: &str,
+        filter: Option<&Value>,
+    ) -> Vec<Value> {
         let (user, since) = self.users[name].clone();
         let mut params = format!("timeout=0&set_presence={set_presence}");
         if let Some(f) = filter {
@@ -71,7 +80,10 @@ impl Replay<'_> {
         let data = self.c.sync(&user, &params).await;
         let next = data["next_batch"].as_str().expect("next_batch").to_owned();
         self.users.get_mut(name).unwrap().1 = Some(next);
-        data["presence"]["events"].as_array().cloned().unwrap_or_default()
+        data["presence"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn collect(&self, events: Vec<Value>) -> Vec<Value> {
@@ -96,12 +108,20 @@ impl Replay<'_> {
     async fn step(&mut self, op: &str, a: &Value) -> Map<String, Value> {
         let mut res = Map::new();
         let errcode = |status: StatusCode, data: &Value| {
-            if status == StatusCode::OK { Value::Null } else { data["errcode"].clone() }
+            if status == StatusCode::OK {
+                Value::Null
+            } else {
+                data["errcode"].clone()
+            }
         };
         match op {
             "set_presence" => {
                 let actor = self.user(a["user"].as_str().unwrap()).clone();
-                let target = self.mxid(a.get("target").and_then(Value::as_str).unwrap_or(a["user"].as_str().unwrap()));
+                let target = self.mxid(
+                    a.get("target")
+                        .and_then(Value::as_str)
+                        .unwrap_or(a["user"].as_str().unwrap()),
+                );
                 let mut body = Map::new();
                 if let Some(p) = a.get("presence") {
                     body.insert("presence".into(), p.clone());
@@ -115,13 +135,26 @@ impl Replay<'_> {
                 if let Some(Value::Object(extra)) = a.get("extra_body") {
                     body.extend(extra.clone());
                 }
-                let (status, code) = self.c.put_presence(&actor, &target, Value::Object(body)).await;
+                let (status, code) = self
+                    .c
+                    .put_presence(&actor, &target, Value::Object(body))
+                    .await;
                 res.insert("status".into(), json!(status.as_u16()));
-                res.insert("errcode".into(), if status == StatusCode::OK { Value::Null } else { json!(code) });
+                res.insert(
+                    "errcode".into(),
+                    if status == StatusCode::OK {
+                        Value::Null
+                    } else {
+                        json!(code)
+                    },
+                );
             }
             "sync" => {
                 let name = a["user"].as_str().unwrap();
-                let sp = a.get("set_presence").and_then(Value::as_str).unwrap_or("offline");
+                let sp = a
+                    .get("set_presence")
+                    .and_then(Value::as_str)
+                    .unwrap_or("offline");
                 let evs = self.sync_raw(name, sp, a.get("filter")).await;
                 res.insert("presence".into(), Value::Array(self.collect(evs)));
             }
@@ -129,7 +162,10 @@ impl Replay<'_> {
                 let asker = self.user(a["asker"].as_str().unwrap()).clone();
                 let target = self.mxid(a["target"].as_str().unwrap());
                 let path = format!("/_matrix/client/v3/presence/{}/status", q(&target));
-                let (status, data) = self.c.request(Method::GET, &path, Some(&asker.token), None).await;
+                let (status, data) = self
+                    .c
+                    .request(Method::GET, &path, Some(&asker.token), None)
+                    .await;
                 res.insert("status".into(), json!(status.as_u16()));
                 if status == StatusCode::OK {
                     res.insert("presence".into(), data["presence"].clone());
@@ -147,14 +183,24 @@ impl Replay<'_> {
                 let rid = self.rooms[a["room"].as_str().unwrap()].clone();
                 let (path, body) = match op {
                     "join" => (format!("/_matrix/client/v3/join/{}", q(&rid)), json!({})),
-                    "leave" => (format!("/_matrix/client/v3/rooms/{}/leave", q(&rid)), json!({})),
+                    "leave" => (
+                        format!("/_matrix/client/v3/rooms/{}/leave", q(&rid)),
+                        json!({}),
+                    ),
                     _ => (
                         format!("/_matrix/client/v3/rooms/{}/invite", q(&rid)),
                         json!({"user_id": self.mxid(a["target"].as_str().unwrap())}),
                     ),
                 };
-                let (status, data) =
-                    self.c.request(Method::POST, &path, Some(&actor.token), Some(RequestBody::Json(body))).await;
+                let (status, data) = self
+                    .c
+                    .request(
+                        Method::POST,
+                        &path,
+                        Some(&actor.token),
+                        Some(RequestBody::Json(body)),
+                    )
+                    .await;
                 res.insert("status".into(), json!(status.as_u16()));
                 res.insert("errcode".into(), errcode(status, &data));
             }
@@ -168,13 +214,21 @@ impl Replay<'_> {
                 let body = if let Some(raw) = a.get("body_raw").and_then(Value::as_str) {
                     Some(RequestBody::Raw(self.subst(raw)))
                 } else {
-                    a.get("body").map(|b| RequestBody::Json(serde_json::from_str(&self.subst(&b.to_string())).unwrap()))
+                    a.get("body").map(|b| {
+                        RequestBody::Json(
+                            serde_json::from_str(&self.subst(&b.to_string())).unwrap(),
+                        )
+                    })
                 };
                 let (status, data) = self.c.request(method, &path, token.as_deref(), body).await;
                 res.insert("status".into(), json!(status.as_u16()));
                 res.insert(
                     "errcode".into(),
-                    if data.is_object() { data["errcode"].clone() } else { Value::Null },
+                    if data.is_object() {
+                        data["errcode"].clone()
+                    } else {
+                        Value::Null
+                    },
                 );
             }
             other => panic!("unknown step {other}"),
@@ -192,7 +246,9 @@ fn unsubst(v: Value, ids: &BTreeMap<String, String>) -> Value {
             Value::String(s)
         }
         Value::Array(a) => Value::Array(a.into_iter().map(|x| unsubst(x, ids)).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, unsubst(v, ids))).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, unsubst(v, ids))).collect())
+        }
         other => other,
     }
 }
@@ -215,12 +271,25 @@ fn expected_step(step: &Value) -> Value {
     Value::Object(out)
 }
 
-async fn run_scenario(c: &Client, name: &str, spec: &Value, fixed_passwords: &BTreeMap<String, String>) -> Vec<Value> {
+async fn run_scenario(
+    c: &Client,
+    name: &str,
+    spec: &Value,
+    fixed_passwords: &BTreeMap<String, String>,
+) -> Vec<Value> {
     let suffix = format!("{:08x}", rand_u32());
-    let mut r = Replay { c, users: BTreeMap::new(), id_to_name: BTreeMap::new(), rooms: BTreeMap::new() };
+    let mut r = Replay {
+        c,
+        users: BTreeMap::new(),
+        id_to_name: BTreeMap::new(),
+        rooms: BTreeMap::new(),
+    };
     for u in spec["users"].as_array().into_iter().flatten() {
         let u = u.as_str().unwrap();
-        let user = c.register(&format!("{}_{suffix}", u.to_lowercase()), "pw-fresh", false).await.unwrap();
+        let user = c
+            .register(&format!("{}_{suffix}", u.to_lowercase()), "pw-fresh", false)
+            .await
+            .unwrap();
         r.id_to_name.insert(user.user_id.clone(), u.to_owned());
         r.users.insert(u.to_owned(), (user, None));
     }
@@ -230,13 +299,26 @@ async fn run_scenario(c: &Client, name: &str, spec: &Value, fixed_passwords: &BT
             let password = &fixed_passwords[localpart];
             let user = c.login(localpart, password, Some("ORACLEFIXED")).await;
             // Reset: leave every room, offline without a status.
-            let rooms = c.ok(Method::GET, "/_matrix/client/v3/joined_rooms", Some(&user.token), Value::Null).await;
+            let rooms = c
+                .ok(
+                    Method::GET,
+                    "/_matrix/client/v3/joined_rooms",
+                    Some(&user.token),
+                    Value::Null,
+                )
+                .await;
             for rid in rooms["joined_rooms"].as_array().unwrap() {
-                let path = format!("/_matrix/client/v3/rooms/{}/leave", q(rid.as_str().unwrap()));
-                c.ok(Method::POST, &path, Some(&user.token), json!({})).await;
+                let path = format!(
+                    "/_matrix/client/v3/rooms/{}/leave",
+                    q(rid.as_str().unwrap())
+                );
+                c.ok(Method::POST, &path, Some(&user.token), json!({}))
+                    .await;
             }
             let uid = user.user_id.clone();
-            let (s, _) = c.put_presence(&user, &uid, json!({"presence": "offline"})).await;
+            let (s, _) = c
+                .put_presence(&user, &uid, json!({"presence": "offline"}))
+                .await;
             assert_eq!(s, StatusCode::OK);
             r.id_to_name.insert(user.user_id.clone(), u.clone());
             r.users.insert(u.clone(), (user, None));
@@ -245,21 +327,41 @@ async fn run_scenario(c: &Client, name: &str, spec: &Value, fixed_passwords: &BT
     if let Some(Value::Object(rooms)) = spec.get("rooms") {
         for (rname, room) in rooms {
             let creator = r.user(room["creator"].as_str().unwrap()).clone();
-            let private = room.get("private").and_then(Value::as_bool).unwrap_or(false);
+            let private = room
+                .get("private")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let rid = c.create_room(&creator, private).await;
             for m in room["members"].as_array().into_iter().flatten() {
                 let member = r.user(m.as_str().unwrap()).clone();
                 if private {
                     let path = format!("/_matrix/client/v3/rooms/{}/invite", q(&rid));
-                    c.ok(Method::POST, &path, Some(&creator.token), json!({"user_id": member.user_id})).await;
+                    c.ok(
+                        Method::POST,
+                        &path,
+                        Some(&creator.token),
+                        json!({"user_id": member.user_id}),
+                    )
+                    .await;
                 }
                 let (s, e) = c.join(&member, &rid).await;
                 assert_eq!(s, StatusCode::OK, "{name}: setup join failed: {e:?}");
             }
-            for m in room.get("invited").and_then(Value::as_array).into_iter().flatten() {
+            for m in room
+                .get("invited")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let invitee = r.mxid(m.as_str().unwrap());
                 let path = format!("/_matrix/client/v3/rooms/{}/invite", q(&rid));
-                c.ok(Method::POST, &path, Some(&creator.token), json!({"user_id": invitee})).await;
+                c.ok(
+                    Method::POST,
+                    &path,
+                    Some(&creator.token),
+                    json!({"user_id": invitee}),
+                )
+                .await;
             }
             r.rooms.insert(rname.clone(), rid);
         }
@@ -276,7 +378,18 @@ async fn run_scenario(c: &Client, name: &str, spec: &Value, fixed_passwords: &BT
         entry.insert("i".into(), json!(i));
         entry.insert("op".into(), json!(op));
         if let Value::Object(a) = args {
-            for k in ["user", "asker", "target", "room", "presence", "status_msg", "status_msg_len", "expect", "filter", "note"] {
+            for k in [
+                "user",
+                "asker",
+                "target",
+                "room",
+                "presence",
+                "status_msg",
+                "status_msg_len",
+                "expect",
+                "filter",
+                "note",
+            ] {
                 if let Some(v) = a.get(k) {
                     entry.insert(k.into(), v.clone());
                 }
@@ -294,7 +407,12 @@ async fn run_scenario(c: &Client, name: &str, spec: &Value, fixed_passwords: &BT
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
     h.finish() as u32
 }
 
@@ -320,19 +438,37 @@ async fn conformance_scenarios_match_the_reference() {
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let spec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let expected: Value = serde_json::from_str(
-            &std::fs::read_to_string(data_dir().join("expected").join(format!("{name}.json"))).unwrap(),
+            &std::fs::read_to_string(data_dir().join("expected").join(format!("{name}.json")))
+                .unwrap(),
         )
         .unwrap();
         let got = run_scenario(&c, &name, &spec, &fixed_passwords).await;
-        let want: Vec<Value> = expected["steps"].as_array().unwrap().iter().map(expected_step).collect();
+        let want: Vec<Value> = expected["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(expected_step)
+            .collect();
         if got.len() != want.len() {
-            failures.push(format!("{name}: {} steps, expected {}", got.len(), want.len()));
+            failures.push(format!(
+                "{name}: {} steps, expected {}",
+                got.len(),
+                want.len()
+            ));
         }
         for (g, w) in got.iter().zip(&want) {
             if g != w {
-                failures.push(format!("{name} step {}:\n    got      {g}\n    expected {w}", w["i"]));
+                failures.push(format!(
+                    "{name} step {}:\n    got      {g}\n    expected {w}",
+                    w["i"]
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -33,7 +33,11 @@ impl TestServer {
     }
 
     async fn start_in(workspace: Workspace, config: &std::path::Path, log: PathBuf) -> Self {
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
             .args(["-c", config.to_str().unwrap(), "--print-listen-addrs"])
             .current_dir(workspace.path())
@@ -54,15 +58,28 @@ impl TestServer {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("the server exited before listening; log:\n{text}");
         };
-        let addr = line.strip_prefix("listening on ").expect("unexpected stdout line").to_owned();
+        let addr = line
+            .strip_prefix("listening on ")
+            .expect("unexpected stdout line")
+            .to_owned();
         // Keep draining stdout so the server never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, base: format!("http://{addr}"), workspace, log }
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            workspace,
+            log,
+        }
     }
 
     /// Restarts the same server (same config and database) after it exited or was killed.
     pub(crate) async fn restart(self) -> Self {
-        let Self { mut child, workspace, log, .. } = self;
+        let Self {
+            mut child,
+            workspace,
+            log,
+            ..
+        } = self;
         let _ = child.wait().await;
         let config = workspace.path().join("presenced.yaml");
         Self::start_in(workspace, &config, log).await
@@ -81,7 +98,10 @@ impl TestServer {
     /// Sends a signal (`TERM`, `KILL`) to the server.
     pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("already exited").to_string();
-        let ok = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -149,7 +169,10 @@ pub(crate) fn q(s: &str) -> String {
 
 impl Client {
     pub(crate) fn new(base: &str) -> Self {
-        Self { base: base.to_owned(), http: reqwest::Client::new() }
+        Self {
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// One request: (status, JSON body or Null).
@@ -166,20 +189,31 @@ impl Client {
         }
         req = match body {
             Some(RequestBody::Json(v)) => req.json(&v),
-            Some(RequestBody::Raw(s)) => {
-                req.header("Content-Type", "application/json").body(s)
-            }
+            Some(RequestBody::Raw(s)) => req.header("Content-Type", "application/json").body(s),
             None => req,
         };
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let bytes = resp.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// A request that must succeed.
-    pub(crate) async fn ok(&self, method: Method, path: &str, token: Option<&str>, body: Value) -> Value {
-        let body = if method == Method::GET { None } else { Some(RequestBody::Json(body)) };
+    pub(crate) async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> Value {
+        let body = if method == Method::GET {
+            None
+        } else {
+            Some(RequestBody::Json(body))
+        };
         let (status, data) = self.request(method.clone(), path, token, body).await;
         assert_eq!(status, StatusCode::OK, "{method} {path} -> {status} {data}");
         data
@@ -187,16 +221,41 @@ impl Client {
 
     /// Registers through the shared-secret admin API (as the reference's
     /// `register_new_matrix_user` does) and returns the logged-in user.
-    pub(crate) async fn register(&self, localpart: &str, password: &str, admin: bool) -> Result<User, (StatusCode, Value)> {
-        let nonce = self.ok(Method::GET, "/_synapse/admin/v1/register", None, Value::Null).await;
+    pub(crate) async fn register(
+        &self,
+        localpart: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<User, (StatusCode, Value)> {
+        let nonce = self
+            .ok(
+                Method::GET,
+                "/_synapse/admin/v1/register",
+                None,
+                Value::Null,
+            )
+            .await;
         let nonce = nonce["nonce"].as_str().unwrap().to_owned();
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).unwrap();
         let role: &[u8] = if admin { b"admin" } else { b"notadmin" };
-        mac.update(&[nonce.as_bytes(), localpart.as_bytes(), password.as_bytes(), role].join(&0u8));
+        mac.update(
+            &[
+                nonce.as_bytes(),
+                localpart.as_bytes(),
+                password.as_bytes(),
+                role,
+            ]
+            .join(&0u8),
+        );
         let mac = hex::encode(mac.finalize().into_bytes());
         let body = json!({"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac});
         let (status, data) = self
-            .request(Method::POST, "/_synapse/admin/v1/register", None, Some(RequestBody::Json(body)))
+            .request(
+                Method::POST,
+                "/_synapse/admin/v1/register",
+                None,
+                Some(RequestBody::Json(body)),
+            )
             .await;
         if status != StatusCode::OK {
             return Err((status, data));
@@ -208,7 +267,12 @@ impl Client {
     }
 
     /// Logs in with a password and an optional device ID.
-    pub(crate) async fn login(&self, localpart: &str, password: &str, device_id: Option<&str>) -> User {
+    pub(crate) async fn login(
+        &self,
+        localpart: &str,
+        password: &str,
+        device_id: Option<&str>,
+    ) -> User {
         let mut body = json!({
             "type": "m.login.password",
             "identifier": {"type": "m.id.user", "user": localpart},
@@ -217,7 +281,9 @@ impl Client {
         if let Some(d) = device_id {
             body["device_id"] = json!(d);
         }
-        let data = self.ok(Method::POST, "/_matrix/client/v3/login", None, body).await;
+        let data = self
+            .ok(Method::POST, "/_matrix/client/v3/login", None, body)
+            .await;
         User {
             user_id: data["user_id"].as_str().unwrap().to_owned(),
             token: data["access_token"].as_str().unwrap().to_owned(),
@@ -225,22 +291,49 @@ impl Client {
     }
 
     /// `PUT /presence/{user}/status`: (status, errcode).
-    pub(crate) async fn put_presence(&self, actor: &User, target: &str, body: Value) -> (StatusCode, Option<String>) {
+    pub(crate) async fn put_presence(
+        &self,
+        actor: &User,
+        target: &str,
+        body: Value,
+    ) -> (StatusCode, Option<String>) {
         let path = format!("/_matrix/client/v3/presence/{}/status", q(target));
-        let (status, data) = self.request(Method::PUT, &path, Some(&actor.token), Some(RequestBody::Json(body))).await;
+        let (status, data) = self
+            .request(
+                Method::PUT,
+                &path,
+                Some(&actor.token),
+                Some(RequestBody::Json(body)),
+            )
+            .await;
         (status, data["errcode"].as_str().map(str::to_owned))
     }
 
     /// `GET /sync` with `params` (a query string without the leading `?`).
     pub(crate) async fn sync(&self, user: &User, params: &str) -> Value {
-        self.ok(Method::GET, &format!("/_matrix/client/v3/sync?{params}"), Some(&user.token), Value::Null).await
+        self.ok(
+            Method::GET,
+            &format!("/_matrix/client/v3/sync?{params}"),
+            Some(&user.token),
+            Value::Null,
+        )
+        .await
     }
 
     /// Creates a room: public, or private (invite only).
     pub(crate) async fn create_room(&self, creator: &User, private: bool) -> String {
-        let preset = if private { "private_chat" } else { "public_chat" };
+        let preset = if private {
+            "private_chat"
+        } else {
+            "public_chat"
+        };
         let data = self
-            .ok(Method::POST, "/_matrix/client/v3/createRoom", Some(&creator.token), json!({"preset": preset}))
+            .ok(
+                Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&creator.token),
+                json!({"preset": preset}),
+            )
             .await;
         data["room_id"].as_str().unwrap().to_owned()
     }
@@ -248,7 +341,14 @@ impl Client {
     /// Joins a room: (status, errcode).
     pub(crate) async fn join(&self, user: &User, room: &str) -> (StatusCode, Option<String>) {
         let path = format!("/_matrix/client/v3/join/{}", q(room));
-        let (s, d) = self.request(Method::POST, &path, Some(&user.token), Some(RequestBody::Json(json!({})))).await;
+        let (s, d) = self
+            .request(
+                Method::POST,
+                &path,
+                Some(&user.token),
+                Some(RequestBody::Json(json!({}))),
+            )
+            .await;
         (s, d["errcode"].as_str().map(str::to_owned))
     }
 }

@@ -33,7 +33,8 @@ async fn pair(c: &Client) -> (User, User) {
 
 async fn get_status(c: &Client, asker: &User, target: &str) -> (StatusCode, Value) {
     let path = format!("/_matrix/client/v3/presence/{}/status", q(target));
-    c.request(Method::GET, &path, Some(&asker.token), None).await
+    c.request(Method::GET, &path, Some(&asker.token), None)
+        .await
 }
 
 fn presence_of(sync: &Value, user: &str) -> Option<Value> {
@@ -49,7 +50,13 @@ async fn test8_put_presence_then_get() {
     let s = server("").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
-    let (st, _) = c.put_presence(&alice, &alice.user_id, json!({"presence": "online", "status_msg": "beep boop"})).await;
+    let (st, _) = c
+        .put_presence(
+            &alice,
+            &alice.user_id,
+            json!({"presence": "online", "status_msg": "beep boop"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     let (st, body) = get_status(&c, &bob, &alice.user_id).await;
     assert_eq!(st, StatusCode::OK);
@@ -64,7 +71,9 @@ async fn test9_put_presence_disabled() {
     let s = server("use_presence: false\npresence: {enabled: false}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
-    let (st, _) = c.put_presence(&alice, &alice.user_id, json!({"presence": "here"})).await;
+    let (st, _) = c
+        .put_presence(&alice, &alice.user_id, json!({"presence": "here"}))
+        .await;
     assert_eq!(st, StatusCode::OK, "any value is accepted and ignored");
     let (st, body) = get_status(&c, &bob, &alice.user_id).await;
     assert_eq!((st, body), (StatusCode::OK, json!({"presence": "offline"})));
@@ -75,11 +84,16 @@ async fn test10_put_presence_untracked() {
     let s = server("presence: {enabled: untracked}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
-    let (st, _) = c.put_presence(&alice, &alice.user_id, json!({"presence": "online"})).await;
+    let (st, _) = c
+        .put_presence(&alice, &alice.user_id, json!({"presence": "online"}))
+        .await;
     assert_eq!(st, StatusCode::OK);
     let (st, body) = get_status(&c, &bob, &alice.user_id).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(body["presence"], "offline", "untracked: the request changed nothing");
+    assert_eq!(
+        body["presence"], "offline",
+        "untracked: the request changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -87,11 +101,22 @@ async fn test11_12_put_rate_limit() {
     let s = server("rc_presence: {per_user: {per_second: 1, burst_count: 1}}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
-    let (st, _) = c.put_presence(&alice, &alice.user_id, json!({"presence": "online", "status_msg": "one"})).await;
+    let (st, _) = c
+        .put_presence(
+            &alice,
+            &alice.user_id,
+            json!({"presence": "online", "status_msg": "one"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     let path = format!("/_matrix/client/v3/presence/{}/status", q(&alice.user_id));
     let (st, body) = c
-        .request(Method::PUT, &path, Some(&alice.token), Some(RequestBody::Json(json!({"presence": "unavailable"}))))
+        .request(
+            Method::PUT,
+            &path,
+            Some(&alice.token),
+            Some(RequestBody::Json(json!({"presence": "unavailable"}))),
+        )
         .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
@@ -99,7 +124,9 @@ async fn test11_12_put_rate_limit() {
     let (_, body) = get_status(&c, &bob, &alice.user_id).await;
     assert_eq!(body["presence"], "online", "only the first took effect");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (st, _) = c.put_presence(&alice, &alice.user_id, json!({"presence": "unavailable"})).await;
+    let (st, _) = c
+        .put_presence(&alice, &alice.user_id, json!({"presence": "unavailable"}))
+        .await;
     assert_eq!(st, StatusCode::OK, "within the limit again");
     let (_, body) = get_status(&c, &bob, &alice.user_id).await;
     assert_eq!(body["presence"], "unavailable");
@@ -113,7 +140,10 @@ async fn test22_23_sync_rate_limit_does_not_affect_presence() {
     c.sync(&alice, "timeout=0&set_presence=online").await;
     c.sync(&alice, "timeout=0&set_presence=unavailable").await;
     let (_, body) = get_status(&c, &bob, &alice.user_id).await;
-    assert_eq!(body["presence"], "online", "the second sync was rate limited, not refused");
+    assert_eq!(
+        body["presence"], "online",
+        "the second sync was rate limited, not refused"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     c.sync(&alice, "timeout=0&set_presence=unavailable").await;
     let (_, body) = get_status(&c, &bob, &alice.user_id).await;
@@ -132,15 +162,31 @@ async fn sync_long_poll_answers_as_soon_as_presence_changes() {
         let bob = bob.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let body = c.sync(&bob, &format!("timeout=20000&set_presence=offline&since={}", q(&since))).await;
+            let body = c
+                .sync(
+                    &bob,
+                    &format!("timeout=20000&set_presence=offline&since={}", q(&since)),
+                )
+                .await;
             (started.elapsed(), body)
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.put_presence(&alice, &alice.user_id, json!({"presence": "online", "status_msg": "wake"})).await;
+    c.put_presence(
+        &alice,
+        &alice.user_id,
+        json!({"presence": "online", "status_msg": "wake"}),
+    )
+    .await;
     let (elapsed, body) = waiter.await.unwrap();
-    assert!(elapsed < Duration::from_secs(5), "the long-poll waited {elapsed:?}");
-    assert_eq!(presence_of(&body, &alice.user_id).unwrap()["status_msg"], "wake");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the long-poll waited {elapsed:?}"
+    );
+    assert_eq!(
+        presence_of(&body, &alice.user_id).unwrap()["status_msg"],
+        "wake"
+    );
 }
 
 #[tokio::test]
@@ -151,9 +197,17 @@ async fn sync_long_poll_times_out_with_nothing() {
     let first = c.sync(&bob, "timeout=0&set_presence=offline").await;
     let since = first["next_batch"].as_str().unwrap();
     let started = Instant::now();
-    let body = c.sync(&bob, &format!("timeout=700&set_presence=offline&since={}", q(since))).await;
+    let body = c
+        .sync(
+            &bob,
+            &format!("timeout=700&set_presence=offline&since={}", q(since)),
+        )
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(650));
-    assert!(body.get("presence").is_none(), "no presence key when there is nothing: {body}");
+    assert!(
+        body.get("presence").is_none(),
+        "no presence key when there is nothing: {body}"
+    );
 }
 
 #[tokio::test]
@@ -170,11 +224,18 @@ async fn user_who_stops_syncing_goes_offline_on_time() {
         if body["presence"] == "offline" {
             break;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(6), "still {body} after {:?}", stopped.elapsed());
+        assert!(
+            stopped.elapsed() < Duration::from_secs(6),
+            "still {body} after {:?}",
+            stopped.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = stopped.elapsed();
-    assert!(took >= Duration::from_millis(1500), "offline too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "offline too early: {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -184,21 +245,56 @@ async fn test20_restart_restores_presence_and_stream_positions() {
     let (alice, bob) = pair(&c).await;
     let first = c.sync(&bob, "timeout=0&set_presence=offline").await;
     let since = first["next_batch"].as_str().unwrap().to_owned();
-    for (i, state) in ["online", "unavailable", "online", "unavailable", "online"].iter().enumerate() {
-        c.put_presence(&alice, &alice.user_id, json!({"presence": state, "status_msg": format!("#{i}")})).await;
+    for (i, state) in ["online", "unavailable", "online", "unavailable", "online"]
+        .iter()
+        .enumerate()
+    {
+        c.put_presence(
+            &alice,
+            &alice.user_id,
+            json!({"presence": state, "status_msg": format!("#{i}")}),
+        )
+        .await;
     }
     s.signal("TERM");
     let s = s.restart().await;
     let c = s.client();
-    let body = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(&since))).await;
-    let alice_state = presence_of(&body, &alice.user_id).expect("alice's change survives a restart");
+    let body = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(&since)),
+        )
+        .await;
+    let alice_state =
+        presence_of(&body, &alice.user_id).expect("alice's change survives a restart");
     assert_eq!(alice_state["status_msg"], "#4");
     let next = body["next_batch"].as_str().unwrap().to_owned();
-    let again = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(&next))).await;
-    assert!(again.get("presence").is_none(), "positions continue after a restart: {again}");
-    c.put_presence(&alice, &alice.user_id, json!({"presence": "unavailable", "status_msg": "after"})).await;
-    let after = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(&next))).await;
-    assert_eq!(presence_of(&after, &alice.user_id).unwrap()["status_msg"], "after");
+    let again = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(&next)),
+        )
+        .await;
+    assert!(
+        again.get("presence").is_none(),
+        "positions continue after a restart: {again}"
+    );
+    c.put_presence(
+        &alice,
+        &alice.user_id,
+        json!({"presence": "unavailable", "status_msg": "after"}),
+    )
+    .await;
+    let after = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(&next)),
+        )
+        .await;
+    assert_eq!(
+        presence_of(&after, &alice.user_id).unwrap()["status_msg"],
+        "after"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +302,10 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
     let s = server("").await;
     let c = s.client();
     let writers = users(&c, &["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"]).await;
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new()));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        u64,
+    >::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in writers.clone() {
@@ -217,7 +316,12 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
                 n += 1;
                 let path = format!("/_matrix/client/v3/presence/{}/status", q(&w.user_id));
                 let body = json!({"presence": "online", "status_msg": format!("{n}")});
-                let req = c.request(Method::PUT, &path, Some(&w.token), Some(RequestBody::Json(body)));
+                let req = c.request(
+                    Method::PUT,
+                    &path,
+                    Some(&w.token),
+                    Some(RequestBody::Json(body)),
+                );
                 match tokio::time::timeout(Duration::from_secs(5), req).await {
                     Ok((StatusCode::OK, _)) => {
                         acked.lock().unwrap().insert(w.user_id.clone(), n);
@@ -234,21 +338,40 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
         let _ = t.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.values().sum::<u64>() > 50, "too few writes to mean anything: {acked:?}");
+    assert!(
+        acked.values().sum::<u64>() > 50,
+        "too few writes to mean anything: {acked:?}"
+    );
     let s = s.restart().await;
     let c = s.client();
     let admin = c.register("admin", "password", true).await.unwrap();
     for w in &writers {
-        let Some(&n) = acked.get(&w.user_id) else { continue };
+        let Some(&n) = acked.get(&w.user_id) else {
+            continue;
+        };
         let body = c
-            .ok(Method::GET, "/_presenced/admin/v1/presence?limit=1000", Some(&admin.token), Value::Null)
+            .ok(
+                Method::GET,
+                "/_presenced/admin/v1/presence?limit=1000",
+                Some(&admin.token),
+                Value::Null,
+            )
             .await;
-        let row = body["presence"].as_array().unwrap().iter().find(|r| r["user_id"] == w.user_id.as_str()).cloned();
+        let row = body["presence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["user_id"] == w.user_id.as_str())
+            .cloned();
         let got: u64 = row
             .and_then(|r| r["status_msg"].as_str().map(str::to_owned))
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
-        assert!(got >= n, "{}: acknowledged #{n} but #{got} survived", w.user_id);
+        assert!(
+            got >= n,
+            "{}: acknowledged #{n} but #{got} survived",
+            w.user_id
+        );
     }
 }
 
@@ -259,30 +382,201 @@ async fn bad_inputs_get_clear_matrix_errors() {
     let (alice, _bob) = pair(&c).await;
     let me = q(&alice.user_id);
     let put = |path: String, body: &str| (Method::PUT, path, body.to_owned());
-    let cases: Vec<((Method, String, String), Option<&str>, u16, &str)> = vec![
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), "{not json"), Some(&alice.token), 400, "M_NOT_JSON"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), "[1]"), Some(&alice.token), 400, "M_BAD_JSON"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), r#"{"presence": 5}"#), Some(&alice.token), 400, "M_UNKNOWN"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), r#"{"presence": "online", "x": 1}"#), Some(&alice.token), 400, "M_UNKNOWN"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), r#"{"presence": "online", "status_msg": null}"#), Some(&alice.token), 400, "M_UNKNOWN"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), &format!(r#"{{"presence": "online", "status_msg": "{}"}}"#, "x".repeat(5000))), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), &format!(r#"{{"presence": "online", "status_msg": "{}"}}"#, "x".repeat(2_000_000))), Some(&alice.token), 413, "M_TOO_LARGE"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), r#"{"presence": "org.matrix.msc3026.busy"}"#), Some(&alice.token), 400, "M_UNKNOWN"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), r#"{"presence": "online"}"#), Some("not-a-token"), 401, "M_UNKNOWN_TOKEN"),
-        (put(format!("/_matrix/client/v3/presence/{me}/status"), r#"{"presence": "online"}"#), None, 401, "M_MISSING_TOKEN"),
-        (put("/_matrix/client/v3/presence/%40nocolon/status".to_owned(), r#"{"presence": "online"}"#), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        (put("/_matrix/client/v3/presence/%40%3Atest/status".to_owned(), r#"{"presence": "online"}"#), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        (put("/_matrix/client/v3/presence/%40al%20ice%3Atest/status".to_owned(), r#"{"presence": "online"}"#), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        ((Method::GET, "/_matrix/client/v3/presence/nope/status".to_owned(), String::new()), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        ((Method::GET, "/_matrix/client/v3/sync?set_presence=busy".to_owned(), String::new()), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        ((Method::GET, "/_matrix/client/v3/sync?since=garbage".to_owned(), String::new()), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        ((Method::GET, "/_matrix/client/v3/sync?timeout=soon".to_owned(), String::new()), Some(&alice.token), 400, "M_INVALID_PARAM"),
-        ((Method::GET, "/_matrix/client/v3/sync?filter=%7Bbad".to_owned(), String::new()), Some(&alice.token), 400, "M_BAD_JSON"),
-        ((Method::GET, "/_matrix/client/v3/sync?filter=12345".to_owned(), String::new()), Some(&alice.token), 404, "M_NOT_FOUND"),
-        ((Method::POST, "/_presenced/admin/v1/send_local_online_presence_to".to_owned(), r#"{"users": []}"#.to_owned()), Some(&alice.token), 403, "M_FORBIDDEN"),
+    type Case<'a> = ((Method, String, String), Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                "{not json",
+            ),
+            Some(&alice.token),
+            400,
+            "M_NOT_JSON",
+        ),
+        (
+            put(format!("/_matrix/client/v3/presence/{me}/status"), "[1]"),
+            Some(&alice.token),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                r#"{"presence": 5}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_UNKNOWN",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                r#"{"presence": "online", "x": 1}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_UNKNOWN",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                r#"{"presence": "online", "status_msg": null}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_UNKNOWN",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                &format!(
+                    r#"{{"presence": "online", "status_msg": "{}"}}"#,
+                    "x".repeat(5000)
+                ),
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                &format!(
+                    r#"{{"presence": "online", "status_msg": "{}"}}"#,
+                    "x".repeat(2_000_000)
+                ),
+            ),
+            Some(&alice.token),
+            413,
+            "M_TOO_LARGE",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                r#"{"presence": "org.matrix.msc3026.busy"}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_UNKNOWN",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                r#"{"presence": "online"}"#,
+            ),
+            Some("not-a-token"),
+            401,
+            "M_UNKNOWN_TOKEN",
+        ),
+        (
+            put(
+                format!("/_matrix/client/v3/presence/{me}/status"),
+                r#"{"presence": "online"}"#,
+            ),
+            None,
+            401,
+            "M_MISSING_TOKEN",
+        ),
+        (
+            put(
+                "/_matrix/client/v3/presence/%40nocolon/status".to_owned(),
+                r#"{"presence": "online"}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            put(
+                "/_matrix/client/v3/presence/%40%3Atest/status".to_owned(),
+                r#"{"presence": "online"}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            put(
+                "/_matrix/client/v3/presence/%40al%20ice%3Atest/status".to_owned(),
+                r#"{"presence": "online"}"#,
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/presence/nope/status".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/sync?set_presence=busy".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/sync?since=garbage".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/sync?timeout=soon".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/sync?filter=%7Bbad".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/sync?filter=12345".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            (
+                Method::POST,
+                "/_presenced/admin/v1/send_local_online_presence_to".to_owned(),
+                r#"{"users": []}"#.to_owned(),
+            ),
+            Some(&alice.token),
+            403,
+            "M_FORBIDDEN",
+        ),
     ];
     for ((method, path, body), token, status, errcode) in cases {
-        let body = (!body.is_empty()).then(|| RequestBody::Raw(body));
+        let body = (!body.is_empty()).then_some(RequestBody::Raw(body));
         let (st, data) = c.request(method.clone(), &path, token, body).await;
         assert_eq!(
             (st.as_u16(), data["errcode"].as_str()),
@@ -290,10 +584,15 @@ async fn bad_inputs_get_clear_matrix_errors() {
             "{method} {} -> {data}",
             &path[..path.len().min(80)]
         );
-        assert!(data["error"].is_string(), "every error has a message: {data}");
+        assert!(
+            data["error"].is_string(),
+            "every error has a message: {data}"
+        );
     }
     // The server is still healthy afterwards.
-    let (st, _) = c.put_presence(&alice, &alice.user_id, json!({"presence": "online"})).await;
+    let (st, _) = c
+        .put_presence(&alice, &alice.user_id, json!({"presence": "online"}))
+        .await;
     assert_eq!(st, StatusCode::OK);
 }
 
@@ -303,10 +602,20 @@ async fn admin_send_local_online_presence_to_gives_a_snapshot() {
     let c = s.client();
     let admin = c.register("admin", "password", true).await.unwrap();
     let (alice, bob) = pair(&c).await;
-    c.put_presence(&alice, &alice.user_id, json!({"presence": "online", "status_msg": "hello"})).await;
+    c.put_presence(
+        &alice,
+        &alice.user_id,
+        json!({"presence": "online", "status_msg": "hello"}),
+    )
+    .await;
     let first = c.sync(&bob, "timeout=0&set_presence=offline").await;
     let next = first["next_batch"].as_str().unwrap().to_owned();
-    let empty = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(&next))).await;
+    let empty = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(&next)),
+        )
+        .await;
     assert!(empty.get("presence").is_none());
     c.ok(
         Method::POST,
@@ -315,8 +624,17 @@ async fn admin_send_local_online_presence_to_gives_a_snapshot() {
         json!({"users": [bob.user_id]}),
     )
     .await;
-    let snap = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(&next))).await;
-    assert_eq!(presence_of(&snap, &alice.user_id).unwrap()["status_msg"], "hello", "status kept");
+    let snap = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(&next)),
+        )
+        .await;
+    assert_eq!(
+        presence_of(&snap, &alice.user_id).unwrap()["status_msg"],
+        "hello",
+        "status kept"
+    );
     let (st, body) = c
         .request(
             Method::POST,
@@ -325,7 +643,10 @@ async fn admin_send_local_online_presence_to_gives_a_snapshot() {
             Some(RequestBody::Json(json!({"users": ["@ghost:test"]}))),
         )
         .await;
-    assert_eq!((st, body["errcode"].as_str()), (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")));
+    assert_eq!(
+        (st, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
 }
 
 #[tokio::test]
@@ -333,9 +654,15 @@ async fn metrics_are_exported() {
     let s = server("").await;
     let c = s.client();
     let (alice, _bob) = pair(&c).await;
-    c.put_presence(&alice, &alice.user_id, json!({"presence": "online"})).await;
+    c.put_presence(&alice, &alice.user_id, json!({"presence": "online"}))
+        .await;
     c.sync(&alice, "timeout=0&set_presence=offline").await;
-    let text = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "presenced_presence_updates_total",
         "presenced_presence_deliveries_total",
@@ -352,20 +679,52 @@ async fn test35_stale_presence_flushed_offline_when_presence_disabled() {
     let s = server("").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
-    c.put_presence(&alice, &alice.user_id, json!({"presence": "online", "status_msg": "stale"})).await;
+    c.put_presence(
+        &alice,
+        &alice.user_id,
+        json!({"presence": "online", "status_msg": "stale"}),
+    )
+    .await;
     let first = c.sync(&bob, "timeout=0&set_presence=offline").await;
     let since = first["next_batch"].as_str().unwrap().to_owned();
     s.signal("TERM");
     // Same database, presence now disabled.
-    s.workspace.write("presenced.yaml", &test_config("use_presence: false\npresence: {enabled: false}"));
+    s.workspace.write(
+        "presenced.yaml",
+        &test_config("use_presence: false\npresence: {enabled: false}"),
+    );
     let s = s.restart().await;
-    assert!(s.log_text().contains("Restored presence state"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("Restored presence state"),
+        "{}",
+        s.log_text()
+    );
     let c = s.client();
-    let body = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(&since))).await;
-    let alice_state = presence_of(&body, &alice.user_id).expect("the flush reaches syncing clients");
-    assert_eq!(alice_state, json!({"presence": "offline", "last_active_ago": alice_state["last_active_ago"]}));
-    assert!(alice_state.get("status_msg").is_none(), "the status is cleared");
+    let body = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(&since)),
+        )
+        .await;
+    let alice_state =
+        presence_of(&body, &alice.user_id).expect("the flush reaches syncing clients");
+    assert_eq!(
+        alice_state,
+        json!({"presence": "offline", "last_active_ago": alice_state["last_active_ago"]})
+    );
+    assert!(
+        alice_state.get("status_msg").is_none(),
+        "the status is cleared"
+    );
     let next = body["next_batch"].as_str().unwrap();
-    let again = c.sync(&bob, &format!("timeout=0&set_presence=offline&since={}", q(next))).await;
-    assert!(again.get("presence").is_none(), "then nothing more: {again}");
+    let again = c
+        .sync(
+            &bob,
+            &format!("timeout=0&set_presence=offline&since={}", q(next)),
+        )
+        .await;
+    assert!(
+        again.get("presence").is_none(),
+        "then nothing more: {again}"
+    );
 }

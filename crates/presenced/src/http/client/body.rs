@@ -5,7 +5,6 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
-    http::StatusCode,
 };
 use serde::de::DeserializeOwned;
 
@@ -19,16 +18,8 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(request, state)
-            .await
-            .map(Self)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge("Request body too large".into())
-                } else {
-                    ApiError::unknown("Failed to read the request body")
-                }
-            })
+        let _ = state;
+        crate::http::json::read_body(request).await.map(Self)
     }
 }
 

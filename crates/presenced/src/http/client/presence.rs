@@ -9,12 +9,12 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
 };
 use presence_router::{PresenceState, UserId};
 use serde_json::{Map, Value, json};
 
+use super::body::RawBody;
 use crate::{
     config::PresenceMode,
     error::ApiError,
@@ -40,7 +40,7 @@ pub(super) async fn set_presence(
     State(state): State<AppState>,
     auth: Authed,
     Path(user_id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_user(&user_id)?;
     if user != auth.user_id {

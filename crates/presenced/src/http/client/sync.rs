@@ -226,9 +226,9 @@ async fn rooms_part(
     since: Option<u64>,
     full_state: bool,
 ) -> Result<(Value, u64, bool), ApiError> {
-    let _ = (state, user, full_state);
-    let rooms = json!({"join": {}, "invite": {}, "leave": {}});
-    Ok((rooms, since.unwrap_or(0), false))
+    let (rooms, next) = crate::rooms::sync::rooms_section(state, user, since, full_state).await?;
+    let news = crate::rooms::sync::has_news(&rooms);
+    Ok((rooms, next, news))
 }
 
 /// Ends the presence-affecting part of a sync when the request finishes or is dropped.
