@@ -165,6 +165,9 @@ pub struct Engine {
     /// Per user: joined rooms with the position of the join, sorted by room.
     pub(crate) user_rooms: Vec<Vec<(u32, StreamPos)>>,
     pub(crate) rooms: Vec<Room>,
+    /// Per room: the position of its latest log entry (0 for none, and always for excluded
+    /// rooms), so a sync skips unchanged rooms without touching them.
+    pub(crate) room_last: Vec<StreamPos>,
     pub(crate) devices: FxHashMap<u32, Devices>,
     /// Per user: the position up to which a full snapshot is owed (send_local_online_presence_to).
     pub(crate) snapshot_at: FxHashMap<u32, StreamPos>,
@@ -203,6 +206,7 @@ impl Engine {
             pos: Vec::new(),
             user_rooms: Vec::new(),
             rooms: Vec::new(),
+            room_last: Vec::new(),
             devices: FxHashMap::default(),
             snapshot_at: FxHashMap::default(),
             global_log: Vec::new(),
@@ -347,6 +351,16 @@ impl Engine {
 
     // ---- rooms -------------------------------------------------------------------------
 
+    /// Records a change in a room's log. Excluded rooms keep no log: nobody reads it.
+    fn log_room_change(&mut self, r: u32, pos: StreamPos, u: u32) {
+        let room = &mut self.rooms[r as usize];
+        if room.excluded {
+            return;
+        }
+        room.log_change(pos, u, &mut self.compact_stamps);
+        self.room_last[r as usize] = pos;
+    }
+
     fn intern_room(&mut self, room: &RoomId) -> u32 {
         let (idx, new) = self.rooms_by_id.intern(room);
         if new {
@@ -356,6 +370,7 @@ impl Engine {
                 .iter()
                 .any(|r| &**r == room.as_str());
             self.rooms.push(Room::new(excluded));
+            self.room_last.push(0);
             self.room_marks.ensure_len(self.rooms.len());
         }
         idx
@@ -433,9 +448,10 @@ impl Engine {
             return Effects::default();
         }
         let room_ref = &mut self.rooms[r as usize];
-        room_ref.log_change(pos, u, &mut self.compact_stamps);
+        let excluded = room_ref.excluded;
+        self.log_room_change(r, pos, u);
         let mut effects = Effects::default();
-        if room_ref.excluded || !self.config.mode.tracks() {
+        if excluded || !self.config.mode.tracks() {
             return effects;
         }
         // Wake the joiner and the listening local members.
@@ -806,7 +822,7 @@ impl Engine {
             self.global_log.push((pos, u));
             for i in 0..self.user_rooms[u as usize].len() {
                 let r = self.user_rooms[u as usize][i].0;
-                self.rooms[r as usize].log_change(pos, u, &mut self.compact_stamps);
+                self.log_room_change(r, pos, u);
             }
         }
         if self.global_log.len() > 2 * self.users.len() + 1024 {
@@ -989,7 +1005,7 @@ impl Engine {
             self.global_log.push((pos, u));
             for i in 0..self.user_rooms[u as usize].len() {
                 let r = self.user_rooms[u as usize][i].0;
-                self.rooms[r as usize].log_change(pos, u, &mut self.compact_stamps);
+                self.log_room_change(r, pos, u);
             }
         }
         let mut batch = BatchBuilder::new();

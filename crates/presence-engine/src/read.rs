@@ -202,11 +202,16 @@ impl Engine {
             // The reader's own join is not news to itself.
             self.read_stamps.mark(u, pass);
             for &(r, joined_at) in &rooms {
+                let newly_joined = joined_at > t && joined_at <= upto;
+                if !newly_joined && self.room_last[r as usize] <= t {
+                    // Nothing in this room since the token (excluded rooms never log).
+                    continue;
+                }
                 let room = &self.rooms[r as usize];
                 if room.excluded {
                     continue;
                 }
-                if joined_at > t && joined_at <= upto {
+                if newly_joined {
                     // Newly joined: every member is news, offline or not.
                     for &m in &room.members {
                         if self.read_stamps.mark(m, pass) {

@@ -12,6 +12,9 @@ use crate::stamp::Stamps;
 /// A stream position.
 pub type StreamPos = u64;
 
+/// The shortest log length that triggers a compaction.
+const MIN_COMPACT_AT: u32 = 8;
+
 pub(crate) struct Room {
     pub(crate) excluded: bool,
     /// Joined members, sorted.
@@ -20,6 +23,9 @@ pub(crate) struct Room {
     pub(crate) servers: Vec<(u32, u32)>,
     /// `(pos, member)`, ascending by pos.
     pub(crate) log: Vec<(StreamPos, u32)>,
+    /// Compact the log when it reaches this length (twice its length after the last
+    /// compaction, so compaction stays amortised O(1) per append).
+    compact_at: u32,
 }
 
 impl Room {
@@ -29,6 +35,7 @@ impl Room {
             members: Vec::new(),
             servers: Vec::new(),
             log: Vec::new(),
+            compact_at: MIN_COMPACT_AT,
         }
     }
 
@@ -74,8 +81,14 @@ impl Room {
     /// Appends a change, compacting when the log has grown well past one entry per member.
     pub(crate) fn log_change(&mut self, pos: StreamPos, user: u32, stamps: &mut Stamps) {
         self.log.push((pos, user));
-        if self.log.len() > 2 * self.members.len() + 16 {
+        if self.log.len() >= self.compact_at as usize {
             compact_log(&mut self.log, stamps);
+            let len = self.log.len();
+            self.compact_at = u32::try_from((2 * len).max(MIN_COMPACT_AT as usize)).unwrap_or(u32::MAX);
+            // Give back what the next cycle will not need.
+            if self.log.capacity() > self.compact_at as usize * 2 {
+                self.log.shrink_to(self.compact_at as usize);
+            }
         }
     }
 
@@ -85,7 +98,12 @@ impl Room {
         after: StreamPos,
         upto: StreamPos,
     ) -> impl Iterator<Item = u32> + '_ {
-        let start = self.log.partition_point(|&(p, _)| p <= after);
+        // Readers are mostly caught up, so what they want is at the tail: walk back from the
+        // end (cost proportional to the answer) instead of a binary search over the log.
+        let mut start = self.log.len();
+        while start > 0 && self.log[start - 1].0 > after {
+            start -= 1;
+        }
         self.log[start..]
             .iter()
             .take_while(move |&&(p, _)| p <= upto)
