@@ -84,7 +84,8 @@ impl Room {
         if self.log.len() >= self.compact_at as usize {
             compact_log(&mut self.log, stamps);
             let len = self.log.len();
-            self.compact_at = u32::try_from((2 * len).max(MIN_COMPACT_AT as usize)).unwrap_or(u32::MAX);
+            self.compact_at =
+                u32::try_from((2 * len).max(MIN_COMPACT_AT as usize)).unwrap_or(u32::MAX);
             // Give back what the next cycle will not need.
             if self.log.capacity() > self.compact_at as usize * 2 {
                 self.log.shrink_to(self.compact_at as usize);
