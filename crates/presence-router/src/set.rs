@@ -165,7 +165,13 @@ impl RouterSet {
         );
         let err = match outcome {
             Some(Ok(Ok(v))) => return Some(v),
-            Some(Ok(Err(e))) => e,
+            Some(Ok(Err(e))) => {
+                // A router that keeps its own budget (a Python router) reports the overrun.
+                if matches!(e, RouterError::TimedOut) {
+                    m.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                e
+            }
             Some(Err(_panic)) => {
                 m.stats.panics.fetch_add(1, Ordering::Relaxed);
                 RouterError::Panicked

@@ -133,6 +133,16 @@ impl From<crate::presence::PresenceError> for ApiError {
     fn from(e: crate::presence::PresenceError) -> Self {
         match e {
             crate::presence::PresenceError::Store(e) => e.into(),
+            // Back-pressure on a batch is back-pressure for each change in it.
+            other
+                if matches!(
+                    other.store_error(),
+                    Some(presence_store::StoreError::Overloaded)
+                ) =>
+            {
+                presence_store::StoreError::Overloaded.into()
+            }
+            other => Self::internal(other),
         }
     }
 }

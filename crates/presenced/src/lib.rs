@@ -21,6 +21,7 @@ pub mod notify;
 pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
+pub mod routers;
 pub mod server;
 
 pub use crate::{

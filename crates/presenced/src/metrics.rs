@@ -5,8 +5,10 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use presence_router::RouterSet;
+
+use crate::routers::PythonModules;
 
 /// Notified presence updates persisted.
 pub const PRESENCE_UPDATES: &str = "presenced_presence_updates_total";
@@ -28,6 +30,20 @@ pub const ROUTER_PANICS: &str = "presenced_router_panics_total";
 pub const ROUTER_SECONDS: &str = "presenced_router_call_seconds_total";
 /// Inbound federation presence entries dropped by validation.
 pub const REMOTE_DROPPED: &str = "presenced_remote_presence_dropped_total";
+/// Times Python module code kept the interpreter's event loop from running too long.
+pub const PYTHON_STALLS: &str = "presenced_python_stalls_total";
+/// Exceptions raised inside Python module code that kept the loop stuck.
+pub const PYTHON_INTERRUPTS: &str = "presenced_python_interrupts_total";
+/// Background work of Python modules that raised.
+pub const PYTHON_BACKGROUND_FAILURES: &str = "presenced_python_background_failures_total";
+/// Python router calls that raised, by router.
+pub const PYTHON_EXCEPTIONS: &str = "presenced_python_exceptions_total";
+/// Python router answers of the wrong type or naming states or users it was not given.
+pub const PYTHON_INVALID_ANSWERS: &str = "presenced_python_invalid_answers_total";
+/// Python router calls refused at once (interpreter stuck, queue full or stopped).
+pub const PYTHON_REJECTED: &str = "presenced_python_rejected_total";
+/// Local presence changes per batch (each batch is one router call and one commit).
+pub const PRESENCE_BATCH_SIZE: &str = "presenced_presence_batch_size";
 /// HTTP requests refused with 429.
 pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
 
@@ -42,6 +58,12 @@ pub fn install() -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0,
                 ])
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(PRESENCE_BATCH_SIZE.to_owned()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder);
             match recorder {
                 Ok(recorder) => {
@@ -64,7 +86,8 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Renders every metric, with the routers' counters read at this moment.
-pub fn render(handle: &PrometheusHandle, routers: &RouterSet) -> String {
+pub fn render(handle: &PrometheusHandle, routers: &RouterSet, python: &PythonModules) -> String {
+    python.record_metrics();
     use std::sync::atomic::Ordering::Relaxed;
     for (name, stats) in routers.stats() {
         let labels = [("router", name.to_owned())];
@@ -105,4 +128,9 @@ pub fn remote_dropped(n: usize) {
 /// Records a rate-limited request.
 pub fn rate_limited(endpoint: &'static str) {
     metrics::counter!(RATE_LIMITED, "endpoint" => endpoint).increment(1);
+}
+
+/// Records the number of changes in a processed batch.
+pub fn presence_batch(changes: usize) {
+    metrics::histogram!(PRESENCE_BATCH_SIZE).record(changes as f64);
 }

@@ -125,6 +125,7 @@ impl RunningServer {
         // commits everything still queued).
         self.background_shutdown.cancel();
         while self.background_tasks.join_next().await.is_some() {}
+        self.state.python().shutdown().await;
         if let Err(e) = self.state.store().close().await {
             tracing::warn!(error = %e, "Closing the database failed.");
         }

@@ -77,6 +77,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// `modules`: modules to load, in order (presence routers among them).
     pub modules: Vec<ModuleConfig>,
+    /// `python`: where Python router modules are imported from (Presenced's own section).
+    pub python: PythonConfig,
     /// `rc_presence`: rate limit on presence updates.
     pub rc_presence: RcPresenceConfig,
     /// `exclude_rooms_from_presence`: rooms whose members do not share presence through
@@ -404,6 +406,46 @@ pub struct ModuleConfig {
     pub module: String,
     /// `config`: the module's settings; an absent or null block becomes `{}`.
     pub config: Value,
+}
+
+/// `python`: how router modules written in Python are loaded. Used only by builds with the
+/// `python` feature; other builds refuse a module name that is not a built-in router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PythonConfig {
+    /// `paths`: directories put first on `sys.path`, in order (then `PYTHONPATH`).
+    pub paths: Vec<PathBuf>,
+    /// `venv`: a virtualenv whose site-packages modules may import from.
+    pub venv: Option<PathBuf>,
+    /// `twisted`: whether modules run on Twisted's asyncio reactor.
+    pub twisted: TwistedSetting,
+    /// `load_timeout`: the time budget of importing and constructing one module.
+    pub load_timeout: Duration,
+}
+
+impl Default for PythonConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            venv: None,
+            twisted: TwistedSetting::Auto,
+            load_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `python.twisted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TwistedSetting {
+    /// `auto`: use Twisted when it can be imported.
+    #[default]
+    Auto,
+    /// `off`: never import Twisted.
+    Off,
+    /// `required`: refuse to start without Twisted.
+    Required,
 }
 
 impl ModuleConfig {

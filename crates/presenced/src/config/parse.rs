@@ -10,8 +10,8 @@ use super::{
     Config, ConfigError, DEFAULT_MAX_REQUEST_BODY_SIZE, DEFAULT_MAX_STATUS_MSG_LENGTH,
     DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures, FederationConfig, ListenerConfig,
     ListenerResources, LoadedConfig, ModuleConfig, PasswordConfig, PasswordHashCost,
-    PresenceConfig, PresenceMode, RateLimit, RcPresenceConfig, RegistrationConfig, ResourceName,
-    Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    PresenceConfig, PresenceMode, PythonConfig, RateLimit, RcPresenceConfig, RegistrationConfig,
+    ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -57,6 +57,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
     let password_hash_cost = read_password_hash_cost(&mut top);
     let presence = read_presence(&mut top);
     let modules = read_modules(&mut top);
+    let python = read_python(&mut top);
     let rc_presence = read_rc_presence(&mut top);
     let exclude_rooms_from_presence = read_room_ids(&mut top, "exclude_rooms_from_presence");
     let experimental_features = read_experimental(&mut top);
@@ -85,6 +86,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         password_hash_cost: password_hash_cost?,
         presence: presence?,
         modules,
+        python: python?,
         rc_presence: rc_presence?,
         exclude_rooms_from_presence,
         experimental_features,
@@ -481,6 +483,24 @@ fn read_module(mut s: Section<'_>) -> Option<ModuleConfig> {
     Some(ModuleConfig {
         module: module?,
         config,
+    })
+}
+
+fn read_python(top: &mut Section<'_>) -> Option<PythonConfig> {
+    let defaults = PythonConfig::default();
+    let Some(mut s) = top.section("python", Leftovers::Reject) else {
+        return (!top.has("python")).then_some(defaults);
+    };
+    let paths = s.get_or("paths", defaults.paths);
+    let venv = s.get::<PathBuf>("venv");
+    let twisted = s.get_or("twisted", defaults.twisted);
+    let load_timeout = positive_duration(&mut s, "load_timeout", defaults.load_timeout);
+    s.finish();
+    Some(PythonConfig {
+        paths,
+        venv,
+        twisted,
+        load_timeout: load_timeout?,
     })
 }
 

@@ -653,3 +653,35 @@ fn rate_limits_and_excluded_rooms() {
         "!busy:example.org"
     );
 }
+
+#[test]
+fn python_section_defaults_and_errors() {
+    let c = load(MINIMAL).config;
+    assert_eq!(c.python, PythonConfig::default());
+    assert_eq!(c.python.twisted, TwistedSetting::Auto);
+
+    let c = load(&minimal_with(
+        "python: {paths: [/opt/routers, ./more], venv: /opt/venv, twisted: required, \
+         load_timeout: 5s}\n",
+    ))
+    .config;
+    assert_eq!(
+        c.python.paths,
+        vec![PathBuf::from("/opt/routers"), PathBuf::from("./more")]
+    );
+    assert_eq!(c.python.venv, Some(PathBuf::from("/opt/venv")));
+    assert_eq!(c.python.twisted, TwistedSetting::Required);
+    assert_eq!(c.python.load_timeout, Duration::from_secs(5));
+
+    assert!(
+        problem_at(
+            &minimal_with("python: {twisted: maybe}\n"),
+            "python.twisted"
+        )
+        .contains("maybe")
+    );
+    assert_eq!(
+        problem_paths(&minimal_with("python: {load_timeout: 0s, path: [x]}\n")),
+        vec!["python.load_timeout", "python.path"]
+    );
+}

@@ -41,7 +41,7 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// `GET /metrics`: every metric in the Prometheus text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
-    crate::metrics::render(state.metrics(), state.presence().routers())
+    crate::metrics::render(state.metrics(), state.presence().routers(), state.python())
 }
 
 /// `X-Requested-With`, which Matrix lists among the allowed CORS headers.

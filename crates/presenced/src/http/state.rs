@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use presence_engine::{Engine, EngineConfig, Timers};
-use presence_router::{ModuleApi, ModuleCommand, RouterRegistry, RouterSet};
+use presence_router::{ModuleApi, ModuleCommand};
 use presence_store::{SqliteConfig as StoreConfig, SqliteStore, Synchronous};
 use tokio::sync::mpsc;
 
@@ -38,6 +38,7 @@ struct Inner {
     tokens: TokenCache,
     pending_auth: crate::accounts::PendingAuth,
     room_locks: crate::rooms::RoomLocks,
+    python: crate::routers::PythonModules,
 }
 
 /// What [`AppState::build`] leaves for the server to run.
@@ -55,9 +56,10 @@ impl AppState {
         let store = open_store(&config).await?;
         let (tx, rx) = mpsc::channel(MODULE_COMMAND_QUEUE);
         let api = ModuleApi::new(config.server_name.clone(), tx);
-        let routers = build_routers(&config, &api)?;
+        let routers = crate::routers::build(&config, &api).await?;
         let engine = Engine::new(engine_config(&config));
-        let presence = PresenceService::new(engine, routers, store.clone(), Notifier::default());
+        let presence =
+            PresenceService::new(engine, routers.set, store.clone(), Notifier::default());
         presence
             .restore()
             .await
@@ -71,6 +73,7 @@ impl AppState {
                 tokens: TokenCache::default(),
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
+                python: routers.python,
                 config,
                 store,
                 presence,
@@ -119,6 +122,11 @@ impl AppState {
         &self.inner.room_locks
     }
 
+    /// The Python module host, if any router is written in Python.
+    pub fn python(&self) -> &crate::routers::PythonModules {
+        &self.inner.python
+    }
+
     /// `rc_presence` for `PUT /presence`.
     pub fn presence_put_limit(&self) -> &RateLimiter {
         &self.inner.presence_put_limit
@@ -153,21 +161,6 @@ async fn open_store(config: &Config) -> Result<Store, StartError> {
     })?;
     tracing::info!(path = %sqlite.path.display(), "Opened the SQLite database.");
     Ok(store)
-}
-
-/// Builds every configured router, `modules:` entries first, then the legacy block.
-fn build_routers(config: &Config, api: &ModuleApi) -> Result<RouterSet, StartError> {
-    let mut registry = RouterRegistry::new();
-    presence_routers::register_builtin(&mut registry);
-    let mut routers = RouterSet::new(config.presence.router_call_timeout);
-    for (path, module) in config.module_entries() {
-        let router = registry
-            .build(&path, &module.module, &module.config, api)
-            .map_err(|e| StartError::Router(e.to_string()))?;
-        tracing::info!(module = %module.module, at = %path, "Loaded presence router.");
-        routers.push(module.module.clone(), router);
-    }
-    Ok(routers)
 }
 
 fn engine_config(config: &Config) -> EngineConfig {

@@ -7,6 +7,7 @@
 //! in-memory work, never across an `.await`.
 
 mod background;
+mod batch;
 pub mod format;
 
 use std::{
@@ -40,6 +41,23 @@ pub enum PresenceError {
     /// The store refused or failed the write.
     #[error("presence store: {0}")]
     Store(#[from] StoreError),
+    /// The batch this change was part of failed (the same error for every change in it).
+    #[error("{0}")]
+    Batch(Arc<PresenceError>),
+    /// The batch task stopped before answering (a bug, logged where it happened).
+    #[error("the presence batch was interrupted")]
+    Interrupted,
+}
+
+impl PresenceError {
+    /// The store error behind this one, if any.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Self::Store(e) => Some(e),
+            Self::Batch(e) => e.store_error(),
+            Self::Interrupted => None,
+        }
+    }
 }
 
 /// The presence part of a sync.
@@ -65,6 +83,7 @@ struct Inner<S> {
     notifier: Notifier,
     federation: OnceLock<Arc<dyn FederationSender>>,
     flush_interval: Duration,
+    queue: Mutex<batch::Queue>,
 }
 
 /// The presence service. Cheap to clone.
@@ -91,6 +110,7 @@ impl<S: PresenceStore> PresenceService<S> {
                 notifier,
                 federation: OnceLock::new(),
                 flush_interval: Duration::from_secs(10),
+                queue: Mutex::default(),
             }),
         }
     }
@@ -224,14 +244,13 @@ impl<S: PresenceStore> PresenceService<S> {
         status_msg: Option<Arc<str>>,
     ) -> Result<(), PresenceError> {
         let user = self.user(user);
-        self.process(vec![Input::SetPresence {
+        self.submit(vec![Input::SetPresence {
             user,
             device,
             state,
             status_msg,
         }])
-        .await?;
-        Ok(())
+        .await
     }
 
     /// A sync that affects presence starts (the caller has checked `set_presence` and the
@@ -243,19 +262,18 @@ impl<S: PresenceStore> PresenceService<S> {
         state: PresenceState,
     ) -> Result<(), PresenceError> {
         let user = self.user(user);
-        self.process(vec![Input::SyncStarted {
+        self.submit(vec![Input::SyncStarted {
             user,
             device,
             state,
         }])
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The sync started by [`Self::sync_started`] ended.
     pub async fn sync_ended(&self, user: &UserId, device: Option<DeviceId>) {
         let user = self.user(user);
-        if let Err(e) = self.process(vec![Input::SyncEnded { user, device }]).await {
+        if let Err(e) = self.submit(vec![Input::SyncEnded { user, device }]).await {
             tracing::warn!(error = %e, "Could not record the end of a sync.");
         }
     }
@@ -263,7 +281,7 @@ impl<S: PresenceStore> PresenceService<S> {
     /// The user did something (message, typing, receipt).
     pub async fn activity(&self, user: &UserId, device: Option<DeviceId>) {
         let user = self.user(user);
-        if let Err(e) = self.process(vec![Input::Activity { user, device }]).await {
+        if let Err(e) = self.submit(vec![Input::Activity { user, device }]).await {
             tracing::warn!(error = %e, "Could not record activity.");
         }
     }
@@ -272,7 +290,7 @@ impl<S: PresenceStore> PresenceService<S> {
     pub async fn device_removed(&self, user: &UserId, device: DeviceId) {
         let user = self.user(user);
         if let Err(e) = self
-            .process(vec![Input::DeviceRemoved { user, device }])
+            .submit(vec![Input::DeviceRemoved { user, device }])
             .await
         {
             tracing::warn!(error = %e, "Could not remove a device from presence.");

@@ -418,7 +418,13 @@ fn rand_u32() -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_scenarios_match_the_reference() {
-    let server = TestServer::start(Workspace::new(), &test_config("")).await;
+    replay_all(&test_config("")).await;
+}
+
+/// Replays every scenario against a server started with `config`; returns the server for
+/// further checks.
+pub(crate) async fn replay_all(config: &str) -> TestServer {
+    let server = TestServer::start(Workspace::new(), config).await;
     let c = server.client();
     let mut fixed_passwords = BTreeMap::new();
     for localpart in ["oracle_gobbler", "oracle_gobbler2", "oracle_blocked"] {
@@ -471,4 +477,5 @@ async fn conformance_scenarios_match_the_reference() {
         failures.len(),
         failures.join("\n")
     );
+    server
 }

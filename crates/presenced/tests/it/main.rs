@@ -8,6 +8,8 @@ mod clients;
 mod conformance;
 mod matrix;
 mod presence;
+#[cfg(feature = "python")]
+mod python;
 mod rooms;
 mod server;
 mod support;

@@ -1,0 +1,92 @@
+//! Batching of local presence changes: concurrent changes are applied, routed and persisted
+//! together, one batch at a time, so a burst of updates costs one router call (one Python
+//! call for a Python router) and one store commit instead of one per update.
+//!
+//! The first change to arrive while no batch is running starts a task that takes everything
+//! queued, processes it, answers each caller, and repeats until the queue is empty. It is a
+//! spawned task, not the caller's future, so a client that disconnects cannot strand the
+//! changes queued behind its own.
+
+use std::{
+    mem,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use presence_engine::Input;
+use presence_store::PresenceStore;
+use tokio::sync::oneshot;
+
+use super::{PresenceError, PresenceService};
+
+type Reply = oneshot::Sender<Result<(), PresenceError>>;
+
+/// Changes waiting for the next batch.
+#[derive(Default)]
+pub(super) struct Queue {
+    inputs: Vec<Input>,
+    replies: Vec<Reply>,
+    /// Whether a task is processing batches (it takes these next).
+    running: bool,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // Only plain pushes and swaps happen under this lock: a poisoned one is still consistent.
+    queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S: PresenceStore> PresenceService<S> {
+    /// Queues `inputs` for the next batch and waits until that batch is persisted.
+    pub(super) async fn submit(&self, inputs: Vec<Input>) -> Result<(), PresenceError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = lock(&self.inner.queue);
+            queue.inputs.extend(inputs);
+            queue.replies.push(reply);
+            !mem::replace(&mut queue.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().run_batches());
+        }
+        answer.await.unwrap_or(Err(PresenceError::Interrupted))
+    }
+
+    async fn run_batches(self) {
+        // Clears `running` however the loop ends (a panic included), so the next change
+        // starts a new task instead of waiting forever.
+        let _running = Running(&self.inner.queue);
+        loop {
+            let (inputs, replies) = {
+                let mut queue = lock(&self.inner.queue);
+                if queue.replies.is_empty() {
+                    queue.running = false;
+                    return;
+                }
+                (mem::take(&mut queue.inputs), mem::take(&mut queue.replies))
+            };
+            crate::metrics::presence_batch(replies.len());
+            match self.process(inputs).await {
+                Ok(_) => {
+                    for reply in replies {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    let shared = Arc::new(e);
+                    for reply in replies {
+                        let _ = reply.send(Err(PresenceError::Batch(shared.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Running<'a>(&'a Mutex<Queue>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(self.0).running = false;
+    }
+}
