@@ -503,3 +503,47 @@ async fn a_burst_of_updates_costs_few_python_calls() {
     let of_watcher = c.sync(&watcher, QUIET).await;
     assert_eq!(events(&of_watcher).len(), USERS, "{of_watcher}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Twisted, from a configured virtualenv
+
+/// A router that awaits Twisted Deferreds, with Twisted imported from the virtualenv named in
+/// the `python:` section (`.ci/run` makes one and sets `PRESENCE_PYTHON_TEST_VENV`; without
+/// it the test is skipped locally and fails under CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twisted_router_runs_from_the_configured_venv() {
+    let venv = match std::env::var("PRESENCE_PYTHON_TEST_VENV") {
+        Ok(venv) => venv,
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI must set PRESENCE_PYTHON_TEST_VENV to a virtualenv with Twisted")
+        }
+        Err(_) => {
+            eprintln!("skipped: set PRESENCE_PYTHON_TEST_VENV to a virtualenv with Twisted");
+            return;
+        }
+    };
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let config = test_config(&format!(
+        "python: {{paths: ['{}'], venv: '{venv}', twisted: required}}\npresence:\n  \
+         enabled: true\n  presence_router: {{module: twisted_router.TwistedRouter, config: \
+         {{everyone: ['@all:test']}}}}\n",
+        manifest.join("../presence-python/tests/python").display()
+    ));
+    let s = TestServer::start(Workspace::new(), &config).await;
+    assert!(s.log_text().contains("twisted=true"), "{}", s.log_text());
+    let c = s.client();
+    let [all, alice] = <[User; 2]>::try_from(register(&c, &["all", "alice"]).await).unwrap();
+    put(&c, &alice, "online", "on twisted").await;
+    // `@all:test`'s interest comes from a `deferLater` on the reactor.
+    let of_all = c.sync(&all, QUIET).await;
+    assert_eq!(senders(&of_all), vec![alice.user_id.clone()], "{of_all}");
+    assert_eq!(
+        metric(
+            &s,
+            "presenced_router_failures_total",
+            "twisted_router.TwistedRouter"
+        )
+        .await,
+        0.0
+    );
+}
