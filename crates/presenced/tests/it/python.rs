@@ -28,18 +28,9 @@ fn python_paths() -> String {
 const ORACLE_ROUTING: &str = "{always_send_to_users: ['@oracle_gobbler:test', \
      '@oracle_gobbler2:test'], blacklisted_users: ['@oracle_blocked:test']}";
 
-/// Reads one labelled counter or gauge from the server's Prometheus text; 0 if absent.
+/// A per-router series of `/metrics`.
 async fn metric(s: &TestServer, name: &str, router: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{name}{{router=\"{router}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    s.metric(&format!("{name}{{router=\"{router}\"}}")).await
 }
 
 async fn register(c: &Client, names: &[&str]) -> Vec<User> {
@@ -445,20 +436,6 @@ async fn modules_that_fail_to_load_stop_startup_naming_the_entry() {
 // ---------------------------------------------------------------------------------------
 // batching
 
-/// Reads an unlabelled sample (`name value`) from the server's Prometheus text.
-async fn sample(s: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 /// A burst of concurrent updates reaches the Python router in a few batched calls, not one
 /// call per update, and every update is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,8 +470,8 @@ async fn a_burst_of_updates_costs_few_python_calls() {
         put.await.unwrap();
     }
     let calls = metric(&s, "presenced_router_calls_total", router).await - calls_before;
-    let changes = sample(&s, "presenced_presence_batch_size_sum").await;
-    let batches = sample(&s, "presenced_presence_batch_size_count").await;
+    let changes = s.metric("presenced_presence_batch_size_sum").await;
+    let batches = s.metric("presenced_presence_batch_size_count").await;
     eprintln!("{USERS} updates: {batches} batches, {calls} router calls");
     assert_eq!(changes, USERS as f64);
     assert!(calls >= 1.0 && calls < USERS as f64, "{calls} calls");
