@@ -38,12 +38,15 @@ struct Inner {
     tokens: TokenCache,
     pending_auth: crate::accounts::PendingAuth,
     room_locks: crate::rooms::RoomLocks,
+    federation: Option<presence_federation::Federation>,
 }
 
 /// What [`AppState::build`] leaves for the server to run.
 pub struct Background {
     /// Commands from router modules (`ModuleApi`), for the presence service's loop.
     pub module_commands: mpsc::Receiver<ModuleCommand>,
+    /// Stops the federation outbox's tasks.
+    pub federation_shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Capacity of the module command channel: modules wait when the server is this far behind.
@@ -58,6 +61,10 @@ impl AppState {
         let routers = build_routers(&config, &api)?;
         let engine = Engine::new(engine_config(&config));
         let presence = PresenceService::new(engine, routers, store.clone(), Notifier::default());
+        // Connected before the restore, so restored changes reach remote servers too.
+        let federation_shutdown = tokio_util::sync::CancellationToken::new();
+        let federation =
+            crate::federation::start(&config, &presence, federation_shutdown.clone()).await?;
         presence
             .restore()
             .await
@@ -71,6 +78,7 @@ impl AppState {
                 tokens: TokenCache::default(),
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
+                federation,
                 config,
                 store,
                 presence,
@@ -80,6 +88,7 @@ impl AppState {
             state,
             Background {
                 module_commands: rx,
+                federation_shutdown,
             },
         ))
     }
@@ -97,6 +106,11 @@ impl AppState {
     /// The presence service.
     pub fn presence(&self) -> &PresenceService<Store> {
         &self.inner.presence
+    }
+
+    /// Federation, when a listener serves `federation` or `keys`.
+    pub fn federation(&self) -> Option<&presence_federation::Federation> {
+        self.inner.federation.as_ref()
     }
 
     /// The Prometheus metrics handle.
