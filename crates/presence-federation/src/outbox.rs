@@ -245,7 +245,7 @@ impl Outbox {
     pub async fn flush(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
-            let busy = self.inner.queues.lock().map_or(false, |queues| {
+            let busy = self.inner.queues.lock().is_ok_and(|queues| {
                 queues
                     .values()
                     .any(|q| q.failures == 0 && (q.running || !q.pending.is_empty()))
