@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -404,6 +404,8 @@ struct Received {
 struct Receiver {
     federation: Federation,
     up: Arc<AtomicBool>,
+    /// Milliseconds each answer is held back.
+    delay_ms: Arc<AtomicU64>,
     log: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -435,6 +437,8 @@ async fn record(
         origin: origin.to_string(),
         body: serde_json::from_slice(&body).unwrap(),
     });
+    let delay = r.delay_ms.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     if accepted {
         axum::Json(json!({"pdus": {}})).into_response()
     } else {
@@ -462,6 +466,7 @@ async fn fake_receiver(port: u16, shutdown: CancellationToken) -> Receiver {
     let receiver = Receiver {
         federation: federation.clone(),
         up: Arc::new(AtomicBool::new(false)),
+        delay_ms: Arc::default(),
         log: Arc::default(),
     };
     let app = federation.keys_router().merge(
@@ -706,4 +711,52 @@ tls_private_key_path: missing.key
     let (code, _, stderr) = ws.run(&["-c", config.to_str().unwrap()]).await;
     assert_ne!(code, 0);
     assert!(stderr.contains("missing.crt"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_hands_queued_presence_over_before_exiting() {
+    let (pa, pf) = (free_port(), free_port());
+    let shutdown = CancellationToken::new();
+    let receiver = fake_receiver(pf, shutdown.clone()).await;
+    receiver.up.store(true, Ordering::SeqCst);
+    receiver.delay_ms.store(500, Ordering::SeqCst);
+    let spy = format!("@spy:127.0.0.1:{pf}");
+    let a = FedServer::start(pa, &router_to(std::slice::from_ref(&spy))).await;
+    let ca = a.client();
+    let first = register(&ca, "first").await;
+    let second = register(&ca, "second").await;
+    // A first delivery, so the receiver has A's key cached (A stops serving it on SIGTERM).
+    let warm = register(&ca, "warm").await;
+    ca.put_presence(&warm, &warm.user_id, json!({"presence": "online"}))
+        .await;
+    let started = Instant::now();
+    while receiver.log.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // `first` is in flight (the receiver is slow) while `second` waits in the queue.
+    ca.put_presence(&first, &first.user_id, json!({"presence": "online"}))
+        .await;
+    ca.put_presence(&second, &second.user_id, json!({"presence": "online"}))
+        .await;
+    a.server.signal("TERM");
+    let FedServer { mut server, .. } = a;
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{}", server.log_text());
+    let users: Vec<String> = receiver
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.body["edus"].as_array().unwrap().clone())
+        .flat_map(|e| e["content"]["push"].as_array().unwrap().clone())
+        .map(|p| p["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(users.contains(&first.user_id), "{users:?}");
+    assert!(users.contains(&second.user_id), "{users:?}");
+    shutdown.cancel();
 }
