@@ -16,8 +16,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use presence_engine::RemotePresence;
 use presence_federation::{
-    Federation, FederationConfig, InboundPresence, IpRangeFilter, KeyFileOrigin, Outbox,
-    TrustedKeyServer,
+    Federation, FederationConfig, InboundPresence, IpRangeFilter, Outbox, TrustedKeyServer,
 };
 use presence_router::{ServerName, UserPresenceState};
 use tokio_util::sync::CancellationToken;
@@ -77,12 +76,10 @@ pub(crate) async fn start(
         ));
     };
     let shown = key_path.display().to_string();
-    let (keys, origin) = presence_federation::load_or_generate_async(key_path)
+    // A new key is generated (and logged) by the federation crate when the file is missing.
+    let (keys, _) = presence_federation::load_or_generate_async(key_path)
         .await
         .map_err(|e| fail(&format!("signing_key_path {shown}"), &e))?;
-    if origin == KeyFileOrigin::Generated {
-        tracing::info!(path = %shown, "Wrote a new signing key.");
-    }
     let federation_config = federation_config(config).map_err(|e| fail("federation", &e))?;
     let federation = Federation::builder(
         federation_config,
