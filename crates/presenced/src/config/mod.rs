@@ -165,6 +165,9 @@ pub struct ListenerConfig {
     pub bind_addresses: Vec<IpAddr>,
     /// `tls`: serve HTTPS with `tls_certificate_path` / `tls_private_key_path`.
     pub tls: bool,
+    /// `x_forwarded`: a reverse proxy sits in front of this listener. Presenced reads it
+    /// only to accept a federation listener without `tls` (the proxy terminates TLS).
+    pub x_forwarded: bool,
     /// `resources`: what this listener serves.
     pub resources: Vec<ListenerResources>,
 }

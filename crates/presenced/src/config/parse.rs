@@ -121,6 +121,7 @@ fn read_listener(diag: &Diagnostics, path: String, value: Value) -> Option<Liste
     let port = s.require::<u16>("port");
     let kind = s.require::<String>("type");
     let tls = s.get_or("tls", false);
+    let x_forwarded = s.get_or("x_forwarded", false);
     let mut bind_addresses: Vec<IpAddr> = s.get_or("bind_addresses", Vec::new());
     if let Some(legacy) = s.get::<IpAddr>("bind_address") {
         bind_addresses.push(legacy);
@@ -160,6 +161,7 @@ fn read_listener(diag: &Diagnostics, path: String, value: Value) -> Option<Liste
         port: port?,
         bind_addresses,
         tls,
+        x_forwarded,
         resources,
     })
 }
@@ -716,6 +718,21 @@ fn check_federation_files(
                     format!("is required: listeners[{i}] has tls: true (a PEM file)"),
                 );
             }
+        }
+    }
+    // Other servers only connect over HTTPS: a plain federation listener must be behind a
+    // TLS-terminating proxy, which the reference's `x_forwarded` says.
+    for (i, l) in listeners.iter().enumerate() {
+        if (l.serves(ResourceName::Federation) || l.serves(ResourceName::Keys))
+            && !l.tls
+            && !l.x_forwarded
+        {
+            top.problem(
+                &format!("listeners[{i}].tls"),
+                "this listener serves federation without TLS, and other servers only connect \
+                 over HTTPS: set tls: true (with tls_certificate_path and tls_private_key_path), \
+                 or x_forwarded: true if a reverse proxy terminates TLS in front of it",
+            );
         }
     }
     let federating = listeners

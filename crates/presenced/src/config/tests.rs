@@ -378,7 +378,6 @@ fn a_realistic_reference_homeserver_yaml_loads_with_warnings() {
             "enable_metrics",
             "experimental_features.msc3266_enabled",
             "form_secret",
-            "listeners[0].x_forwarded",
             "log_config",
             "macaroon_secret_key",
             "max_upload_size",
@@ -676,6 +675,24 @@ listeners:
         problem_at(yaml, "signing_key_path")
             .starts_with("is required: listeners[0] serves federation or keys")
     );
+}
+
+#[test]
+fn a_plain_federation_listener_needs_tls_or_a_reverse_proxy() {
+    let yaml = "
+server_name: example.org
+signing_key_path: signing.key
+listeners:
+  - {port: 8008, type: http, resources: [{names: [client, federation]}]}
+";
+    assert!(
+        problem_at(yaml, "listeners[0].tls")
+            .starts_with("this listener serves federation without TLS")
+    );
+    let proxied = yaml.replace("type: http,", "type: http, x_forwarded: true,");
+    let loaded = load(&proxied);
+    assert!(loaded.config.listeners[0].x_forwarded);
+    assert!(loaded.config.federates());
 }
 
 #[test]
