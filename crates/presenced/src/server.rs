@@ -54,6 +54,7 @@ impl Server {
         }
 
         let shutdown = CancellationToken::new();
+        let federation_listeners = federation_listeners_token(&state, &shutdown);
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::with_capacity(bound.len());
         for (socket, addr, app, resources, tls) in bound {
@@ -61,16 +62,22 @@ impl Server {
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(%addr, resources = %names.join(","), scheme, "Listening on {addr}.");
             local_addrs.push(addr);
+            let token = if resources.contains(&ResourceName::Federation)
+                || resources.contains(&ResourceName::Keys)
+            {
+                federation_listeners.clone()
+            } else {
+                shutdown.clone()
+            };
             match tls {
                 Some(tls) => {
-                    let token = shutdown.clone();
                     tasks.spawn(async move {
                         presence_federation::tls::serve_tls(socket, tls, app, token).await;
                         Ok(())
                     });
                 }
                 None => {
-                    tasks.spawn(serve(socket, addr, app, shutdown.clone()));
+                    tasks.spawn(serve(socket, addr, app, token));
                 }
             }
         }
@@ -175,6 +182,23 @@ impl RunningServer {
             }
         }
     }
+}
+
+/// The token that stops the federation and keys listeners: cancelled once `shutdown` is and
+/// the outbox has handed over what it queued (briefly), so that remote servers can still
+/// fetch our key to accept those last transactions.
+fn federation_listeners_token(state: &AppState, shutdown: &CancellationToken) -> CancellationToken {
+    let Some(federation) = state.federation() else {
+        return shutdown.clone();
+    };
+    let token = CancellationToken::new();
+    let (outbox, shutdown, stop) = (federation.outbox().clone(), shutdown.clone(), token.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        outbox.flush(crate::federation::SHUTDOWN_FLUSH).await;
+        stop.cancel();
+    });
+    token
 }
 
 /// The TLS configuration of `tls: true` listeners, loaded once (`None` if there are none).
