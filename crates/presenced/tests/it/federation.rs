@@ -299,7 +299,7 @@ fn transaction(origin: &str, user: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn forged_signatures_and_servers_outside_the_whitelist_are_refused() {
+async fn inbound_transactions_are_authenticated_checked_and_applied_once() {
     let (pa, pb, pc) = (free_port(), free_port(), free_port());
     let (a_name, b_name, c_name) = (
         format!("127.0.0.1:{pa}"),
@@ -388,6 +388,59 @@ async fn forged_signatures_and_servers_outside_the_whitelist_are_refused() {
     let seen = wait_for_presence(&cb, &wb, |s| has(s, &real_user, "online")).await;
     assert!(!seen.contains_key(&forged_user), "forged presence applied");
     assert!(!seen.keys().any(|u| u.ends_with(&c_name)));
+
+    // The same transaction ID again is answered without being applied again.
+    let mut repeat: Value = serde_json::from_slice(&transaction(&a_name, &real_user)).unwrap();
+    repeat["edus"][0]["content"]["push"][0]["presence"] = json!("unavailable");
+    let send = |txn: &'static str, body: Value| {
+        let (genuine, b_server) = (&genuine, &b_server);
+        async move {
+            let path = format!("/_matrix/federation/v1/send/{txn}");
+            let body = serde_json::to_vec(&body).unwrap();
+            let r = genuine
+                .request(b_server, Method::PUT, &path, Some(body), true)
+                .await
+                .unwrap();
+            (r.status, serde_json::from_slice::<Value>(&r.body).unwrap())
+        }
+    };
+    assert_eq!(send("real1", repeat).await.0, StatusCode::OK);
+
+    // Other EDUs and PDUs are acknowledged and ignored; a bad entry (a user of another
+    // server) is dropped while the good one of the same EDU applies.
+    let mixed_user = format!("@mixed:{a_name}");
+    let (status, body) = send(
+        "mixed1",
+        json!({
+            "origin": a_name, "origin_server_ts": 1,
+            "pdus": [],
+            "edus": [
+                {"edu_type": "m.typing", "content": {"room_id": "!r:x", "user_id": mixed_user, "typing": true}},
+                {"edu_type": "m.presence", "content": {"push": [
+                    {"user_id": format!("@evil:{c_name}"), "presence": "online"},
+                    {"user_id": mixed_user, "presence": "unavailable", "status_msg": "mixed"}
+                ]}}
+            ],
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["pdus"], json!({}));
+    let seen = wait_for_presence(&cb, &wb, |s| has(s, &mixed_user, "unavailable")).await;
+    assert!(has(&seen, &real_user, "online"), "the repeat was applied");
+    assert!(!seen.keys().any(|u| u.ends_with(&c_name)), "{seen:?}");
+
+    // Over the specification's limit of 100 EDUs: 400.
+    let edus: Vec<Value> = (0..101)
+        .map(|_| json!({"edu_type": "m.typing", "content": {}}))
+        .collect();
+    let (status, body) = send(
+        "big1",
+        json!({"origin": a_name, "origin_server_ts": 1, "pdus": [], "edus": edus}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errcode"], "M_BAD_JSON");
     drop(a);
 }
 
