@@ -52,7 +52,8 @@ fn self_signed() -> (String, String) {
 }
 
 /// A Presenced with a plain client listener (first, so the harness finds it) and a TLS
-/// federation listener on a fixed port, which is part of its server name.
+/// listener on a fixed port, which is part of its server name, serving federation, keys and
+/// the client API too.
 struct FedServer {
     server: TestServer,
     name: String,
@@ -69,7 +70,7 @@ impl FedServer {
             "server_name: '{name}'
 listeners:
   - {{port: 0, type: http, bind_addresses: ['127.0.0.1'], resources: [{{names: [client, metrics]}}]}}
-  - {{port: {port}, type: http, tls: true, bind_addresses: ['127.0.0.1'], resources: [{{names: [federation, keys]}}]}}
+  - {{port: {port}, type: http, tls: true, bind_addresses: ['127.0.0.1'], resources: [{{names: [federation, keys, client]}}]}}
 database: {{name: sqlite3, args: {{database: data/presenced.db}}}}
 registration_shared_secret: {secret}
 password_hash_cost: {{memory_kib: 64, iterations: 1, parallelism: 1}}
@@ -429,6 +430,25 @@ async fn inbound_transactions_are_authenticated_checked_and_applied_once() {
     let seen = wait_for_presence(&cb, &wb, |s| has(s, &mixed_user, "unavailable")).await;
     assert!(has(&seen, &real_user, "online"), "the repeat was applied");
     assert!(!seen.keys().any(|u| u.ends_with(&c_name)), "{seen:?}");
+
+    // The TLS listener serves the client API as well.
+    let r = genuine
+        .request(
+            &b_server,
+            Method::GET,
+            "/_matrix/client/versions",
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let versions: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        versions["versions"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    );
 
     // Over the specification's limit of 100 EDUs: 400.
     let edus: Vec<Value> = (0..101)
