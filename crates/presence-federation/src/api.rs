@@ -94,8 +94,19 @@ impl FederationApi {
     /// The router with the three endpoints, ready to merge (`Router::merge`, not `nest`:
     /// the signed URI is the full path).
     pub fn router(&self) -> Router {
+        self.keys_router().merge(self.federation_router())
+    }
+
+    /// The `keys` resource alone: `GET /_matrix/key/v2/server`.
+    pub fn keys_router(&self) -> Router {
         Router::new()
             .route(KEY_SERVER_PATH, get(get_server_keys))
+            .with_state(self.clone())
+    }
+
+    /// The `federation` resource alone: version and transactions.
+    pub fn federation_router(&self) -> Router {
+        Router::new()
             .route(VERSION_PATH, get(get_version))
             .route(SEND_TRANSACTION_PATH, put(send_transaction))
             .with_state(self.clone())

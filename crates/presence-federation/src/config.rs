@@ -90,8 +90,12 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct OutboxConfig {
-    /// First retry delay after a failed transaction; doubled on each further failure.
+    /// First retry delay after a failed transaction; multiplied by `backoff_multiplier` on
+    /// each further failure.
     pub backoff_base: Duration,
+    /// Growth of the retry delay per failure (the reference's
+    /// `destination_retry_multiplier`; at least 1).
+    pub backoff_multiplier: u32,
     /// Longest retry delay.
     pub backoff_max: Duration,
     /// How long a queued state waits for an unreachable destination before it is dropped
@@ -110,6 +114,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             backoff_base: Duration::from_secs(5),
+            backoff_multiplier: 2,
             backoff_max: Duration::from_secs(10 * 60),
             pending_ttl: Duration::from_secs(3600),
             max_states_per_edu: 50,

@@ -168,6 +168,16 @@ impl Federation {
         self.api.router()
     }
 
+    /// The `keys` resource's endpoints alone.
+    pub fn keys_router(&self) -> axum::Router {
+        self.api.keys_router()
+    }
+
+    /// The `federation` resource's endpoints alone (without the key endpoint).
+    pub fn federation_router(&self) -> axum::Router {
+        self.api.federation_router()
+    }
+
     /// The outbound presence queues: feed them the engine's `Effects::federation`.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox

@@ -239,6 +239,27 @@ impl Outbox {
             .unwrap_or(0)
     }
 
+    /// Waits up to `within` for every queue to be sent, so that a stopping server hands over
+    /// what it still has. Destinations in backoff are not waited for (they are down).
+    /// Returns whether everything was sent.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let busy = self.inner.queues.lock().is_ok_and(|queues| {
+                queues
+                    .values()
+                    .any(|q| q.failures == 0 && (q.running || !q.pending.is_empty()))
+            });
+            if !busy {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops every destination task (pending presence is dropped) and waits for them.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -248,7 +269,10 @@ impl Outbox {
 
     fn backoff(&self, failures: u32) -> Duration {
         let cfg = &self.inner.config;
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(31));
+        let factor = cfg
+            .backoff_multiplier
+            .max(1)
+            .saturating_pow(failures.saturating_sub(1).min(31));
         cfg.backoff_base.saturating_mul(factor).min(cfg.backoff_max)
     }
 

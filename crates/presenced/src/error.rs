@@ -346,6 +346,9 @@ pub enum StartError {
     /// A presence router could not be built from its configuration.
     #[error("{0}")]
     Router(String),
+    /// Federation could not be set up (signing key, TLS files, settings).
+    #[error("{0}")]
+    Federation(String),
     /// A listener failed while serving.
     #[error("listener on {addr} failed: {source}")]
     Serve {

@@ -6,6 +6,7 @@
 //! - [`http`] builds the axum application ([`http::app`]) and its shared state.
 //! - [`error`] holds the HTTP error type, turned into Matrix error responses in one place,
 //!   and the startup error.
+//! - [`federation`] connects the federation crate to the presence service.
 //! - [`server`] binds the listeners, serves them and shuts down gracefully.
 //!
 //! The binary's `main` only calls [`cli::main`]; everything else lives here so tests can
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod metrics;
 pub mod notify;

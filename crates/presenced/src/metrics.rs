@@ -44,6 +44,20 @@ pub const PYTHON_INVALID_ANSWERS: &str = "presenced_python_invalid_answers_total
 pub const PYTHON_REJECTED: &str = "presenced_python_rejected_total";
 /// Local presence changes per batch (each batch is one router call and one commit).
 pub const PRESENCE_BATCH_SIZE: &str = "presenced_presence_batch_size";
+/// Federation transactions delivered to other servers.
+pub const FEDERATION_TXN_SENT: &str = "presenced_federation_transactions_sent_total";
+/// Presence states delivered to other servers.
+pub const FEDERATION_PRESENCE_SENT: &str = "presenced_federation_presence_sent_total";
+/// Outbound transactions that failed (each is retried with backoff).
+pub const FEDERATION_SEND_FAILURES: &str = "presenced_federation_send_failures_total";
+/// Queued presence dropped because its server stayed unreachable.
+pub const FEDERATION_PRESENCE_EXPIRED: &str = "presenced_federation_presence_expired_total";
+/// Inbound transactions accepted.
+pub const FEDERATION_TXN_RECEIVED: &str = "presenced_federation_transactions_received_total";
+/// Inbound transactions refused (bad body or limits).
+pub const FEDERATION_TXN_REJECTED: &str = "presenced_federation_transactions_rejected_total";
+/// Inbound presence entries handed to the engine.
+pub const FEDERATION_PRESENCE_RECEIVED: &str = "presenced_federation_presence_received_total";
 /// HTTP requests refused with 429.
 pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
 
@@ -98,6 +112,23 @@ pub fn render(handle: &PrometheusHandle, routers: &RouterSet, python: &PythonMod
         metrics::gauge!(ROUTER_SECONDS, &labels).set(stats.nanos.load(Relaxed) as f64 / 1e9);
     }
     handle.render()
+}
+
+/// Reads the federation counters at this moment (before [`render`]).
+pub fn federation(federation: &presence_federation::Federation) {
+    let out = federation.outbox().stats();
+    metrics::counter!(FEDERATION_TXN_SENT).absolute(out.transactions_sent);
+    metrics::counter!(FEDERATION_PRESENCE_SENT).absolute(out.states_sent);
+    metrics::counter!(FEDERATION_SEND_FAILURES).absolute(out.failed_attempts);
+    metrics::counter!(FEDERATION_PRESENCE_EXPIRED).absolute(out.dropped_expired);
+    let inbound = federation.inbound().stats();
+    metrics::counter!(FEDERATION_TXN_RECEIVED).absolute(inbound.transactions);
+    metrics::counter!(FEDERATION_TXN_REJECTED).absolute(inbound.rejected);
+}
+
+/// Records inbound presence entries handed to the engine.
+pub fn federation_received(n: usize) {
+    metrics::counter!(FEDERATION_PRESENCE_RECEIVED).increment(n as u64);
 }
 
 /// Records persisted presence updates.

@@ -9,6 +9,7 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -33,25 +34,52 @@ impl Server {
     /// Binds every listener and starts serving. Port 0 picks a free port; the bound
     /// addresses are in [`RunningServer::local_addrs`].
     pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+        let tls = tls_config(&config)?;
         let (state, background) = AppState::build(config).await?;
         let mut bound = Vec::new();
         for listener in &state.config().listeners {
             let resources = listener_resources(listener);
             let app = http::app_for(state.clone(), &resources);
+            let listener_tls = if listener.tls { tls.clone() } else { None };
             for socket in bind_listener(listener).await? {
                 let addr = local_addr(&socket)?;
-                bound.push((socket, addr, app.clone(), resources.clone()));
+                bound.push((
+                    socket,
+                    addr,
+                    app.clone(),
+                    resources.clone(),
+                    listener_tls.clone(),
+                ));
             }
         }
 
         let shutdown = CancellationToken::new();
+        let federation_listeners = federation_listeners_token(&state, &shutdown);
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::with_capacity(bound.len());
-        for (socket, addr, app, resources) in bound {
+        for (socket, addr, app, resources, tls) in bound {
             let names: Vec<&str> = resources.iter().map(|r| r.as_str()).collect();
-            tracing::info!(%addr, resources = %names.join(","), "Listening on {addr}.");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(%addr, resources = %names.join(","), scheme, "Listening on {addr}.");
             local_addrs.push(addr);
-            tasks.spawn(serve(socket, addr, app, shutdown.clone()));
+            let token = if resources.contains(&ResourceName::Federation)
+                || resources.contains(&ResourceName::Keys)
+            {
+                federation_listeners.clone()
+            } else {
+                shutdown.clone()
+            };
+            match tls {
+                Some(tls) => {
+                    tasks.spawn(async move {
+                        presence_federation::tls::serve_tls(socket, tls, app, token).await;
+                        Ok(())
+                    });
+                }
+                None => {
+                    tasks.spawn(serve(socket, addr, app, token));
+                }
+            }
         }
         let background_shutdown = CancellationToken::new();
         let mut background_tasks = JoinSet::new();
@@ -68,6 +96,7 @@ impl Server {
             state,
             background_shutdown,
             background_tasks,
+            federation_shutdown: background.federation_shutdown,
         })
     }
 }
@@ -80,6 +109,7 @@ pub struct RunningServer {
     state: AppState,
     background_shutdown: CancellationToken,
     background_tasks: JoinSet<()>,
+    federation_shutdown: CancellationToken,
 }
 
 impl RunningServer {
@@ -125,6 +155,11 @@ impl RunningServer {
         // commits everything still queued).
         self.background_shutdown.cancel();
         while self.background_tasks.join_next().await.is_some() {}
+        // Remote servers get what is still queued for them (briefly), then the outbox stops.
+        match self.state.federation() {
+            Some(federation) => crate::federation::shutdown(federation).await,
+            None => self.federation_shutdown.cancel(),
+        }
         self.state.python().shutdown().await;
         if let Err(e) = self.state.store().close().await {
             tracing::warn!(error = %e, "Closing the database failed.");
@@ -148,6 +183,45 @@ impl RunningServer {
             }
         }
     }
+}
+
+/// The token that stops the federation and keys listeners: cancelled once `shutdown` is and
+/// the outbox has handed over what it queued (briefly), so that remote servers can still
+/// fetch our key to accept those last transactions.
+fn federation_listeners_token(state: &AppState, shutdown: &CancellationToken) -> CancellationToken {
+    let Some(federation) = state.federation() else {
+        return shutdown.clone();
+    };
+    let token = CancellationToken::new();
+    let (outbox, shutdown, stop) = (federation.outbox().clone(), shutdown.clone(), token.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        outbox.flush(crate::federation::SHUTDOWN_FLUSH).await;
+        stop.cancel();
+    });
+    token
+}
+
+/// The TLS configuration of `tls: true` listeners, loaded once (`None` if there are none).
+fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    if !config.listeners.iter().any(|l| l.tls) {
+        return Ok(None);
+    }
+    let f = &config.federation;
+    let (Some(cert), Some(key)) = (&f.tls_certificate_path, &f.tls_private_key_path) else {
+        // Config validation requires both; an error rather than a panic path.
+        return Err(StartError::Federation(
+            "tls_certificate_path and tls_private_key_path are required for tls: true".to_owned(),
+        ));
+    };
+    let tls = presence_federation::tls::server_tls_config(cert, key).map_err(|e| {
+        StartError::Federation(format!(
+            "TLS listener (tls_certificate_path {}, tls_private_key_path {}): {e}",
+            cert.display(),
+            key.display()
+        ))
+    })?;
+    Ok(Some(Arc::new(tls)))
 }
 
 /// The resources a listener serves, without duplicates.

@@ -401,3 +401,57 @@ async fn shutdown_stops_destination_tasks() {
     tokio::time::sleep(Duration::from_secs(100)).await;
     assert_eq!(transport.attempts().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_backoff_multiplier_is_configurable() {
+    let transport = MockTransport::new();
+    let mut c = config();
+    c.backoff_multiplier = 3;
+    c.backoff_max = Duration::from_secs(100);
+    let outbox = outbox(c, &transport);
+    let remote = server("remote.example");
+    transport.set_down(&remote, true);
+    let start = tokio::time::Instant::now();
+    outbox.enqueue(vec![(remote.clone(), states("local.example", 1))]);
+    // Delays 2, 6, 18, 54, then capped at 100.
+    assert!(
+        transport
+            .wait_for(Duration::from_secs(400), |a| a.len() >= 6)
+            .await
+    );
+    assert_eq!(
+        at_secs(&transport.attempts(), start),
+        [0, 2, 8, 26, 80, 180]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_waits_for_healthy_destinations_only() {
+    let transport = MockTransport::new();
+    let outbox = outbox(config(), &transport);
+    let (up, down, hung) = (
+        server("up.example"),
+        server("down.example"),
+        server("hung.example"),
+    );
+    transport.set_down(&down, true);
+    outbox.enqueue(vec![(down.clone(), states("local.example", 1))]);
+    assert!(
+        transport
+            .wait_for(Duration::from_secs(1), |a| !a.is_empty())
+            .await
+    );
+    // A destination in backoff is not waited for; a healthy one is sent to.
+    outbox.enqueue(vec![(up.clone(), states("local.example", 2))]);
+    assert!(outbox.flush(Duration::from_secs(1)).await);
+    assert_eq!(delivered_users(&transport, &up).len(), 2);
+    assert_eq!(outbox.pending(&down), 1);
+
+    // A destination that never answers makes the flush give up at its deadline.
+    transport.set_hanging(&hung, true);
+    outbox.enqueue(vec![(hung.clone(), states("local.example", 1))]);
+    let started = tokio::time::Instant::now();
+    assert!(!outbox.flush(Duration::from_secs(3)).await);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    outbox.shutdown().await;
+}

@@ -165,8 +165,11 @@ pub struct ListenerConfig {
     pub port: u16,
     /// `bind_addresses` (plus the legacy `bind_address`); default `::` and `0.0.0.0`.
     pub bind_addresses: Vec<IpAddr>,
-    /// `tls`: always false for now (TLS listeners are rejected at load).
+    /// `tls`: serve HTTPS with `tls_certificate_path` / `tls_private_key_path`.
     pub tls: bool,
+    /// `x_forwarded`: a reverse proxy sits in front of this listener. Presenced reads it
+    /// only to accept a federation listener without `tls` (the proxy terminates TLS).
+    pub x_forwarded: bool,
     /// `resources`: what this listener serves.
     pub resources: Vec<ListenerResources>,
 }
@@ -493,30 +496,46 @@ pub struct ExperimentalFeatures {
     pub msc3026_enabled: bool,
 }
 
-/// Federation-related keys, kept for the federation work.
+/// Federation keys. Federation runs when a listener serves `federation` or `keys`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FederationConfig {
-    /// `signing_key_path`: this server's signing key file.
+    /// `signing_key_path`: this server's signing key file (generated if missing; required
+    /// when a listener serves federation or keys).
     pub signing_key_path: Option<PathBuf>,
+    /// `key_refresh_interval`: how long our published key document is valid.
+    pub key_refresh_interval: Duration,
     /// `federation_domain_whitelist`: if set, only these servers are federated with.
     pub federation_domain_whitelist: Option<Vec<ServerName>>,
     /// `federation_verify_certificates` (default true).
     pub federation_verify_certificates: bool,
+    /// `federation_custom_ca_list`: extra trusted CA certificates (PEM files).
+    pub federation_custom_ca_list: Vec<PathBuf>,
+    /// `federation_ip_range_blacklist` (or `ip_range_blacklist`): addresses federation must
+    /// not connect to; `None` is the reference's default list (private and loopback ranges).
+    pub ip_range_blacklist: Option<Vec<String>>,
+    /// `ip_range_whitelist`: exceptions to the blacklist.
+    pub ip_range_whitelist: Vec<String>,
     /// `trusted_key_servers` (default: `matrix.org`).
     pub trusted_key_servers: Vec<TrustedKeyServer>,
-    /// `tls_certificate_path`.
+    /// `tls_certificate_path`: the certificate chain (PEM) of `tls: true` listeners.
     pub tls_certificate_path: Option<PathBuf>,
-    /// `tls_private_key_path`.
+    /// `tls_private_key_path`: its private key (PEM).
     pub tls_private_key_path: Option<PathBuf>,
+    /// The `federation` section: timeouts and retry timers.
+    pub timers: FederationTimers,
 }
 
 impl Default for FederationConfig {
     fn default() -> Self {
         Self {
             signing_key_path: None,
+            key_refresh_interval: Duration::from_secs(24 * 3600),
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
+            federation_custom_ca_list: Vec::new(),
+            ip_range_blacklist: None,
+            ip_range_whitelist: Vec::new(),
             // A valid literal, so this is never empty; no panic path either way.
             trusted_key_servers: ServerName::parse(DEFAULT_TRUSTED_KEY_SERVER)
                 .into_iter()
@@ -524,7 +543,57 @@ impl Default for FederationConfig {
                 .collect(),
             tls_certificate_path: None,
             tls_private_key_path: None,
+            timers: FederationTimers::default(),
         }
+    }
+}
+
+/// The `federation` section: the reference's retry keys plus Presenced's own timers, all
+/// configurable so that tests run in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FederationTimers {
+    /// `client_timeout`: the longest one outbound request may take.
+    pub client_timeout: Duration,
+    /// `connect_timeout` (Presenced's own): TCP connection plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// `destination_min_retry_interval`: first delay after a failed transaction.
+    pub destination_min_retry_interval: Duration,
+    /// `destination_retry_multiplier`: each further failure multiplies the delay by this.
+    pub destination_retry_multiplier: u32,
+    /// `destination_max_retry_interval`: longest delay between attempts.
+    pub destination_max_retry_interval: Duration,
+    /// `transaction_timeout` (Presenced's own): longest wait for one transaction's answer.
+    pub transaction_timeout: Duration,
+    /// `pending_presence_ttl` (Presenced's own): presence waiting longer than this for an
+    /// unreachable server is dropped.
+    pub pending_presence_ttl: Duration,
+    /// `key_refetch_interval` (Presenced's own): after a failed key fetch, how long before
+    /// the same server is asked again.
+    pub key_refetch_interval: Duration,
+}
+
+impl Default for FederationTimers {
+    fn default() -> Self {
+        Self {
+            client_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            destination_min_retry_interval: Duration::from_secs(5),
+            destination_retry_multiplier: 2,
+            destination_max_retry_interval: Duration::from_secs(10 * 60),
+            transaction_timeout: Duration::from_secs(120),
+            pending_presence_ttl: Duration::from_secs(3600),
+            key_refetch_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Whether this server federates: some listener serves `federation` or `keys`.
+    pub fn federates(&self) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.serves(ResourceName::Federation) || l.serves(ResourceName::Keys))
     }
 }
 

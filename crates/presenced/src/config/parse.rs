@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 
 use super::{
     Config, ConfigError, DEFAULT_MAX_REQUEST_BODY_SIZE, DEFAULT_MAX_STATUS_MSG_LENGTH,
-    DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures, FederationConfig, ListenerConfig,
-    ListenerResources, LoadedConfig, ModuleConfig, PasswordConfig, PasswordHashCost,
-    PresenceConfig, PresenceMode, PythonConfig, RateLimit, RcPresenceConfig, RegistrationConfig,
-    ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures, FederationConfig, FederationTimers,
+    ListenerConfig, ListenerResources, LoadedConfig, ModuleConfig, PasswordConfig,
+    PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig, RateLimit, RcPresenceConfig,
+    RegistrationConfig, ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -72,6 +72,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         DEFAULT_MAX_REQUEST_BODY_SIZE,
     );
     let federation = read_federation(&mut top);
+    check_federation_files(&top, &listeners, &federation);
     top.finish();
 
     if diag.has_problems() {
@@ -122,6 +123,7 @@ fn read_listener(diag: &Diagnostics, path: String, value: Value) -> Option<Liste
     let port = s.require::<u16>("port");
     let kind = s.require::<String>("type");
     let tls = s.get_or("tls", false);
+    let x_forwarded = s.get_or("x_forwarded", false);
     let mut bind_addresses: Vec<IpAddr> = s.get_or("bind_addresses", Vec::new());
     if let Some(legacy) = s.get::<IpAddr>("bind_address") {
         bind_addresses.push(legacy);
@@ -153,12 +155,6 @@ fn read_listener(diag: &Diagnostics, path: String, value: Value) -> Option<Liste
         }
         None => &[],
     };
-    if tls {
-        s.problem(
-            "tls",
-            "TLS listeners are not supported yet; terminate TLS in a reverse proxy and set tls: false",
-        );
-    }
     if bind_addresses.is_empty() {
         bind_addresses = default_bind.iter().filter_map(|a| a.parse().ok()).collect();
     }
@@ -167,6 +163,7 @@ fn read_listener(diag: &Diagnostics, path: String, value: Value) -> Option<Liste
         port: port?,
         bind_addresses,
         tls,
+        x_forwarded,
         resources,
     })
 }
@@ -601,11 +598,22 @@ fn read_size(top: &mut Section<'_>, key: &str, default: usize) -> Option<usize> 
 fn read_federation(top: &mut Section<'_>) -> FederationConfig {
     let defaults = FederationConfig::default();
     let signing_key_path = top.get::<PathBuf>("signing_key_path");
+    let key_refresh_interval =
+        positive_duration(top, "key_refresh_interval", defaults.key_refresh_interval)
+            .unwrap_or(defaults.key_refresh_interval);
     let whitelist = read_server_names(top, "federation_domain_whitelist");
     let verify = top.get_or(
         "federation_verify_certificates",
         defaults.federation_verify_certificates,
     );
+    let federation_custom_ca_list: Vec<PathBuf> =
+        top.get_or("federation_custom_ca_list", Vec::new());
+    // The reference reads `ip_range_blacklist` for all outbound traffic and lets the older
+    // `federation_ip_range_blacklist` override it for federation.
+    let general_blacklist = read_ip_ranges(top, "ip_range_blacklist");
+    let ip_range_blacklist =
+        read_ip_ranges(top, "federation_ip_range_blacklist").or(general_blacklist);
+    let ip_range_whitelist = read_ip_ranges(top, "ip_range_whitelist").unwrap_or_default();
     let tls_certificate_path = top.get::<PathBuf>("tls_certificate_path");
     let tls_private_key_path = top.get::<PathBuf>("tls_private_key_path");
     let trusted_key_servers = if top.has("trusted_key_servers") {
@@ -629,13 +637,137 @@ fn read_federation(top: &mut Section<'_>) -> FederationConfig {
         top.take_raw("trusted_key_servers");
         defaults.trusted_key_servers
     };
+    let timers = read_federation_timers(top).unwrap_or_default();
     FederationConfig {
         signing_key_path,
+        key_refresh_interval,
         federation_domain_whitelist: whitelist,
         federation_verify_certificates: verify,
+        federation_custom_ca_list,
+        ip_range_blacklist,
+        ip_range_whitelist,
         trusted_key_servers,
         tls_certificate_path,
         tls_private_key_path,
+        timers,
+    }
+}
+
+/// The `federation` section (the reference's retry settings, plus Presenced's own timers).
+/// `None` when absent or invalid (problems recorded).
+fn read_federation_timers(top: &mut Section<'_>) -> Option<FederationTimers> {
+    let mut s = top.section("federation", Leftovers::Report)?;
+    let d = FederationTimers::default();
+    let client_timeout = positive_duration(&mut s, "client_timeout", d.client_timeout);
+    let connect_timeout = positive_duration(&mut s, "connect_timeout", d.connect_timeout);
+    let min_retry = positive_duration(
+        &mut s,
+        "destination_min_retry_interval",
+        d.destination_min_retry_interval,
+    );
+    let multiplier = s.get_or(
+        "destination_retry_multiplier",
+        d.destination_retry_multiplier,
+    );
+    if multiplier == 0 {
+        s.problem("destination_retry_multiplier", "must be at least 1");
+    }
+    let max_retry = positive_duration(
+        &mut s,
+        "destination_max_retry_interval",
+        d.destination_max_retry_interval,
+    );
+    let transaction_timeout =
+        positive_duration(&mut s, "transaction_timeout", d.transaction_timeout);
+    let pending_ttl = positive_duration(&mut s, "pending_presence_ttl", d.pending_presence_ttl);
+    let key_refetch = positive_duration(&mut s, "key_refetch_interval", d.key_refetch_interval);
+    if let (Some(min), Some(max)) = (min_retry, max_retry)
+        && max < min
+    {
+        s.problem(
+            "destination_max_retry_interval",
+            format!(
+                "must not be less than federation.destination_min_retry_interval ({})",
+                display_duration(min)
+            ),
+        );
+    }
+    s.finish();
+    Some(FederationTimers {
+        client_timeout: client_timeout?,
+        connect_timeout: connect_timeout?,
+        destination_min_retry_interval: min_retry?,
+        destination_retry_multiplier: multiplier.max(1),
+        destination_max_retry_interval: max_retry?,
+        transaction_timeout: transaction_timeout?,
+        pending_presence_ttl: pending_ttl?,
+        key_refetch_interval: key_refetch?,
+    })
+}
+
+/// Reads an optional list of IP ranges (CIDR or single addresses), naming each bad entry.
+fn read_ip_ranges(top: &mut Section<'_>, key: &str) -> Option<Vec<String>> {
+    let raw: Vec<String> = top.get(key)?;
+    let path = top.path_of(key);
+    let diag = top.diagnostics();
+    for (i, range) in raw.iter().enumerate() {
+        if presence_federation::IpRangeFilter::parse(std::slice::from_ref(range), &[]).is_err() {
+            diag.problem(
+                format!("{path}[{i}]"),
+                format!("{range:?} is not an IP range (expected e.g. 10.0.0.0/8 or ::1)"),
+            );
+        }
+    }
+    Some(raw)
+}
+
+/// TLS listeners need the certificate and key; federation needs a signing key.
+fn check_federation_files(
+    top: &Section<'_>,
+    listeners: &[ListenerConfig],
+    federation: &FederationConfig,
+) {
+    if let Some(i) = listeners.iter().position(|l| l.tls) {
+        for (key, value) in [
+            ("tls_certificate_path", &federation.tls_certificate_path),
+            ("tls_private_key_path", &federation.tls_private_key_path),
+        ] {
+            if value.is_none() {
+                top.problem(
+                    key,
+                    format!("is required: listeners[{i}] has tls: true (a PEM file)"),
+                );
+            }
+        }
+    }
+    // Other servers only connect over HTTPS: a plain federation listener must be behind a
+    // TLS-terminating proxy, which the reference's `x_forwarded` says.
+    for (i, l) in listeners.iter().enumerate() {
+        if (l.serves(ResourceName::Federation) || l.serves(ResourceName::Keys))
+            && !l.tls
+            && !l.x_forwarded
+        {
+            top.problem(
+                &format!("listeners[{i}].tls"),
+                "this listener serves federation without TLS, and other servers only connect \
+                 over HTTPS: set tls: true (with tls_certificate_path and tls_private_key_path), \
+                 or x_forwarded: true if a reverse proxy terminates TLS in front of it",
+            );
+        }
+    }
+    let federating = listeners
+        .iter()
+        .position(|l| l.serves(ResourceName::Federation) || l.serves(ResourceName::Keys));
+    if let Some(i) = federating
+        && federation.signing_key_path.is_none()
+    {
+        top.problem(
+            "signing_key_path",
+            format!(
+                "is required: listeners[{i}] serves federation or keys \
+                 (a new key is written to this file if it does not exist)"
+            ),
+        );
     }
 }
 

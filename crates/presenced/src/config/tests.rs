@@ -250,6 +250,9 @@ registration_shared_secret: ''
 federation_domain_whitelist: ['ok.org', 'bad host']
 trusted_key_servers:
   - verify_keys: {}
+ip_range_whitelist: ['127.0.0.1', 'nope']
+federation:
+  destination_retry_multiplier: 0
 password_hash_cost:
   iterations: 0
   memory: 4
@@ -260,10 +263,11 @@ password_hash_cost:
         "database.args.synchronous",
         "exclude_rooms_from_presence[1]",
         "experimental_features.msc3026_enabled",
+        "federation.destination_retry_multiplier",
         "federation_domain_whitelist[1]",
+        "ip_range_whitelist[1]",
         "listeners[0].bind_addresses[1]",
         "listeners[0].port",
-        "listeners[1].tls",
         "max_request_body_size",
         "modules[0].module",
         "password_hash_cost.iterations",
@@ -278,6 +282,8 @@ password_hash_cost:
         "rc_presence.per_user.per_second",
         "registration_shared_secret",
         "server_name",
+        "tls_certificate_path",
+        "tls_private_key_path",
         "trusted_key_servers[0].server_name",
     ];
     assert_eq!(paths, expected);
@@ -372,7 +378,6 @@ fn a_realistic_reference_homeserver_yaml_loads_with_warnings() {
             "enable_metrics",
             "experimental_features.msc3266_enabled",
             "form_secret",
-            "listeners[0].x_forwarded",
             "log_config",
             "macaroon_secret_key",
             "max_upload_size",
@@ -683,5 +688,109 @@ fn python_section_defaults_and_errors() {
     assert_eq!(
         problem_paths(&minimal_with("python: {load_timeout: 0s, path: [x]}\n")),
         vec!["python.load_timeout", "python.path"]
+    );
+}
+
+#[test]
+fn tls_listeners_need_their_files_and_federation_needs_a_signing_key() {
+    let yaml = "
+server_name: example.org
+listeners:
+  - {port: 8448, type: http, tls: true, resources: [{names: [federation]}]}
+";
+    assert_eq!(
+        problem_at(yaml, "tls_certificate_path"),
+        "is required: listeners[0] has tls: true (a PEM file)"
+    );
+    assert!(problem_at(yaml, "tls_private_key_path").starts_with("is required"));
+    assert!(
+        problem_at(yaml, "signing_key_path")
+            .starts_with("is required: listeners[0] serves federation or keys")
+    );
+}
+
+#[test]
+fn a_plain_federation_listener_needs_tls_or_a_reverse_proxy() {
+    let yaml = "
+server_name: example.org
+signing_key_path: signing.key
+listeners:
+  - {port: 8008, type: http, resources: [{names: [client, federation]}]}
+";
+    assert!(
+        problem_at(yaml, "listeners[0].tls")
+            .starts_with("this listener serves federation without TLS")
+    );
+    let proxied = yaml.replace("type: http,", "type: http, x_forwarded: true,");
+    let loaded = load(&proxied);
+    assert!(loaded.config.listeners[0].x_forwarded);
+    assert!(loaded.config.federates());
+}
+
+#[test]
+fn federation_settings_are_read() {
+    let yaml = "
+server_name: 127.0.0.1:8448
+listeners:
+  - {port: 8448, type: http, tls: true, resources: [{names: [federation, keys]}]}
+signing_key_path: keys/signing.key
+tls_certificate_path: tls.crt
+tls_private_key_path: tls.key
+federation_verify_certificates: false
+federation_ip_range_blacklist: ['10.0.0.0/8']
+ip_range_whitelist: ['127.0.0.1', '::1']
+key_refresh_interval: 2h
+trusted_key_servers: []
+federation:
+  client_timeout: 3s
+  connect_timeout: 1s
+  destination_min_retry_interval: 100ms
+  destination_retry_multiplier: 3
+  destination_max_retry_interval: 1s
+  transaction_timeout: 2s
+  pending_presence_ttl: 30s
+  key_refetch_interval: 500ms
+  max_short_retries: 3
+";
+    let loaded = load(yaml);
+    let c = &loaded.config;
+    assert!(c.federates());
+    assert!(c.listeners[0].tls);
+    let f = &c.federation;
+    assert!(!f.federation_verify_certificates);
+    assert_eq!(f.ip_range_blacklist, Some(vec!["10.0.0.0/8".to_owned()]));
+    assert_eq!(f.ip_range_whitelist, ["127.0.0.1", "::1"]);
+    assert_eq!(f.key_refresh_interval, Duration::from_secs(7200));
+    assert!(f.trusted_key_servers.is_empty());
+    let t = &f.timers;
+    assert_eq!(t.client_timeout, Duration::from_secs(3));
+    assert_eq!(t.connect_timeout, Duration::from_secs(1));
+    assert_eq!(t.destination_min_retry_interval, Duration::from_millis(100));
+    assert_eq!(t.destination_retry_multiplier, 3);
+    assert_eq!(t.destination_max_retry_interval, Duration::from_secs(1));
+    assert_eq!(t.transaction_timeout, Duration::from_secs(2));
+    assert_eq!(t.pending_presence_ttl, Duration::from_secs(30));
+    assert_eq!(t.key_refetch_interval, Duration::from_millis(500));
+    // The reference's other retry keys are known to exist but not used.
+    assert_eq!(loaded.unknown_keys, ["federation.max_short_retries"]);
+}
+
+#[test]
+fn the_general_ip_blacklist_applies_unless_the_federation_one_is_set() {
+    let yaml = minimal_with("ip_range_blacklist: ['10.0.0.0/8']\n");
+    assert_eq!(
+        load(&yaml).config.federation.ip_range_blacklist,
+        Some(vec!["10.0.0.0/8".to_owned()])
+    );
+    assert_eq!(
+        load(&minimal_with("")).config.federation.ip_range_blacklist,
+        None
+    );
+    let yaml = minimal_with(
+        "federation: {destination_min_retry_interval: 10s, destination_max_retry_interval: 1s}\n",
+    );
+    assert!(
+        problem_at(&yaml, "federation.destination_max_retry_interval")
+            .starts_with("must not be less than")
     );
 }

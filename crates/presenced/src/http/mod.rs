@@ -41,6 +41,9 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// `GET /metrics`: every metric in the Prometheus text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    if let Some(federation) = state.federation() {
+        crate::metrics::federation(federation);
+    }
     crate::metrics::render(state.metrics(), state.presence().routers(), state.python())
 }
 
@@ -55,6 +58,8 @@ pub fn app(state: AppState) -> Router {
 /// The application for a listener serving `resources`.
 pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
     let mut router = Router::new().route(HEALTH_PATH, get(health));
+    // The federation crate's routes carry their own state.
+    let mut federation_routes = Router::new();
     for resource in resources {
         router = match resource {
             ResourceName::Client => router
@@ -62,17 +67,32 @@ pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
                 .merge(admin::routes())
                 .merge(admin_rooms::routes()),
             ResourceName::Metrics => router.route(METRICS_PATH, get(metrics)),
-            // Federation, keys and metrics have no endpoints yet; their listeners already
-            // bind so the operator's layout works as soon as they do.
             _ => router,
         };
+        match (resource, state.federation()) {
+            (ResourceName::Federation, Some(f)) => {
+                federation_routes = federation_routes.merge(f.federation_router());
+            }
+            (ResourceName::Keys, Some(f)) => {
+                federation_routes = federation_routes.merge(f.keys_router());
+            }
+            _ => {}
+        }
     }
-    with_common_layers(router, state)
+    layered(
+        router.with_state(state.clone()).merge(federation_routes),
+        &state,
+    )
 }
 
 /// Adds what every listener shares around `routes`: the Matrix fallbacks, the body limit,
 /// CORS and request tracing.
+#[cfg(test)]
 pub(crate) fn with_common_layers(routes: Router<AppState>, state: AppState) -> Router {
+    layered(routes.with_state(state.clone()), &state)
+}
+
+fn layered(routes: Router, state: &AppState) -> Router {
     let body_limit = state.config().max_request_body_size;
     routes
         .fallback(unrecognized)
@@ -88,7 +108,6 @@ pub(crate) fn with_common_layers(routes: Router<AppState>, state: AppState) -> R
                 // 500s are logged once, with their cause, where `ApiError` becomes a response.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .with_state(state)
 }
 
 /// The CORS policy the Matrix specification asks every server to send.

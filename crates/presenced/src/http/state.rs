@@ -39,12 +39,15 @@ struct Inner {
     pending_auth: crate::accounts::PendingAuth,
     room_locks: crate::rooms::RoomLocks,
     python: crate::routers::PythonModules,
+    federation: Option<presence_federation::Federation>,
 }
 
 /// What [`AppState::build`] leaves for the server to run.
 pub struct Background {
     /// Commands from router modules (`ModuleApi`), for the presence service's loop.
     pub module_commands: mpsc::Receiver<ModuleCommand>,
+    /// Stops the federation outbox's tasks.
+    pub federation_shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Capacity of the module command channel: modules wait when the server is this far behind.
@@ -60,6 +63,10 @@ impl AppState {
         let engine = Engine::new(engine_config(&config));
         let presence =
             PresenceService::new(engine, routers.set, store.clone(), Notifier::default());
+        // Connected before the restore, so restored changes reach remote servers too.
+        let federation_shutdown = tokio_util::sync::CancellationToken::new();
+        let federation =
+            crate::federation::start(&config, &presence, federation_shutdown.clone()).await?;
         presence
             .restore()
             .await
@@ -74,6 +81,7 @@ impl AppState {
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
                 python: routers.python,
+                federation,
                 config,
                 store,
                 presence,
@@ -83,6 +91,7 @@ impl AppState {
             state,
             Background {
                 module_commands: rx,
+                federation_shutdown,
             },
         ))
     }
@@ -100,6 +109,11 @@ impl AppState {
     /// The presence service.
     pub fn presence(&self) -> &PresenceService<Store> {
         &self.inner.presence
+    }
+
+    /// Federation, when a listener serves `federation` or `keys`.
+    pub fn federation(&self) -> Option<&presence_federation::Federation> {
+        self.inner.federation.as_ref()
     }
 
     /// The Prometheus metrics handle.

@@ -195,6 +195,11 @@ impl Client {
         }
     }
 
+    /// The server's base URL (`http://ADDR`).
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// One request: (status, JSON body or Null).
     pub(crate) async fn request(
         &self,
