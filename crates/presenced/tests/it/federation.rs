@@ -859,3 +859,96 @@ async fn sigterm_hands_queued_presence_over_before_exiting() {
     assert!(users.contains(&second.user_id), "{users:?}");
     shutdown.cancel();
 }
+
+/// Reference tests 3–4, federated part: a Python module (legacy and `modules:` form) calls
+/// `send_local_online_presence_to` for a remote user from a looping call; once nothing changes
+/// any more, what reaches that user's server is exactly the local users who are not offline.
+#[cfg(feature = "python")]
+#[tokio::test]
+async fn test3_4_a_python_module_sends_local_online_presence_to_a_remote_user() {
+    let routers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../presence-python/tests/python");
+    for (legacy, class) in [
+        (true, "announcer.Announcer"),
+        (false, "announcer.AnnouncerModule"),
+    ] {
+        let (pa, pf) = (free_port(), free_port());
+        let shutdown = CancellationToken::new();
+        let receiver = fake_receiver(pf, shutdown.clone()).await;
+        receiver.up.store(true, Ordering::SeqCst);
+        let far = format!("@far_away_person:127.0.0.1:{pf}");
+        let local = |name: &str| format!("@{name}:127.0.0.1:{pa}");
+        let router_config = format!(
+            "{{users_who_should_receive_all_presence: ['{}', '{}', '{far}'], \
+             announce: [['{far}']], repeat: true}}",
+            local("presence_gobbler1"),
+            local("presence_gobbler2"),
+        );
+        let entry = format!("{{module: {class}, config: {router_config}}}");
+        let routers_yaml = if legacy {
+            format!("presence: {{presence_router: {entry}}}")
+        } else {
+            format!("modules: [{entry}]")
+        };
+        let a = FedServer::start(
+            pa,
+            &format!(
+                "python: {{paths: ['{}']}}\n{routers_yaml}\n",
+                routers.display()
+            ),
+        )
+        .await;
+        let c = a.client();
+        let other = register(&c, "other_user").await;
+        let g1 = register(&c, "presence_gobbler1").await;
+        let g2 = register(&c, "presence_gobbler2").await;
+        let _offline = register(&c, "offline_user").await;
+        for (user, presence, msg) in [
+            (&other, "online", "I'm online!"),
+            (&g1, "online", "I'm also online!"),
+            (&g2, "unavailable", "I'm in a meeting!"),
+        ] {
+            c.put_presence(
+                user,
+                &user.user_id,
+                json!({"presence": presence, "status_msg": msg}),
+            )
+            .await;
+        }
+        // Let the routed updates go out, then look only at what the announcements send.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = receiver.log.lock().unwrap().len();
+        let started = Instant::now();
+        let pushed: Vec<Value> = loop {
+            let log = receiver.log.lock().unwrap().clone();
+            let pushed: Vec<Value> = log[before..]
+                .iter()
+                .flat_map(|r| r.body["edus"].as_array().unwrap().clone())
+                .filter(|e| e["edu_type"] == "m.presence")
+                .flat_map(|e| e["content"]["push"].as_array().unwrap().clone())
+                .collect();
+            if log.len() >= before + 3 {
+                break pushed;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{class}: no announcements"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let users: std::collections::BTreeSet<&str> = pushed
+            .iter()
+            .map(|p| p["user_id"].as_str().unwrap())
+            .collect();
+        let want: std::collections::BTreeSet<&str> = [&other, &g1, &g2]
+            .iter()
+            .map(|u| u.user_id.as_str())
+            .collect();
+        assert_eq!(users, want, "{class}");
+        assert!(
+            pushed.iter().all(|p| p["presence"] != "offline"),
+            "{class}: {pushed:?}"
+        );
+        shutdown.cancel();
+    }
+}
