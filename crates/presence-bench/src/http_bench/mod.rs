@@ -178,7 +178,7 @@ fn validate(args: &HttpArgs) -> Result<(), BenchError> {
         ("--drain", args.drain),
         ("--progress", args.progress),
     ] {
-        if !(v.is_finite() && v >= 0.0 && v < 1e6) {
+        if !(0.0..1e6).contains(&v) {
             return Err(BenchError::InvalidArgs(format!("{name} out of range")));
         }
     }
@@ -533,10 +533,10 @@ async fn load(ctx: &Arc<Ctx>, args: &HttpArgs, rate: f64, start_ns: u64, end_ns:
                     ctx.in_flight.fetch_add(1, Ordering::Relaxed);
                     let ok = ctx.matrix.put_presence(session, presence, &status).await;
                     ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    if let Err(e) = &ok {
-                        if ctx.tracker.counters.failed.load(Ordering::Relaxed) < 5 {
-                            eprintln!("PUT presence failed: {e}");
-                        }
+                    if let Err(e) = &ok
+                        && ctx.tracker.counters.failed.load(Ordering::Relaxed) < 5
+                    {
+                        eprintln!("PUT presence failed: {e}");
                     }
                     ctx.tracker.sent(u, seq, t, ok.is_ok());
                 }
