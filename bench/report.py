@@ -28,6 +28,8 @@ WORKLOADS = {
     "sweep": "{n} users in one room, 1 room + 1 router watcher, 8 PUTs in flight, rate sweep",
     "users": "{n} users, Zipf rooms (2/user, largest 1,000), {w} room watchers + 1 router "
     "watcher, 64 PUTs in flight",
+    "light": "{n} users, Zipf rooms (2/user, largest 100), {w} room watchers + 1 router "
+    "watcher, 64 PUTs in flight",
 }
 
 
@@ -36,9 +38,9 @@ def read(path):
     with open(path) as f:
         next(f)
         for raw in f:
-            workload, server, step, rate, line, load = raw.rstrip("\n").split("\t")
+            workload, server, step, rate, line, load, fanout = raw.rstrip("\n").split("\t")
             row = {"workload": workload, "server": server, "step": int(step),
-                   "rate": float(rate), "load": load, "dnf": line == "DNF"}
+                   "rate": float(rate), "load": load, "fanout": fanout, "dnf": line == "DNF"}
             m = LINE.match(line)
             if m:
                 row.update(users=int(m[2]), ups=int(m[3]), dps=int(m[4]),
@@ -79,7 +81,9 @@ def describe(workload):
 def short(workload):
     kind = re.match(r"[a-z]+", workload)[0]
     n = int(workload[len(kind):])
-    return f"{n:,} users" + (" in one room" if kind in ("ref", "sweep") else ", Zipf rooms")
+    if kind in ("ref", "sweep"):
+        return f"{n:,} users in one room"
+    return f"{n:,} users, rooms ≤ {'100' if kind == 'light' else '1,000'}"
 
 
 def section(rows, args):
@@ -94,9 +98,9 @@ def section(rows, args):
         f"started is in the last column. Synapse runs were time-boxed, setup included, at "
         f"{args.synapse_timebox}.")
     out.append("")
-    out.append("| workload | server | durability | updates/s | deliveries/s | p50 ms | p99 ms "
-               "| RSS MB | load avg |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    out.append("| workload | watchers per update | server | durability | updates/s | deliveries/s "
+               "| p50 ms | p99 ms | RSS MB | load avg |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     order = []
     for r in rows:
         if not r["workload"].startswith("sweep") and r["workload"] not in order:
@@ -107,12 +111,12 @@ def section(rows, args):
         for name, r in (("presenced", p), ("synapse", s)):
             if r is None:
                 continue
-            out.append(f"| {describe(w)} | {name} | {DURABILITY[name]} | {fmt_row(r)} | "
-                       f"{r['load']} |")
+            out.append(f"| {describe(w)} | {r['fanout']} | {name} | {DURABILITY[name]} | "
+                       f"{fmt_row(r)} | {r['load']} |")
         if p and s and not p["dnf"] and not s["dnf"]:
             ratio_u = p["ups"] / max(s["ups"], 1)
             ratio_p99 = s["p99"] / max(p["p99"], 1e-9)
-            out.append(f"| | **ratio** | | **{ratio_u:,.0f}×** | "
+            out.append(f"| | | **ratio** | | **{ratio_u:,.0f}×** | "
                        f"{p['dps'] / max(s['dps'], 1):,.0f}× | "
                        f"{s['p50'] / max(p['p50'], 1e-9):,.1f}× lower | "
                        f"{ratio_p99:,.1f}× lower | {s['rss'] / max(p['rss'], 1e-9):,.1f}× less | |")
@@ -125,7 +129,7 @@ def section(rows, args):
     out.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["workload"].startswith("sweep") or (
-                r["workload"].startswith("users") and len(
+                r["workload"].startswith(("users", "light")) and len(
                     [x for x in rows if x["workload"] == r["workload"]
                      and x["server"] == r["server"]]) > 1):
             target = "full speed" if r["rate"] == 0 else fmt_int(int(r["rate"]))
