@@ -146,8 +146,12 @@ run() {
   IFS=, read -ra rate_list <<< "$rates"
   if [ "$status" -ne 0 ] || [ ! -s "$dir/bench.out" ]; then
     log "$workload on $server did not finish (exit $status)"
-    printf '%s\t%s\t0\t%s\tDNF\t%s\t%s\n' "$workload" "$server" "${rate_list[0]}" "$load" \
-      "${fanout:-?}" >> "$RESULTS"
+    # How far setup got: the last progress line.
+    local reached
+    reached="$(grep -E '^  (registered|rooms created|joins|initial syncs):' "$dir/bench.err" \
+      | tail -1 | sed 's/^ *//')"
+    printf '%s\t%s\t0\t%s\tDNF %s\t%s\t%s\n' "$workload" "$server" "${rate_list[0]}" \
+      "${reached:-}" "$load" "${fanout:-?}" >> "$RESULTS"
     return 0
   fi
   while IFS= read -r line; do

@@ -40,7 +40,8 @@ def read(path):
         for raw in f:
             workload, server, step, rate, line, load, fanout = raw.rstrip("\n").split("\t")
             row = {"workload": workload, "server": server, "step": int(step),
-                   "rate": float(rate), "load": load, "fanout": fanout, "dnf": line == "DNF"}
+                   "rate": float(rate), "load": load, "fanout": fanout,
+                   "dnf": line.startswith("DNF"), "reached": line[4:].strip()}
             m = LINE.match(line)
             if m:
                 row.update(users=int(m[2]), ups=int(m[3]), dps=int(m[4]),
@@ -57,7 +58,8 @@ def fmt_int(v):
 
 def fmt_row(r):
     if r["dnf"]:
-        return "did not finish | — | — | — | —"
+        where = f" (setup had reached {r['reached']})" if r["reached"] else ""
+        return f"did not finish{where} | — | — | — | —"
     return (f"{fmt_int(r['ups'])} | {fmt_int(r['dps'])} | {r['p50']:.2f} | {r['p99']:.2f} | "
             f"{r['rss']:.0f}")
 
@@ -119,7 +121,7 @@ def section(rows, args):
             out.append(f"| | | **ratio** | | **{ratio_u:,.0f}×** | "
                        f"{p['dps'] / max(s['dps'], 1):,.0f}× | "
                        f"{s['p50'] / max(p['p50'], 1e-9):,.1f}× lower | "
-                       f"{ratio_p99:,.1f}× lower | {s['rss'] / max(p['rss'], 1e-9):,.1f}× less | |")
+                       f"{ratio_p99:,.1f}× lower | {s['rss'] / max(p['rss'], 1e-9):,.1f}× smaller | |")
     out.append("")
     out.append("Rate sweeps (each step on the same server, one after the other; target 0 = as "
                "fast as the server answers):")
