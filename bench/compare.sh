@@ -61,7 +61,7 @@ fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
-printf 'workload\tserver\tstep\ttarget_rate\tline\tload\tfanout\n' > "$RESULTS"
+printf 'workload\tserver\tstep\ttarget_rate\tline\tload\tfanout\tcpu\n' > "$RESULTS"
 
 # --- servers -------------------------------------------------------------------------------
 SERVER_PID=""
@@ -150,14 +150,18 @@ run() {
     local reached
     reached="$(grep -E '^  (registered|rooms created|joins|initial syncs):' "$dir/bench.err" \
       | tail -1 | sed 's/^ *//')"
-    printf '%s\t%s\t0\t%s\tDNF %s\t%s\t%s\n' "$workload" "$server" "${rate_list[0]}" \
+    printf '%s\t%s\t0\t%s\tDNF %s\t%s\t%s\t?\n' "$workload" "$server" "${rate_list[0]}" \
       "${reached:-}" "$load" "${fanout:-?}" >> "$RESULTS"
     return 0
   fi
+  # "step done: server CPU 97%, generator CPU 61% (of one core)", one per step.
+  local cpus=()
+  mapfile -t cpus < <(grep -o 'server CPU [^,]*, generator CPU [^ ]*' "$dir/bench.err" \
+    | sed -e 's/server CPU //' -e 's/, generator CPU /\//')
   while IFS= read -r line; do
     rate="${rate_list[$step]:-0}"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$server" "$step" "$rate" "$line" \
-      "$load" "${fanout:-?}" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$server" "$step" "$rate" "$line" \
+      "$load" "${fanout:-?}" "${cpus[$step]:-?}" >> "$RESULTS"
     log "  $line"
     step=$((step + 1))
   done < "$dir/bench.out"

@@ -38,9 +38,9 @@ def read(path):
     with open(path) as f:
         next(f)
         for raw in f:
-            workload, server, step, rate, line, load, fanout = raw.rstrip("\n").split("\t")
+            workload, server, step, rate, line, load, fanout, cpu = raw.rstrip("\n").split("\t")
             row = {"workload": workload, "server": server, "step": int(step),
-                   "rate": float(rate), "load": load, "fanout": fanout,
+                   "rate": float(rate), "load": load, "fanout": fanout, "cpu": cpu,
                    "dnf": line.startswith("DNF"), "reached": line[4:].strip()}
             m = LINE.match(line)
             if m:
@@ -97,7 +97,9 @@ def section(rows, args):
         f"{args.duration:g} s per step after a 2 s warm-up, every workload on a fresh server "
         f"and database. Latency: PUT sent → the watcher's `/sync` response that shows the "
         f"update (or a newer one of the same user). Load average (1, 5, 15 min) when each run "
-        f"started is in the last column. Synapse runs were time-boxed, setup included, at "
+        f"started is in the last column (the benchmark itself keeps both cores busy); the "
+        f"sweep table gives the CPU time each process used during the step, as a share of one "
+        f"core. Synapse runs were time-boxed, setup included, at "
         f"{args.synapse_timebox}.")
     out.append("")
     out.append("| workload | watchers per update | server | durability | updates/s | deliveries/s "
@@ -127,8 +129,8 @@ def section(rows, args):
                "fast as the server answers):")
     out.append("")
     out.append("| workload | server | target updates/s | updates/s | deliveries/s | p50 ms | "
-               "p99 ms | RSS MB |")
-    out.append("|---|---|---|---|---|---|---|---|")
+               "p99 ms | RSS MB | CPU server/generator |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["workload"].startswith("sweep") or (
                 r["workload"].startswith(("users", "light")) and len(
@@ -136,7 +138,7 @@ def section(rows, args):
                      and x["server"] == r["server"]]) > 1):
             target = "full speed" if r["rate"] == 0 else fmt_int(int(r["rate"]))
             out.append(f"| {short(r['workload'])} | {r['server']} | {target} | "
-                       f"{fmt_row(r)} |")
+                       f"{fmt_row(r)} | {r['cpu']} |")
     out.append("")
     out.append(f"![Latency and throughput against load]({os.path.basename(args.chart)})")
     out.append("")

@@ -405,7 +405,22 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
         let end = start + secs_ns(args.duration);
         ctx.tracker.add_step(start, end);
         eprintln!("step: {} s at {}", args.duration, rate_name(rate));
+        let cpu_before = (args.server_pid.map(cpu_seconds), cpu_seconds_self());
+        let wall = Instant::now();
         load(&ctx, args, rate, start, end).await;
+        let wall = wall.elapsed().as_secs_f64().max(1e-9);
+        let share = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.0}%", (b - a) * 100.0 / wall),
+            _ => "?".to_owned(),
+        };
+        eprintln!(
+            "step done: server CPU {}, generator CPU {} (of one core)",
+            share(
+                cpu_before.0.flatten(),
+                args.server_pid.and_then(cpu_seconds)
+            ),
+            share(cpu_before.1, cpu_seconds_self())
+        );
         rss.push(args.server_pid.map_or(0.0, rss_mb));
     }
 
@@ -668,6 +683,26 @@ async fn report_progress(ctx: Arc<Ctx>, every: f64, pid: Option<u32>) {
     }
 }
 
+/// User and system CPU time of process `pid` so far, in seconds (`/proc/<pid>/stat`).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    proc_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_self() -> Option<f64> {
+    proc_cpu_seconds("/proc/self/stat")
+}
+
+fn proc_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces:
+    // state is field 3, utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+    Some(ticks / 100.0)
+}
+
 /// Resident memory of process `pid` in MiB (`VmRSS` in `/proc/<pid>/status`); 0 if unreadable.
 pub fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -699,6 +734,16 @@ mod tests {
             r.to_string(),
             "http server=presenced users=200 updates_per_sec=1234 deliveries_per_sec=2469 p50_ms=1.23 p99_ms=10.00 rss_mb=42.2"
         );
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_seconds_self().is_some_and(|s| s >= 0.0));
+        assert!(cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]
