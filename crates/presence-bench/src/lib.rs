@@ -7,6 +7,8 @@
 //! - [`baseline`]: the simplest fan-out loops over the same rooms, to put the engine's figures
 //!   in proportion.
 //! - [`heap`]: the counting allocator the memory figure comes from.
+//! - [`http_bench`]: the end-to-end load generator over the Matrix client-server API, for
+//!   Presenced and the reference homeserver alike.
 //!
 //! The `presence-bench` binary is a thin command line over these; the criterion benches in
 //! `benches/` reuse [`engine_bench::Bench`] at a small size.
@@ -14,6 +16,7 @@
 pub mod baseline;
 pub mod engine_bench;
 pub mod heap;
+pub mod http_bench;
 pub mod rng;
 pub mod world;
 
@@ -27,7 +30,22 @@ pub enum BenchError {
     /// A generated identifier was refused (a bug in the generator).
     #[error("invalid generated identifier: {0}")]
     Id(#[from] presence_router::IdError),
-    /// Writing a report failed.
-    #[error("writing the report failed: {0}")]
+    /// Writing a report failed, or the runtime could not start.
+    #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// An HTTP request failed before the server answered, or its answer was unreadable.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The server answered with a Matrix error.
+    #[error("server answered {status} {errcode}: {error}")]
+    Matrix {
+        /// HTTP status.
+        status: u16,
+        /// Matrix `errcode` (empty if none).
+        errcode: String,
+        /// Matrix `error`, or the body.
+        error: String,
+        /// `retry_after_ms` of a 429.
+        retry_after_ms: Option<u64>,
+    },
 }

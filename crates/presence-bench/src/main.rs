@@ -2,6 +2,9 @@
 //!
 //! `presence-bench engine --users N` builds a synthetic server and drives the presence engine
 //! on one thread; see `presence_bench::engine_bench`. Its last stdout line is the summary.
+//!
+//! `presence-bench http --base-url URL --shared-secret S --users N ...` loads a running
+//! homeserver over the client-server API; see `presence_bench::http_bench`.
 
 use std::process::ExitCode;
 
@@ -9,6 +12,7 @@ use clap::{Parser, Subcommand};
 use presence_bench::{
     engine_bench::{self, EngineArgs},
     heap::{self, CountingAlloc},
+    http_bench::{self, HttpArgs},
 };
 
 /// Counts live heap bytes so the engine benchmark can report memory per user.
@@ -27,6 +31,8 @@ struct Cli {
 enum Command {
     /// Drive the presence engine with a synthetic server on one thread.
     Engine(EngineArgs),
+    /// Load a homeserver over the client-server API: presence updates against open syncs.
+    Http(HttpArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
         Command::Engine(args) => {
             engine_bench::main(args, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Command::Http(args) => http_bench::main(args, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

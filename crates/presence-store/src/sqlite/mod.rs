@@ -23,7 +23,11 @@ mod writer;
 use std::{
     future::Future,
     path::{Path, PathBuf},
-    sync::{Arc, PoisonError, RwLock, mpsc},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -110,6 +114,9 @@ struct Inner {
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReadPool>,
     stats: Arc<StatsCounters>,
+    /// The highest committed room event ordering, kept here so that every `/sync` does not
+    /// ask SQLite for it. Raised by the writer thread after each commit that adds events.
+    max_ordering: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -133,6 +140,7 @@ impl SqliteStore {
 
     fn open_blocking(config: SqliteConfig) -> Result<Self, StoreError> {
         let conn = schema::open_writer(&config.path, config.synchronous, config.busy_timeout)?;
+        let max_ordering = Arc::new(AtomicU64::new(rooms::max_stream_ordering(&conn)?));
         let readers = Arc::new(ReadPool::new(
             config.path.clone(),
             config.busy_timeout,
@@ -154,6 +162,7 @@ impl SqliteStore {
                 writer: tokio::sync::Mutex::new(Some(handle)),
                 readers,
                 stats,
+                max_ordering,
             }),
         })
     }
@@ -177,7 +186,21 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (job, reply) = WriteJob::boxed(work);
+        self.write_then(work, None)
+    }
+
+    /// [`Self::write`], with `on_commit` run on the writer thread with the result once it is
+    /// committed (whether or not the caller still waits).
+    fn write_then<T, F>(
+        &self,
+        work: F,
+        on_commit: Option<writer::OnCommit<T>>,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (job, reply) = WriteJob::boxed(work, on_commit);
         let queued = self.enqueue(job);
         async move {
             queued?;
@@ -294,7 +317,15 @@ impl PresenceStore for SqliteStore {
         update: RoomUpdate,
     ) -> impl Future<Output = Result<Vec<StreamOrdering>, StoreError>> + Send + use<> {
         let room_id = room_id.clone();
-        self.write(move |conn| rooms::apply_room_update(conn, &room_id, &update))
+        let max_ordering = Arc::clone(&self.inner.max_ordering);
+        self.write_then(
+            move |conn| rooms::apply_room_update(conn, &room_id, &update),
+            Some(Box::new(move |orderings: &Vec<StreamOrdering>| {
+                if let Some(&top) = orderings.iter().max() {
+                    max_ordering.fetch_max(top, Ordering::Release);
+                }
+            })),
+        )
     }
 
     fn room_state(
@@ -343,7 +374,9 @@ impl PresenceStore for SqliteStore {
     fn max_stream_ordering(
         &self,
     ) -> impl Future<Output = Result<StreamOrdering, StoreError>> + Send + use<> {
-        self.read(rooms::max_stream_ordering)
+        // Only orderings whose events are committed are published, so a reader that reads
+        // up to this position sees every event below it.
+        std::future::ready(Ok(self.inner.max_ordering.load(Ordering::Acquire)))
     }
 
     fn recent_events(

@@ -34,10 +34,15 @@ pub(super) trait Job: Send {
     fn finish(self: Box<Self>, batch: &Result<(), Arc<rusqlite::Error>>);
 }
 
+/// Runs on the writer thread with a write's result once it is committed, before the caller
+/// hears of it.
+pub(super) type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 /// A queued write: the work to do and where to send its result.
 pub(super) struct WriteJob<T, F> {
     work: Option<F>,
     outcome: Option<Result<T, StoreError>>,
+    on_commit: Option<OnCommit<T>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -46,11 +51,15 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    pub(super) fn boxed(work: F) -> (Box<dyn Job>, oneshot::Receiver<Result<T, StoreError>>) {
+    pub(super) fn boxed(
+        work: F,
+        on_commit: Option<OnCommit<T>>,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, rx) = oneshot::channel();
         let job = Self {
             work: Some(work),
             outcome: None,
+            on_commit,
             reply,
         };
         (Box::new(job), rx)
@@ -84,6 +93,10 @@ where
             (Some(Ok(_)) | None, Err(e)) => Err(StoreError::BatchFailed(Arc::clone(e))),
             (None, Ok(())) => Err(StoreError::Closed),
         };
+        // Even if the caller has stopped waiting, the write is committed: publish it.
+        if let (Ok(value), Some(on_commit)) = (&result, self.on_commit) {
+            on_commit(value);
+        }
         // The caller may have stopped waiting; the write is applied all the same.
         let _ = self.reply.send(result);
     }
