@@ -4,7 +4,9 @@
 //! `get_users_for_states` with no lock held, `Engine::finish` under the lock, then the rows are
 //! persisted (group commit) before the caller is answered, waiting syncs are woken and remote
 //! servers are sent what they need. The engine lock is a `std::sync::Mutex` held only for
-//! in-memory work, never across an `.await`.
+//! in-memory work, never across an `.await`. Local changes reach that path in batches
+//! (`batch`): one engine step, one router call and one commit for everything that arrived
+//! while the previous batch was being processed.
 
 mod background;
 mod batch;
