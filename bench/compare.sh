@@ -109,7 +109,7 @@ disable_existing_loggers: false
 EOF
   sed -e "s#@PORT@#$SYNAPSE_PORT#g" -e "s#@DATA@#$dir#g" -e "s#@SECRET@#$SECRET#g" \
     "$ROOT/bench/synapse.yaml.in" > "$dir/bench.yaml"
-  (cd "$dir" && PYTHONPATH="$ROOT/bench" exec taskset -c "$SERVER_CPU" "$VENV/bin/python" \
+  (cd "$dir" && PYTHONPATH="$ROOT/crates/presence-python/tests/python" exec taskset -c "$SERVER_CPU" "$VENV/bin/python" \
     -m synapse.app.homeserver -c "$dir/homeserver.yaml" -c "$dir/bench.yaml" \
     >"$dir/stdout.log" 2>&1) &
   SERVER_PID=$!
