@@ -188,9 +188,12 @@ mod python {
 
     use crate::{config::Config, error::StartError};
 
-    /// Nothing: this build runs no Python.
+    /// Nothing: this build runs no Python. (A field, so that both builds construct it with
+    /// `default()`.)
     #[derive(Clone, Default)]
-    pub struct PythonModules;
+    pub struct PythonModules {
+        _none: (),
+    }
 
     impl PythonModules {
         pub(super) fn load(

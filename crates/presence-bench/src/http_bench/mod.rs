@@ -237,24 +237,14 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
         .map(|i| format!("{prefix}u{i}"))
         .chain((0..args.router_watchers).map(|k| format!("benchall{k}")))
         .collect();
-    let done = Arc::new(AtomicUsize::new(0));
-    let sessions: Vec<Session> = {
-        let ticker = spawn_ticker("registered", done.clone(), localparts.len(), args.progress);
-        let result = stream::iter(localparts.iter())
-            .map(|lp| {
-                let (matrix, done) = (&matrix, &done);
-                async move {
-                    let s = matrix.register(&args.shared_secret, lp).await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    s
-                }
-            })
-            .buffered(args.setup_concurrency)
-            .try_collect()
-            .await;
-        ticker.abort();
-        result?
-    };
+    let sessions: Vec<Session> = setup_step(
+        "registered",
+        localparts.len(),
+        args.setup_concurrency,
+        args.progress,
+        |i| matrix.register(&args.shared_secret, &localparts[i]),
+    )
+    .await?;
     eprintln!(
         "registered {} users in {:.1} s",
         sessions.len(),
@@ -264,30 +254,14 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
     // Rooms: create them all, then the joins in a shuffled order so that concurrent joins
     // rarely queue on the same room.
     let t = Instant::now();
-    done.store(0, Ordering::Relaxed);
-    let room_ids: Vec<String> = {
-        let ticker = spawn_ticker(
-            "rooms created",
-            done.clone(),
-            layout.rooms.len(),
-            args.progress,
-        );
-        let result = stream::iter(layout.rooms.iter())
-            .map(|members| {
-                let (matrix, done, sessions) = (&matrix, &done, &sessions);
-                async move {
-                    let creator = &sessions[members[0] as usize];
-                    let id = matrix.create_room(&creator.access_token).await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    id
-                }
-            })
-            .buffered(args.setup_concurrency)
-            .try_collect()
-            .await;
-        ticker.abort();
-        result?
-    };
+    let room_ids: Vec<String> = setup_step(
+        "rooms created",
+        layout.rooms.len(),
+        args.setup_concurrency,
+        args.progress,
+        |r| matrix.create_room(&sessions[layout.rooms[r][0] as usize].access_token),
+    )
+    .await?;
     let mut joins: Vec<(u32, u32)> = layout
         .rooms
         .iter()
@@ -298,26 +272,17 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
     for i in (1..joins.len()).rev() {
         joins.swap(i, rng.below(i + 1));
     }
-    done.store(0, Ordering::Relaxed);
-    {
-        let ticker = spawn_ticker("joins", done.clone(), joins.len(), args.progress);
-        let result: Result<(), BenchError> = stream::iter(joins.iter())
-            .map(|&(m, r)| {
-                let (matrix, done, sessions, room_ids) = (&matrix, &done, &sessions, &room_ids);
-                async move {
-                    let s = matrix
-                        .join(&sessions[m as usize].access_token, &room_ids[r as usize])
-                        .await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    s
-                }
-            })
-            .buffer_unordered(args.setup_concurrency)
-            .try_collect()
-            .await;
-        ticker.abort();
-        result?;
-    }
+    setup_step(
+        "joins",
+        joins.len(),
+        args.setup_concurrency,
+        args.progress,
+        |j| {
+            let (m, r) = joins[j];
+            matrix.join(&sessions[m as usize].access_token, &room_ids[r as usize])
+        },
+    )
+    .await?;
     eprintln!(
         "{} rooms, {} joins in {:.1} s",
         room_ids.len(),
@@ -350,35 +315,27 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
         .map(|&w| w as usize)
         .chain(args.users..args.users + args.router_watchers)
         .collect();
-    done.store(0, Ordering::Relaxed);
-    let firsts: Vec<Watcher> = {
-        let ticker = spawn_ticker(
-            "initial syncs",
-            done.clone(),
-            watcher_ids.len(),
-            args.progress,
-        );
-        let result = stream::iter(watcher_ids.iter())
-            .map(|&w| {
-                let (ctx, done) = (&ctx, &done);
-                async move {
-                    let mut watcher = Watcher {
-                        session: w,
-                        since: None,
-                        last: FxHashMap::default(),
-                        scratch: Vec::new(),
-                    };
-                    watcher.poll(ctx, 0).await?;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    Ok::<_, BenchError>(watcher)
-                }
-            })
-            .buffer_unordered(args.setup_concurrency)
-            .try_collect()
-            .await;
-        ticker.abort();
-        result?
-    };
+    let firsts: Vec<Watcher> = setup_step(
+        "initial syncs",
+        watcher_ids.len(),
+        args.setup_concurrency,
+        args.progress,
+        |i| {
+            let ctx = &ctx;
+            let session = watcher_ids[i];
+            async move {
+                let mut watcher = Watcher {
+                    session,
+                    since: None,
+                    last: FxHashMap::default(),
+                    scratch: Vec::new(),
+                };
+                watcher.poll(ctx, 0).await?;
+                Ok(watcher)
+            }
+        },
+    )
+    .await?;
     let watcher_tasks: Vec<_> = firsts
         .into_iter()
         .map(|w| tokio::spawn(w.run(ctx.clone(), args.sync_timeout_ms)))
@@ -629,6 +586,41 @@ impl Watcher {
 }
 
 /// Prints `what: done/total` every `every` seconds until aborted.
+/// Runs `step(0..total)` with `concurrency` calls in flight, in any order, printing progress
+/// every `every` seconds (never if 0); returns the results in index order, or the first error.
+async fn setup_step<T, Fut>(
+    what: &'static str,
+    total: usize,
+    concurrency: usize,
+    every: f64,
+    step: impl Fn(usize) -> Fut,
+) -> Result<Vec<T>, BenchError>
+where
+    Fut: Future<Output = Result<T, BenchError>>,
+{
+    let done = Arc::new(AtomicUsize::new(0));
+    let ticker = spawn_ticker(what, done.clone(), total, every);
+    let mut results: Vec<Option<T>> = (0..total).map(|_| None).collect();
+    let outcome = stream::iter(0..total)
+        .map(|i| {
+            let (step, done) = (&step, &done);
+            async move {
+                let result = step(i).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                result.map(|value| (i, value))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_for_each(|(i, value)| {
+            results[i] = Some(value);
+            futures::future::ready(Ok(()))
+        })
+        .await;
+    ticker.abort();
+    outcome?;
+    Ok(results.into_iter().flatten().collect())
+}
+
 fn spawn_ticker(
     what: &'static str,
     done: Arc<AtomicUsize>,

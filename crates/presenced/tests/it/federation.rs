@@ -166,23 +166,11 @@ fn has(seen: &BTreeMap<String, Value>, user: &str, presence: &str) -> bool {
     seen.get(user).is_some_and(|c| c["presence"] == presence)
 }
 
-async fn metric(c: &Client, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", c.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits until the counter `name` reaches `min`.
 async fn wait_metric(c: &Client, name: &str, min: f64) {
     let started = Instant::now();
     loop {
-        let value = metric(c, name).await;
+        let value = c.metric(name).await;
         if value >= min {
             return;
         }
@@ -766,7 +754,7 @@ async fn a_presenced_that_was_down_catches_up_when_it_restarts() {
     )
     .await;
     let started = Instant::now();
-    while metric(&ca, "presenced_federation_send_failures_total").await < 2.0 {
+    while ca.metric("presenced_federation_send_failures_total").await < 2.0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "no failed sends"

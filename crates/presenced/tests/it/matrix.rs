@@ -90,26 +90,6 @@ impl TestServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The server's `/metrics` text.
-    pub(crate) async fn metrics_text(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// The value of one series of `/metrics` (`name` or `name{labels}`); 0 if it is absent.
-    pub(crate) async fn metric(&self, series: &str) -> f64 {
-        let prefix = format!("{series} ");
-        self.metrics_text()
-            .await
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
-    }
-
     /// A client for this server.
     pub(crate) fn client(&self) -> Client {
         Client::new(&self.base)
@@ -195,9 +175,26 @@ impl Client {
         }
     }
 
-    /// The server's base URL (`http://ADDR`).
-    pub(crate) fn base(&self) -> &str {
-        &self.base
+    /// The server's `/metrics` text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one series of `/metrics` (`name` or `name{labels}`); 0 if it is absent.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let prefix = format!("{series} ");
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
     /// One request: (status, JSON body or Null).

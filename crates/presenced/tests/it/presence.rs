@@ -657,7 +657,7 @@ async fn metrics_are_exported() {
     c.put_presence(&alice, &alice.user_id, json!({"presence": "online"}))
         .await;
     c.sync(&alice, "timeout=0&set_presence=offline").await;
-    let text = s.metrics_text().await;
+    let text = s.client().metrics_text().await;
     for name in [
         "presenced_presence_updates_total",
         "presenced_presence_deliveries_total",

@@ -30,7 +30,9 @@ const ORACLE_ROUTING: &str = "{always_send_to_users: ['@oracle_gobbler:test', \
 
 /// A per-router series of `/metrics`.
 async fn metric(s: &TestServer, name: &str, router: &str) -> f64 {
-    s.metric(&format!("{name}{{router=\"{router}\"}}")).await
+    s.client()
+        .metric(&format!("{name}{{router=\"{router}\"}}"))
+        .await
 }
 
 async fn register(c: &Client, names: &[&str]) -> Vec<User> {
@@ -470,8 +472,11 @@ async fn a_burst_of_updates_costs_few_python_calls() {
         put.await.unwrap();
     }
     let calls = metric(&s, "presenced_router_calls_total", router).await - calls_before;
-    let changes = s.metric("presenced_presence_batch_size_sum").await;
-    let batches = s.metric("presenced_presence_batch_size_count").await;
+    let changes = s.client().metric("presenced_presence_batch_size_sum").await;
+    let batches = s
+        .client()
+        .metric("presenced_presence_batch_size_count")
+        .await;
     eprintln!("{USERS} updates: {batches} batches, {calls} router calls");
     assert_eq!(changes, USERS as f64);
     assert!(calls >= 1.0 && calls < USERS as f64, "{calls} calls");
