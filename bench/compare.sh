@@ -45,15 +45,8 @@ log "building presenced and presence-bench (release)"
 PRESENCED="$TARGET/release/presenced"
 BENCH="$TARGET/release/presence-bench"
 
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-fi
-if ! "$VENV/bin/python" -c "import synapse, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" 2>/dev/null; then
-  log "installing matrix-synapse==$SYNAPSE_VERSION"
-  "$VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
-fi
+VENV="$(PRESENCED_SYNAPSE_VENV="$VENV" SYNAPSE_VERSION="$SYNAPSE_VERSION" \
+  "$ROOT/scripts/synapse-venv.sh")"
 if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
   log "installing matplotlib (for the chart)"
   "$VENV/bin/pip" install -q matplotlib

@@ -20,15 +20,11 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${PRESENCED_SYNAPSE_VENV:-$HOME/.cache/presenced-synapse-venv}"
 router_py="$repo/crates/presence-python/tests/python/example_router.py"
 secret="interop-shared-secret"
 
-echo "== matrix-synapse 1.163.2 in $venv"
-if ! "$venv/bin/python" -c 'import synapse, sys; sys.exit(synapse.__version__ != "1.163.2")' 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "matrix-synapse==1.163.2"
-fi
+venv="$("$repo/scripts/synapse-venv.sh")"
+echo "== matrix-synapse in $venv"
 "$venv/bin/python" -c 'import synapse; print("synapse", synapse.__version__)'
 
 echo "== presenced"

@@ -14,14 +14,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
-venv="${PRESENCED_SYNAPSE_VENV:-$HOME/.cache/presenced-synapse-venv}"
 secret="reference-register-secret"
 
-echo "== matrix-synapse 1.163.2 in $venv"
-if [ ! -x "$venv/bin/register_new_matrix_user" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "matrix-synapse==1.163.2"
-fi
+venv="$("$repo/scripts/synapse-venv.sh")"
+echo "== matrix-synapse in $venv"
 "$venv/bin/python" -c 'import synapse; print("synapse", synapse.__version__)'
 
 echo "== presenced"
