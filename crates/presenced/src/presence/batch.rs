@@ -57,6 +57,9 @@ impl<S: PresenceStore> PresenceService<S> {
         // starts a new task instead of waiting forever.
         let _running = Running(&self.inner.queue);
         loop {
+            // Let the other ready tasks run first: requests already read from their sockets
+            // queue their changes and join this batch instead of each making its own.
+            tokio::task::yield_now().await;
             let (inputs, replies) = {
                 let mut queue = lock(&self.inner.queue);
                 if queue.replies.is_empty() {
