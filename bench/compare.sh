@@ -185,6 +185,14 @@ for n in "${REF_USERS[@]}"; do
   done
 done
 
+# The same at 64 PUTs in flight, both servers: the reference serves more with more in flight.
+for n in "${REF_USERS[@]}"; do
+  for server in presenced synapse; do
+    run "burst$n" "$server" "$SYNAPSE_TIMEBOX" 0 -- --users "$n" --watchers 1 --router-watchers 1 \
+      --rooms one --concurrency 64
+  done
+done
+
 # Rate sweep at the reference workload's size, fixed concurrency 8: where each server bends.
 n="${REF_USERS[0]}"
 run "sweep$n" presenced "$SYNAPSE_TIMEBOX" "$SWEEP_P" -- --users "$n" --watchers 1 \

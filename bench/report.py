@@ -25,6 +25,7 @@ DURABILITY = {
 }
 WORKLOADS = {
     "ref": "{n} users in one room, 1 room + 1 router watcher, 8 PUTs in flight, full speed",
+    "burst": "{n} users in one room, 1 room + 1 router watcher, 64 PUTs in flight, full speed",
     "sweep": "{n} users in one room, 1 room + 1 router watcher, 8 PUTs in flight, rate sweep",
     "users": "{n} users, Zipf rooms (2/user, largest 1,000), {w} room watchers + 1 router "
     "watcher, 64 PUTs in flight",
@@ -83,7 +84,7 @@ def describe(workload):
 def short(workload):
     kind = re.match(r"[a-z]+", workload)[0]
     n = int(workload[len(kind):])
-    if kind in ("ref", "sweep"):
+    if kind in ("ref", "sweep", "burst"):
         return f"{n:,} users in one room"
     return f"{n:,} users, rooms ≤ {'100' if kind == 'light' else '1,000'}"
 

@@ -1,4 +1,4 @@
-//! A counting global allocator: the system allocator plus a count of live heap bytes, so the
+//! A counting global allocator: jemalloc plus a count of live heap bytes, so the
 //! engine benchmark can report how much memory the engine holds per user.
 //!
 //! The binary installs [`CountingAlloc`] with `#[global_allocator]`; library code reads the
@@ -8,14 +8,18 @@
 //! the process's resident memory for the same data.
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
+    alloc::{GlobalAlloc, Layout},
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
 };
+
+// The allocator doing the work: jemalloc, as in the server, so the HTTP load generator's
+// many small allocations do not make it the bottleneck of what it measures.
+use tikv_jemallocator::Jemalloc as Inner;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// The system allocator, counting live bytes. Install it in a binary with
+/// jemalloc, counting live bytes. Install it in a binary with
 /// `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CountingAlloc;
@@ -32,14 +36,14 @@ impl CountingAlloc {
     }
 }
 
-// SAFETY: every method forwards to `System` with the caller's own arguments, so `System`'s
+// SAFETY: every method forwards to jemalloc with the caller's own arguments, so jemalloc's
 // guarantees are this allocator's; the bookkeeping only touches atomics and never allocates.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
-        let p = unsafe { System.alloc(layout) };
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which jemalloc shares.
+        let p = unsafe { Inner.alloc(layout) };
         if !p.is_null() {
             Self::add(layout.size());
         }
@@ -49,7 +53,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Inner.alloc_zeroed(layout) };
         if !p.is_null() {
             Self::add(layout.size());
         }
@@ -58,15 +62,15 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was returned by this allocator, that is by `System`, with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` was returned by this allocator, that is by jemalloc, with `layout`.
+        unsafe { Inner.dealloc(ptr, layout) };
         Self::sub(layout.size());
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` and `layout` come from this allocator, that is from `System`.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        // SAFETY: `ptr` and `layout` come from this allocator, that is from jemalloc.
+        let p = unsafe { Inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             // On failure the old block is still live, so nothing changes.
             Self::sub(layout.size());

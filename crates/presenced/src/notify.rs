@@ -30,6 +30,7 @@ pub struct Subscription {
     notifier: Notifier,
     user: UserId,
     done: bool,
+    notify: Arc<Notify>,
     /// Resolves when the user is woken.
     pub notified: Pin<Box<OwnedNotified>>,
 }
@@ -42,12 +43,13 @@ impl Notifier {
         let entry = users.entry(user.clone()).or_default();
         entry.waiters += 1;
         let first = entry.waiters == 1;
-        let notified = entry.notify.clone().notified_owned();
+        let notify = entry.notify.clone();
         let sub = Subscription {
             notifier: self.clone(),
             user: user.clone(),
             done: false,
-            notified: Box::pin(notified),
+            notified: Box::pin(notify.clone().notified_owned()),
+            notify,
         };
         (sub, first)
     }
@@ -84,6 +86,13 @@ impl Notifier {
 }
 
 impl Subscription {
+    /// Waits for the next wake-up: wake-ups from now on resolve [`Self::notified`] again.
+    /// Call it before reading, as with [`Notifier::subscribe`].
+    pub fn rearm(&mut self) {
+        let next = self.notify.clone().notified_owned();
+        self.notified.as_mut().set(next);
+    }
+
     /// Unregisters; true if this was the user's last waiter.
     pub fn finish(mut self) -> bool {
         self.done = true;

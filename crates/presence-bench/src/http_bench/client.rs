@@ -90,16 +90,7 @@ impl Matrix {
         if status.is_success() {
             return Ok(bytes);
         }
-        let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Err(BenchError::Matrix {
-            status: status.as_u16(),
-            errcode: parsed["errcode"].as_str().unwrap_or("").to_owned(),
-            error: parsed["error"].as_str().map_or_else(
-                || String::from_utf8_lossy(&bytes).into_owned(),
-                str::to_owned,
-            ),
-            retry_after_ms: parsed["retry_after_ms"].as_u64(),
-        })
+        Err(matrix_error(status.as_u16(), &bytes))
     }
 
     /// [`Matrix::call`] with retries on transport errors, 429 and 5xx, for setup.
@@ -219,55 +210,42 @@ impl Matrix {
             .await
             .map(drop)
     }
+}
 
-    /// `PUT /presence/{userId}/status`.
-    pub async fn put_presence(
-        &self,
-        session: &Session,
-        presence: &str,
-        status_msg: &str,
-    ) -> Result<(), BenchError> {
-        let path = format!(
-            "/_matrix/client/v3/presence/{}/status",
-            pct(&session.user_id)
-        );
-        let body = json!({"presence": presence, "status_msg": status_msg});
-        self.call(
-            reqwest::Method::PUT,
-            &path,
-            Some(&session.access_token),
-            Some(&body),
-            Duration::from_secs(60),
-        )
-        .await
-        .map(drop)
+/// The error of a non-2xx answer: its Matrix `errcode` and `error` when the body has them.
+pub fn matrix_error(status: u16, bytes: &[u8]) -> BenchError {
+    let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    BenchError::Matrix {
+        status,
+        errcode: parsed["errcode"].as_str().unwrap_or("").to_owned(),
+        error: parsed["error"].as_str().map_or_else(
+            || String::from_utf8_lossy(bytes).into_owned(),
+            str::to_owned,
+        ),
+        retry_after_ms: parsed["retry_after_ms"].as_u64(),
     }
+}
 
-    /// `GET /sync` without changing presence, rooms and account data filtered out; returns
-    /// the raw body.
-    pub async fn sync(
-        &self,
-        token: &str,
-        since: Option<&str>,
-        timeout_ms: u64,
-    ) -> Result<bytes::Bytes, BenchError> {
-        const FILTER: &str = r#"{"room":{"rooms":[]},"account_data":{"not_types":["*"]}}"#;
-        let mut path = format!(
-            "/_matrix/client/v3/sync?set_presence=offline&timeout={timeout_ms}&filter={}",
-            pct(FILTER)
-        );
-        if let Some(since) = since {
-            path.push_str("&since=");
-            path.push_str(&pct(since));
-        }
-        self.call(
-            reqwest::Method::GET,
-            &path,
-            Some(token),
-            None,
-            Duration::from_millis(timeout_ms) + Duration::from_secs(60),
-        )
-        .await
+/// `PUT /presence/{userId}/status`'s path.
+pub fn presence_path(user_id: &str) -> String {
+    format!("/_matrix/client/v3/presence/{}/status", pct(user_id))
+}
+
+/// The watchers' `/sync` path up to the `since` parameter: presence left alone, rooms and
+/// account data filtered out.
+pub fn sync_prefix(timeout_ms: u64) -> String {
+    const FILTER: &str = r#"{"room":{"rooms":[]},"account_data":{"not_types":["*"]}}"#;
+    format!(
+        "/_matrix/client/v3/sync?set_presence=offline&timeout={timeout_ms}&filter={}",
+        pct(FILTER)
+    )
+}
+
+/// A `/sync` path: [`sync_prefix`] and the token, if any.
+pub fn sync_path(prefix: &str, since: Option<&str>) -> String {
+    match since {
+        Some(since) => format!("{prefix}&since={}", pct(since)),
+        None => prefix.to_owned(),
     }
 }
 

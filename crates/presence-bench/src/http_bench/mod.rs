@@ -25,6 +25,7 @@
 //! ```
 
 pub mod client;
+pub mod conn;
 pub mod layout;
 pub mod tracker;
 
@@ -42,6 +43,8 @@ use rustc_hash::FxHashMap;
 
 use crate::{BenchError, rng::Rng};
 use client::{Matrix, Session, SyncBody};
+use conn::{Conn, Target};
+use hyper::{Method, header::HeaderValue};
 use layout::{Layout, LayoutConfig, RoomsMode};
 use tracker::{StepStats, Tracker};
 
@@ -193,9 +196,16 @@ fn validate(args: &HttpArgs) -> Result<(), BenchError> {
 
 /// Everything the tasks share.
 struct Ctx {
-    matrix: Matrix,
+    target: Target,
     tracker: Tracker,
-    sessions: Vec<Session>,
+    /// Per user (updaters, then router watchers): the `Authorization` header.
+    auth: Vec<HeaderValue>,
+    /// Per updater: its `PUT /presence/{userId}/status` path.
+    put_paths: Vec<String>,
+    /// The watchers' `/sync` path before `since`.
+    sync_prefix: String,
+    /// How long a watcher's `/sync` may take: the long-poll timeout and a minute.
+    sync_deadline: Duration,
     /// Full user ID → user index, for the watchers.
     index: FxHashMap<String, u32>,
     /// The tag in front of each update's number in its status message.
@@ -230,6 +240,7 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
     );
 
     let matrix = Matrix::new(&args.base_url)?;
+    let target = Target::new(&args.base_url)?;
     let prefix = args.user_prefix.clone().unwrap_or_else(default_prefix);
 
     // Registration.
@@ -296,10 +307,22 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
         .enumerate()
         .map(|(i, s)| (s.user_id.clone(), i as u32))
         .collect();
+    let auth = sessions
+        .iter()
+        .map(|s| conn::bearer(&s.access_token))
+        .collect::<Result<_, _>>()?;
+    let put_paths = sessions
+        .iter()
+        .take(args.users)
+        .map(|s| client::presence_path(&s.user_id))
+        .collect();
     let ctx = Arc::new(Ctx {
-        matrix,
+        target,
         tracker: Tracker::new(layout.visible.clone()),
-        sessions,
+        auth,
+        put_paths,
+        sync_prefix: client::sync_prefix(args.sync_timeout_ms),
+        sync_deadline: Duration::from_millis(args.sync_timeout_ms) + Duration::from_secs(60),
         index,
         tag: format!("{prefix}:"),
         next_user: AtomicUsize::new(0),
@@ -326,11 +349,13 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
             async move {
                 let mut watcher = Watcher {
                     session,
+                    conn: Conn::new(ctx.target.clone()),
                     since: None,
                     last: FxHashMap::default(),
                     scratch: Vec::new(),
                 };
-                watcher.poll(ctx, 0).await?;
+                // Without `since`, the first sync answers at once.
+                watcher.poll(ctx).await?;
                 Ok(watcher)
             }
         },
@@ -338,7 +363,7 @@ async fn run(args: &HttpArgs) -> Result<Vec<HttpReport>, BenchError> {
     .await?;
     let watcher_tasks: Vec<_> = firsts
         .into_iter()
-        .map(|w| tokio::spawn(w.run(ctx.clone(), args.sync_timeout_ms)))
+        .map(|w| tokio::spawn(w.run(ctx.clone())))
         .collect();
     eprintln!(
         "{} watchers syncing after {:.1} s; setup took {:.1} s",
@@ -474,6 +499,9 @@ fn default_prefix() -> String {
     format!("b{}", String::from_utf8_lossy(&digits))
 }
 
+/// How long a PUT may take before it counts as failed.
+const PUT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Sends updates from `concurrency` workers between `start_ns` and `end_ns`.
 async fn load(ctx: &Arc<Ctx>, args: &HttpArgs, rate: f64, start_ns: u64, end_ns: u64) {
     let ticket = Arc::new(AtomicU64::new(0));
@@ -482,6 +510,7 @@ async fn load(ctx: &Arc<Ctx>, args: &HttpArgs, rate: f64, start_ns: u64, end_ns:
             let (ctx, ticket) = (ctx.clone(), ticket.clone());
             let users = args.users;
             tokio::spawn(async move {
+                let mut conn = Conn::new(ctx.target.clone());
                 loop {
                     if rate > 0.0 {
                         let k = ticket.fetch_add(1, Ordering::Relaxed);
@@ -494,16 +523,32 @@ async fn load(ctx: &Arc<Ctx>, args: &HttpArgs, rate: f64, start_ns: u64, end_ns:
                         break;
                     }
                     let u = ctx.next_user.fetch_add(1, Ordering::Relaxed) % users;
-                    let session = &ctx.sessions[u];
                     let (seq, t) = ctx.tracker.sending(u);
                     let presence = if seq % 2 == 1 {
                         "online"
                     } else {
                         "unavailable"
                     };
-                    let status = format!("{}{seq}", ctx.tag);
+                    let body = serde_json::to_vec(&serde_json::json!({
+                        "presence": presence,
+                        "status_msg": format!("{}{seq}", ctx.tag),
+                    }))
+                    .unwrap_or_default();
                     ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let ok = ctx.matrix.put_presence(session, presence, &status).await;
+                    let ok = match conn
+                        .send(
+                            Method::PUT,
+                            &ctx.put_paths[u],
+                            &ctx.auth[u],
+                            Some(body.into()),
+                            PUT_TIMEOUT,
+                        )
+                        .await
+                    {
+                        Ok((status, _)) if status.is_success() => Ok(()),
+                        Ok((status, bytes)) => Err(client::matrix_error(status.as_u16(), &bytes)),
+                        Err(e) => Err(e),
+                    };
                     ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
                     if let Err(e) = &ok
                         && ctx.tracker.counters.failed.load(Ordering::Relaxed) < 5
@@ -526,6 +571,7 @@ async fn load(ctx: &Arc<Ctx>, args: &HttpArgs, rate: f64, start_ns: u64, end_ns:
 /// One watcher's `/sync` loop state.
 struct Watcher {
     session: usize,
+    conn: Conn,
     since: Option<String>,
     /// Per user index: the newest update number seen.
     last: FxHashMap<u32, u32>,
@@ -534,12 +580,21 @@ struct Watcher {
 
 impl Watcher {
     /// One `/sync`; credits what it shows.
-    async fn poll(&mut self, ctx: &Ctx, timeout_ms: u64) -> Result<(), BenchError> {
-        let token = &ctx.sessions[self.session].access_token;
-        let body = ctx
-            .matrix
-            .sync(token, self.since.as_deref(), timeout_ms)
+    async fn poll(&mut self, ctx: &Ctx) -> Result<(), BenchError> {
+        let path = client::sync_path(&ctx.sync_prefix, self.since.as_deref());
+        let (status, body) = self
+            .conn
+            .send(
+                Method::GET,
+                &path,
+                &ctx.auth[self.session],
+                None,
+                ctx.sync_deadline,
+            )
             .await?;
+        if !status.is_success() {
+            return Err(client::matrix_error(status.as_u16(), &body));
+        }
         let now = ctx.tracker.now_ns();
         let parsed: SyncBody<'_> = serde_json::from_slice(&body)
             .map_err(|e| BenchError::Http(format!("/sync: bad JSON: {e}")))?;
@@ -568,9 +623,9 @@ impl Watcher {
         Ok(())
     }
 
-    async fn run(mut self, ctx: Arc<Ctx>, timeout_ms: u64) {
+    async fn run(mut self, ctx: Arc<Ctx>) {
         while !ctx.stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.poll(&ctx, timeout_ms).await {
+            if let Err(e) = self.poll(&ctx).await {
                 let n = ctx
                     .tracker
                     .counters

@@ -36,6 +36,7 @@ struct Inner {
     presence_put_limit: RateLimiter,
     presence_sync_limit: RateLimiter,
     tokens: TokenCache,
+    sync_filters: crate::http::client::SyncFilters,
     pending_auth: crate::accounts::PendingAuth,
     room_locks: crate::rooms::RoomLocks,
     python: crate::routers::PythonModules,
@@ -78,6 +79,7 @@ impl AppState {
                 presence_sync_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 metrics: crate::metrics::install(),
                 tokens: TokenCache::default(),
+                sync_filters: Default::default(),
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
                 python: routers.python,
@@ -124,6 +126,11 @@ impl AppState {
     /// Resolved access tokens.
     pub fn tokens(&self) -> &TokenCache {
         &self.inner.tokens
+    }
+
+    /// Parsed `/sync` filters.
+    pub(crate) fn sync_filters(&self) -> &crate::http::client::SyncFilters {
+        &self.inner.sync_filters
     }
 
     /// Registration nonces and user-interactive auth sessions waiting to be used.

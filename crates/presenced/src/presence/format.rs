@@ -1,41 +1,73 @@
 //! Presence on the wire: the `m.presence` event content shared by `/sync`, `GET /status`
 //! and federation (reference §1.5). Spec:
 //! <https://spec.matrix.org/v1.15/client-server-api/#mpresence>.
+//!
+//! [`Content`] and [`SyncEvent`] serialize straight from the state: a `/sync` that returns
+//! many events builds no intermediate JSON tree.
 
 use presence_router::{Millis, PresenceState, UserPresenceState};
-use serde_json::{Map, Value, json};
+use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde_json::{Map, Value};
 
-/// The event content: `presence` always; `last_active_ago` when the user was ever active;
-/// `status_msg` when non-empty; `currently_active` only for `online`.
-pub fn content(state: &UserPresenceState, now: Millis) -> Map<String, Value> {
-    let mut c = Map::new();
-    c.insert("presence".into(), json!(state.state.as_str()));
-    if state.last_active_ts > 0 {
-        c.insert(
-            "last_active_ago".into(),
-            json!(now.saturating_sub(state.last_active_ts)),
-        );
-    }
-    if let Some(msg) = state.status_msg.as_deref().filter(|m| !m.is_empty()) {
-        c.insert("status_msg".into(), json!(msg));
-    }
-    if state.state == PresenceState::Online {
-        c.insert("currently_active".into(), json!(state.currently_active));
-    }
-    c
+/// The event content of `state` as seen at `now`: `presence` always; `last_active_ago` when
+/// the user was ever active; `status_msg` when non-empty; `currently_active` only for
+/// `online`.
+#[derive(Debug, Clone, Copy)]
+pub struct Content<'a> {
+    /// The state shown.
+    pub state: &'a UserPresenceState,
+    /// The time `last_active_ago` counts to.
+    pub now: Millis,
 }
 
-/// The `m.presence` event of `/sync`.
-pub fn sync_event(state: &UserPresenceState, now: Millis) -> Value {
-    json!({
-        "type": "m.presence",
-        "sender": state.user_id.as_str(),
-        "content": content(state, now),
-    })
+impl Serialize for Content<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let st = self.state;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("presence", st.state.as_str())?;
+        if st.last_active_ts > 0 {
+            m.serialize_entry(
+                "last_active_ago",
+                &self.now.saturating_sub(st.last_active_ts),
+            )?;
+        }
+        if let Some(msg) = st.status_msg.as_deref().filter(|m| !m.is_empty()) {
+            m.serialize_entry("status_msg", msg)?;
+        }
+        if st.state == PresenceState::Online {
+            m.serialize_entry("currently_active", &st.currently_active)?;
+        }
+        m.end()
+    }
+}
+
+/// The `m.presence` event of `/sync`: `type`, `sender` and the [`Content`].
+#[derive(Debug, Clone, Copy)]
+pub struct SyncEvent<'a>(pub Content<'a>);
+
+impl Serialize for SyncEvent<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("type", "m.presence")?;
+        m.serialize_entry("sender", self.0.state.user_id.as_str())?;
+        m.serialize_entry("content", &self.0)?;
+        m.end()
+    }
+}
+
+/// [`Content`] as a JSON object, for responses that add keys to it.
+pub fn content(state: &UserPresenceState, now: Millis) -> Map<String, Value> {
+    match serde_json::to_value(Content { state, now }) {
+        Ok(Value::Object(m)) => m,
+        // A map of strings and numbers always converts; an empty object is the safe answer.
+        _ => Map::new(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -58,6 +90,11 @@ mod tests {
         assert_eq!(
             Value::Object(content(&s, 10)),
             json!({"presence": "org.matrix.msc3026.busy", "last_active_ago": 6, "status_msg": "deep work"})
+        );
+        assert_eq!(
+            serde_json::to_value(SyncEvent(Content { state: &s, now: 10 })).unwrap(),
+            json!({"type": "m.presence", "sender": "@a:hs", "content": {
+                "presence": "org.matrix.msc3026.busy", "last_active_ago": 6, "status_msg": "deep work"}})
         );
     }
 }

@@ -516,12 +516,25 @@ async fn filters_round_trip() {
         (StatusCode::BAD_REQUEST, "M_INVALID_PARAM")
     );
 
-    // /sync takes the stored filter by ID.
-    let (status, _) = get(
+    // /sync takes the stored filter by ID, again and again (the parsed filter is cached)...
+    for _ in 0..2 {
+        let (status, _) = get(
+            &c,
+            &format!("/_matrix/client/v3/sync?filter={id}"),
+            Some(&mia.token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // ...but only its owner: the cache is per user, like the filters.
+    let (status, data) = get(
         &c,
         &format!("/_matrix/client/v3/sync?filter={id}"),
-        Some(&mia.token),
+        Some(&noa.token),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (status, errcode(&data)),
+        (StatusCode::NOT_FOUND, "M_NOT_FOUND")
+    );
 }

@@ -13,6 +13,8 @@ use axum::{Router, routing::get};
 
 use super::AppState;
 
+pub(crate) use sync::SyncFilters;
+
 /// The client-server API routes.
 pub(super) fn routes() -> Router<AppState> {
     let mut router = Router::new().route(versions::PATH, get(versions::get_versions));

@@ -5,15 +5,21 @@
 //! limit) counts as a syncing device for as long as the request runs; `offline`, or a
 //! rate-limited sync, leaves presence alone (reference §2.7).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json,
     extract::{RawQuery, State},
+    response::{IntoResponse, Response},
 };
-use presence_router::{DeviceId, PresenceState, UserId, UserPresenceState};
+use presence_router::{DeviceId, PresenceState, UserId};
 use presence_store::PresenceStore;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::{
     error::ApiError,
@@ -21,6 +27,7 @@ use crate::{
         AppState,
         auth::{Authed, form_urlencoded_get},
     },
+    notify::Subscription,
     presence::{format, now_ms},
 };
 
@@ -199,24 +206,62 @@ fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// Parsed presence filters of `/sync`, by filter: an inline definition (the JSON text) or a
+/// stored filter's ID with its owner. Filters never change once created, so a sync loop that
+/// sends the same filter each time neither parses it nor reads the database again.
+/// Bounded: past the limit the cache starts over.
+#[derive(Default)]
+pub(crate) struct SyncFilters {
+    map: std::sync::Mutex<FilterMap>,
+}
+
+/// (owner for a stored filter, `None` inline; the `filter` parameter) → the parsed filter.
+type FilterMap = HashMap<(Option<UserId>, String), Arc<PresenceFilter>>;
+
+const SYNC_FILTER_CACHE_LIMIT: usize = 10_000;
+
+impl SyncFilters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FilterMap> {
+        // Plain inserts and lookups only: a poisoned map is still consistent.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 async fn load_filter(
     state: &AppState,
     user: &UserId,
     raw: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Arc<PresenceFilter>, ApiError> {
     let Some(raw) = raw else {
-        return Ok(Value::Null);
+        return Ok(Arc::default());
     };
-    if raw.trim_start().starts_with('{') {
-        return serde_json::from_str(raw)
-            .map_err(|_| ApiError::bad_json("filter is not valid JSON"));
+    let inline = raw.trim_start().starts_with('{');
+    let key = (
+        if inline { None } else { Some(user.clone()) },
+        raw.to_owned(),
+    );
+    if let Some(found) = state.sync_filters().lock().get(&key) {
+        return Ok(found.clone());
     }
-    let stored = state
-        .store()
-        .get_filter(user, raw)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("No such filter".into()))?;
-    serde_json::from_str(&stored).map_err(ApiError::internal)
+    let definition: Value = if inline {
+        serde_json::from_str(raw).map_err(|_| ApiError::bad_json("filter is not valid JSON"))?
+    } else {
+        let stored = state
+            .store()
+            .get_filter(user, raw)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("No such filter".into()))?;
+        serde_json::from_str(&stored).map_err(ApiError::internal)?
+    };
+    let filter = Arc::new(PresenceFilter::from_filter(&definition)?);
+    let mut cache = state.sync_filters().lock();
+    if cache.len() >= SYNC_FILTER_CACHE_LIMIT {
+        cache.clear();
+    }
+    cache.insert(key, filter.clone());
+    Ok(filter)
 }
 
 /// The rooms section, its next position, and whether it holds anything new.
@@ -250,11 +295,10 @@ pub(super) async fn sync(
     State(state): State<AppState>,
     auth: Authed,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let q = parse_query(raw.as_deref())?;
-    let filter_value = load_filter(&state, &auth.user_id, q.filter.as_deref()).await?;
-    let filter = PresenceFilter::from_filter(&filter_value)?;
+    let filter = load_filter(&state, &auth.user_id, q.filter.as_deref()).await?;
     let user = auth.user_id.clone();
 
     let _guard = if q.set_presence != PresenceState::Offline
@@ -291,8 +335,9 @@ pub(super) async fn sync(
     let rooms_since = q.since.map(|t| t.rooms);
     let deadline = tokio::time::Instant::now() + q.timeout;
     let presence_enabled = state.config().presence.enabled.is_enabled();
-    let (presence, rooms, next) = loop {
-        let sub = state.presence().subscribe(&user);
+    // Registered before the first read, so nothing that happens after it can be missed.
+    let mut waiting = Waiting::new(&state, &user);
+    let (mut shown, rooms, next) = loop {
         let presence = if presence_enabled
             || presence_since.is_some_and(|t| t < state.presence().current_token())
         {
@@ -305,55 +350,120 @@ pub(super) async fn sync(
         };
         let (rooms, rooms_next, rooms_news) =
             rooms_part(&state, &user, rooms_since, q.full_state).await?;
-        let shown: Vec<&UserPresenceState> = if filter.wants_presence() {
-            presence
-                .states
-                .iter()
-                .filter(|s| filter.keeps(&s.user_id))
-                .collect()
+        let mut shown = presence.states;
+        if filter.wants_presence() {
+            shown.retain(|s| filter.keeps(&s.user_id));
         } else {
-            Vec::new()
-        };
-        let news = !shown.is_empty() || rooms_news;
+            shown.clear();
+        }
         let next = SyncToken {
             presence: presence.next_token,
             rooms: rooms_next,
         };
-        if news || q.since.is_none() || tokio::time::Instant::now() >= deadline {
-            state.presence().unsubscribe(&user, sub);
-            let events: Vec<Value> = {
-                let now = now_ms();
-                let mut e: Vec<Value> = shown.iter().map(|s| format::sync_event(s, now)).collect();
-                if let Some(limit) = filter.limit {
-                    e.truncate(limit);
-                }
-                e
-            };
-            break (events, rooms, next);
+        if !shown.is_empty() || rooms_news || q.since.is_none() {
+            break (shown, rooms, next);
         }
-        let mut sub = sub;
-        tokio::select! {
-            () = &mut sub.notified => {}
-            () = tokio::time::sleep_until(deadline) => {}
+        if !waiting.wait_until(deadline).await {
+            break (shown, rooms, next);
         }
-        state.presence().unsubscribe(&user, sub);
     };
-
-    let mut body = Map::new();
-    body.insert("next_batch".into(), json!(next.render()));
-    body.insert("rooms".into(), rooms);
-    if !presence.is_empty() {
-        body.insert("presence".into(), json!({"events": presence}));
+    drop(waiting);
+    if let Some(limit) = filter.limit {
+        shown.truncate(limit);
     }
-    body.insert("account_data".into(), json!({"events": []}));
-    body.insert("to_device".into(), json!({"events": []}));
-    body.insert("device_one_time_keys_count".into(), json!({}));
+
+    let now = now_ms();
+    let body = SyncResponse {
+        next_batch: next.render(),
+        rooms,
+        presence: (!shown.is_empty()).then(|| PresenceEvents {
+            events: shown
+                .iter()
+                .map(|state| format::SyncEvent(format::Content { state, now }))
+                .collect(),
+        }),
+        account_data: NoEvents { events: [] },
+        to_device: NoEvents { events: [] },
+        device_one_time_keys_count: EmptyObject {},
+    };
+    let response = Json(body).into_response();
     crate::metrics::sync_duration(started.elapsed());
-    Ok(Json(Value::Object(body)))
+    Ok(response)
+}
+
+/// A `/sync` response, serialized as it is written (no intermediate JSON tree).
+#[derive(Serialize)]
+struct SyncResponse<'a> {
+    next_batch: String,
+    rooms: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence: Option<PresenceEvents<'a>>,
+    account_data: NoEvents,
+    to_device: NoEvents,
+    device_one_time_keys_count: EmptyObject,
+}
+
+#[derive(Serialize)]
+struct PresenceEvents<'a> {
+    events: Vec<format::SyncEvent<'a>>,
+}
+
+/// `{"events": []}`.
+#[derive(Serialize)]
+struct NoEvents {
+    events: [(); 0],
+}
+
+/// `{}`.
+#[derive(Serialize)]
+struct EmptyObject {}
+
+/// A sync's registration as a waiter. One registration serves every wait of the request;
+/// dropping it (the request answered, failed or abandoned by the client) unregisters, so the
+/// engine stops counting the user as listening.
+struct Waiting<'a> {
+    state: &'a AppState,
+    user: &'a UserId,
+    sub: Option<Subscription>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(state: &'a AppState, user: &'a UserId) -> Self {
+        Self {
+            state,
+            user,
+            sub: Some(state.presence().subscribe(user)),
+        }
+    }
+
+    /// Waits for a wake-up or `deadline`; true if woken (re-armed for the next wait before
+    /// returning, so the read that follows cannot miss anything).
+    async fn wait_until(&mut self, deadline: tokio::time::Instant) -> bool {
+        let Some(sub) = self.sub.as_mut() else {
+            return false;
+        };
+        tokio::select! {
+            () = &mut sub.notified => {
+                sub.rearm();
+                true
+            }
+            () = tokio::time::sleep_until(deadline) => false,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(sub) = self.sub.take() {
+            self.state.presence().unsubscribe(self.user, sub);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
