@@ -6,13 +6,14 @@
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#using-access-tokens>.
 
 use std::{
-    collections::HashMap,
+    borrow::Cow,
     sync::{Mutex, PoisonError},
 };
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use presence_router::{DeviceId, UserId};
 use presence_store::PresenceStore;
+use rustc_hash::FxHashMap;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -31,10 +32,11 @@ pub struct Authed {
 }
 
 /// Resolved tokens. Bounded: past the limit the cache is cleared (entries are re-read from
-/// the store on demand).
+/// the store on demand). Hashed with Fx, not SipHash: only tokens the server issued are ever
+/// inserted, so a client cannot choose keys to collide.
 #[derive(Default)]
 pub struct TokenCache {
-    map: Mutex<HashMap<String, (UserId, DeviceId, bool)>>,
+    map: Mutex<FxHashMap<String, (UserId, DeviceId, bool)>>,
 }
 
 const TOKEN_CACHE_LIMIT: usize = 200_000;
@@ -88,13 +90,22 @@ pub fn access_token(parts: &Parts) -> Option<String> {
 
 /// The first value of `key` in a query string, percent-decoded.
 pub fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
+    form_urlencoded_raw(query, key).map(|v| percent_decode(v).into_owned())
+}
+
+/// The first value of `key` in a query string as sent (still percent-encoded).
+pub fn form_urlencoded_raw<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v))
+        (k == key).then_some(v)
     })
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (a space); borrows when there is nothing to decode.
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -115,7 +126,7 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 impl FromRequestParts<AppState> for Authed {

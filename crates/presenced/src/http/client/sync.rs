@@ -25,7 +25,7 @@ use crate::{
     error::ApiError,
     http::{
         AppState,
-        auth::{Authed, form_urlencoded_get},
+        auth::{Authed, form_urlencoded_raw, percent_decode},
     },
     notify::Subscription,
     presence::{format, now_ms},
@@ -61,17 +61,18 @@ impl SyncToken {
     }
 }
 
-struct Query {
+struct Query<'q> {
     since: Option<SyncToken>,
     timeout: Duration,
     set_presence: PresenceState,
     full_state: bool,
-    filter: Option<String>,
+    /// As sent (percent-encoded): the filter cache's key, decoded only on a miss.
+    filter: Option<&'q str>,
 }
 
-fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
+fn parse_query(raw: Option<&str>) -> Result<Query<'_>, ApiError> {
     let raw = raw.unwrap_or("");
-    let get = |k| form_urlencoded_get(raw, k);
+    let get = |k| form_urlencoded_raw(raw, k).map(percent_decode);
     let since = match get("since") {
         None => None,
         Some(s) if s.is_empty() => None,
@@ -106,7 +107,7 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         timeout: timeout.min(MAX_TIMEOUT),
         set_presence,
         full_state,
-        filter: get("filter"),
+        filter: form_urlencoded_raw(raw, "filter"),
     })
 }
 
@@ -206,17 +207,17 @@ fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// Parsed presence filters of `/sync`, by filter: an inline definition (the JSON text) or a
-/// stored filter's ID with its owner. Filters never change once created, so a sync loop that
-/// sends the same filter each time neither parses it nor reads the database again.
-/// Bounded: past the limit the cache starts over.
+/// Parsed presence filters of `/sync`, by user and `filter` parameter as sent (an inline
+/// definition or a stored filter's ID). Filters never change once created, so a sync loop
+/// that sends the same filter each time neither decodes nor parses it, nor reads the
+/// database for it, again. Bounded: past the limit the cache starts over.
 #[derive(Default)]
 pub(crate) struct SyncFilters {
     map: std::sync::Mutex<FilterMap>,
 }
 
-/// (owner for a stored filter, `None` inline; the `filter` parameter) → the parsed filter.
-type FilterMap = HashMap<(Option<UserId>, String), Arc<PresenceFilter>>;
+/// (requester, the `filter` parameter still percent-encoded) → the parsed filter.
+type FilterMap = HashMap<(UserId, String), Arc<PresenceFilter>>;
 
 const SYNC_FILTER_CACHE_LIMIT: usize = 10_000;
 
@@ -232,25 +233,22 @@ impl SyncFilters {
 async fn load_filter(
     state: &AppState,
     user: &UserId,
-    raw: Option<&str>,
+    encoded: Option<&str>,
 ) -> Result<Arc<PresenceFilter>, ApiError> {
-    let Some(raw) = raw else {
+    let Some(encoded) = encoded else {
         return Ok(Arc::default());
     };
-    let inline = raw.trim_start().starts_with('{');
-    let key = (
-        if inline { None } else { Some(user.clone()) },
-        raw.to_owned(),
-    );
+    let key = (user.clone(), encoded.to_owned());
     if let Some(found) = state.sync_filters().lock().get(&key) {
         return Ok(found.clone());
     }
-    let definition: Value = if inline {
-        serde_json::from_str(raw).map_err(|_| ApiError::bad_json("filter is not valid JSON"))?
+    let raw = percent_decode(encoded);
+    let definition: Value = if raw.trim_start().starts_with('{') {
+        serde_json::from_str(&raw).map_err(|_| ApiError::bad_json("filter is not valid JSON"))?
     } else {
         let stored = state
             .store()
-            .get_filter(user, raw)
+            .get_filter(user, &raw)
             .await?
             .ok_or_else(|| ApiError::NotFound("No such filter".into()))?;
         serde_json::from_str(&stored).map_err(ApiError::internal)?
@@ -298,7 +296,7 @@ pub(super) async fn sync(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let q = parse_query(raw.as_deref())?;
-    let filter = load_filter(&state, &auth.user_id, q.filter.as_deref()).await?;
+    let filter = load_filter(&state, &auth.user_id, q.filter).await?;
     let user = auth.user_id.clone();
 
     let _guard = if q.set_presence != PresenceState::Offline
