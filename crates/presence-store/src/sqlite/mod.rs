@@ -26,7 +26,6 @@ use std::{
     sync::{
         Arc, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
     thread::JoinHandle,
     time::Duration,
@@ -109,7 +108,7 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     /// `None` once closed. Dropping the sender is what tells the writer to finish.
-    queue: RwLock<Option<mpsc::SyncSender<Box<dyn Job>>>>,
+    queue: RwLock<Option<tokio::sync::mpsc::Sender<Box<dyn Job>>>>,
     /// An async lock so that a second `close` waits for the first one's flush.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReadPool>,
@@ -147,7 +146,7 @@ impl SqliteStore {
             config.read_connections,
         ));
         readers.warm_up()?;
-        let (sender, queue) = mpsc::sync_channel(config.write_queue_capacity.max(1));
+        let (sender, queue) = tokio::sync::mpsc::channel(config.write_queue_capacity.max(1));
         let stats = Arc::new(StatsCounters::default());
         let writer_stats = Arc::clone(&stats);
         let max_batch = config.max_batch;
