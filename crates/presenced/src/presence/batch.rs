@@ -20,6 +20,9 @@ use super::{PresenceError, PresenceService};
 
 type Reply = oneshot::Sender<Result<(), PresenceError>>;
 
+/// How many times a batch waits for more changes before it is processed.
+const MAX_YIELDS: usize = 4;
+
 /// Changes waiting for the next batch.
 #[derive(Default)]
 pub(super) struct Queue {
@@ -58,8 +61,18 @@ impl<S: PresenceStore> PresenceService<S> {
         let _running = Running(&self.inner.queue);
         loop {
             // Let the other ready tasks run first: requests already read from their sockets
-            // queue their changes and join this batch instead of each making its own.
-            tokio::task::yield_now().await;
+            // queue their changes and join this batch instead of each making its own. Again
+            // while that brings more (a few times at most, so a steady stream cannot hold
+            // the batch back).
+            let mut queued = lock(&self.inner.queue).replies.len();
+            for _ in 0..MAX_YIELDS {
+                tokio::task::yield_now().await;
+                let now = lock(&self.inner.queue).replies.len();
+                if now == queued {
+                    break;
+                }
+                queued = now;
+            }
             let (inputs, replies) = {
                 let mut queue = lock(&self.inner.queue);
                 if queue.replies.is_empty() {
