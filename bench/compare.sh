@@ -177,19 +177,16 @@ else
 fi
 
 # The reference's own workload: N users in one room, one room watcher and one router watcher,
-# every user setting presence in turn at the same fixed concurrency (8) for both servers.
-for n in "${REF_USERS[@]}"; do
-  for server in presenced synapse; do
-    run "ref$n" "$server" "$SYNAPSE_TIMEBOX" 0 -- --users "$n" --watchers 1 --router-watchers 1 \
-      --rooms one --concurrency 8
-  done
-done
-
-# The same at 64 PUTs in flight, both servers: the reference serves more with more in flight.
-for n in "${REF_USERS[@]}"; do
-  for server in presenced synapse; do
-    run "burst$n" "$server" "$SYNAPSE_TIMEBOX" 0 -- --users "$n" --watchers 1 --router-watchers 1 \
-      --rooms one --concurrency 64
+# every user setting presence in turn at the same fixed concurrency for both servers: 8 PUTs
+# in flight ("ref"), then 64 ("burst"; the reference serves more with more in flight).
+for kind in ref burst; do
+  concurrency=8
+  [ "$kind" = burst ] && concurrency=64
+  for n in "${REF_USERS[@]}"; do
+    for server in presenced synapse; do
+      run "$kind$n" "$server" "$SYNAPSE_TIMEBOX" 0 -- --users "$n" --watchers 1 \
+        --router-watchers 1 --rooms one --concurrency "$concurrency"
+    done
   done
 done
 
