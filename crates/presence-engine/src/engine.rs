@@ -349,6 +349,11 @@ impl Engine {
         self.listening[u as usize / 64] & (1 << (u % 64)) != 0
     }
 
+    /// Whether `user` is marked by [`Self::set_listening`] as having a waiting sync.
+    pub fn listening(&self, user: UserIdx) -> bool {
+        self.is_listening(user.0)
+    }
+
     // ---- rooms -------------------------------------------------------------------------
 
     /// Records a change in a room's log. Excluded rooms keep no log: nobody reads it.

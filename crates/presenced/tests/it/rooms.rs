@@ -2,6 +2,8 @@
 //! membership API (real binary); and the `/sync` rooms section, read in-process from the
 //! server's state after changes made over HTTP.
 
+use std::time::{Duration, Instant};
+
 use presence_router::UserId;
 use presenced::{
     Config, Server,
@@ -620,6 +622,52 @@ fn types(events: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// A client that gives up on a long-polling `/sync` leaves no trace: its user is no longer
+/// counted as listening (woken on every change of its rooms) once the request is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_long_poll_stops_listening() {
+    let s = InProcess::start().await;
+    let c = s.client.clone();
+    let [alice] = <[User; 1]>::try_from(users(&c, &["alice"]).await).unwrap();
+    let first = c.sync(&alice, "timeout=0&set_presence=offline").await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let id = UserId::parse(&alice.user_id).unwrap();
+    let listening = || {
+        let presence = s.server.state().presence();
+        presence.with_engine(|e| {
+            let idx = e.intern_user(&id);
+            e.listening(idx)
+        })
+    };
+
+    let poll = tokio::spawn({
+        let (c, alice) = (c.clone(), alice.clone());
+        async move {
+            c.sync(
+                &alice,
+                &format!("timeout=30000&set_presence=offline&since={since}"),
+            )
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !listening() {
+        assert!(Instant::now() < deadline, "the long-poll never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client goes away mid-wait: its connection closes.
+    poll.abort();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listening() {
+        assert!(
+            Instant::now() < deadline,
+            "still listening after the request was abandoned"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
