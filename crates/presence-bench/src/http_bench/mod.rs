@@ -51,7 +51,7 @@ use tracker::{StepStats, Tracker};
 /// `presence-bench http` options.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct HttpArgs {
-    /// The server's client API, e.g. `http://127.0.0.1:8008`.
+    /// The server's client API over plain HTTP, e.g. `http://127.0.0.1:8008`.
     #[arg(long)]
     pub base_url: String,
     /// The server's `registration_shared_secret`.
@@ -191,6 +191,7 @@ fn validate(args: &HttpArgs) -> Result<(), BenchError> {
     if args.watchers + args.router_watchers == 0 {
         return bad("at least one watcher is needed (--watchers or --router-watchers)");
     }
+    Target::new(&args.base_url)?;
     Ok(())
 }
 
