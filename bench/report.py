@@ -188,20 +188,16 @@ def chart(rows, path):
     lo = min((r["rate"] for r in rows if r["rate"] > 0), default=10)
     hi = max((r["rate"] for r in rows), default=10) * 2
     ax2.plot([lo, hi], [lo, hi], ":", color="grey", label="achieved = target")
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("achieved presence updates/s (steps in sweep order)")
-    ax1.set_ylabel("PUT → visible in /sync latency (ms)")
-    ax1.set_title("Latency percentiles against achieved load")
-    ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=6.5)
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("target updates/s (star: as fast as the server answers)")
-    ax2.set_ylabel("achieved presence updates/s")
-    ax2.set_title("Achieved against target rate: where each server saturates")
-    ax2.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=7)
+    for ax, xlabel, ylabel, title, legend_size in (
+        (ax1, "achieved presence updates/s (steps in sweep order)",
+         "PUT → visible in /sync latency (ms)", "Latency percentiles against achieved load", 6.5),
+        (ax2, "target updates/s (star: as fast as the server answers)",
+         "achieved presence updates/s",
+         "Achieved against target rate: where each server saturates", 7),
+    ):
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -8,7 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -263,9 +263,7 @@ impl OneTimeValues {
     }
 
     fn issued(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        // Each operation is one insert or remove, so a panic cannot leave the map half
-        // updated.
-        self.issued.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.issued)
     }
 
     /// Remembers `value` until it expires; refuses when too many are pending.

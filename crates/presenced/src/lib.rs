@@ -26,6 +26,13 @@ pub mod rooms;
 pub mod routers;
 pub mod server;
 
+/// Locks `m`, ignoring poisoning. Every mutex in the server guards a short in-memory section
+/// that leaves its data consistent at each step (single inserts, removes or swaps; the
+/// engine between calls), so a panic while one was held is no reason to stop serving.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use crate::{
     config::Config,
     error::{ApiError, StartError},

@@ -13,6 +13,8 @@ use std::{
 use presence_router::UserId;
 use tokio::sync::{Notify, futures::OwnedNotified};
 
+use crate::lock;
+
 #[derive(Default)]
 struct Entry {
     notify: Arc<Notify>,
@@ -106,10 +108,4 @@ impl Drop for Subscription {
             self.notifier.unsubscribe(&self.user);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map inconsistent (every update is a
-    // single insert/remove), so poisoning is ignored.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

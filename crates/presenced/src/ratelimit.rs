@@ -35,10 +35,7 @@ impl RateLimiter {
         if self.per_second <= 0.0 || !self.per_second.is_finite() {
             return Ok(());
         }
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = crate::lock(&self.buckets);
         if buckets.len() > 100_000 {
             // Full buckets carry no information: forget them so memory stays bounded.
             let burst = self.burst;

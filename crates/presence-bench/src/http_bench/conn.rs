@@ -17,6 +17,7 @@ use hyper::{
 };
 use tokio::net::TcpStream;
 
+use super::client::matrix_error;
 use crate::BenchError;
 
 /// Where the load connections go: `host:port` of an `http://` base URL.
@@ -96,8 +97,9 @@ impl Conn {
         Ok(sender)
     }
 
-    /// Sends one request and returns the status and body; `Err` only for transport failures
-    /// (the connection is then dropped and reopened next time) and the timeout.
+    /// Sends one request and returns the body of a 2xx answer; otherwise the Matrix error,
+    /// or a transport failure or the timeout (the connection is then dropped and reopened
+    /// next time).
     pub async fn send(
         &mut self,
         method: Method,
@@ -105,10 +107,11 @@ impl Conn {
         auth: &HeaderValue,
         body: Option<Bytes>,
         timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), BenchError> {
+    ) -> Result<Bytes, BenchError> {
         let result = tokio::time::timeout(timeout, self.exchange(method, path, auth, body)).await;
         match result {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok((status, body))) if status.is_success() => Ok(body),
+            Ok(Ok((status, body))) => Err(matrix_error(status.as_u16(), &body)),
             Ok(Err(e)) => {
                 self.sender = None;
                 Err(e)

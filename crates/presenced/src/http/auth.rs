@@ -5,10 +5,7 @@
 //! endpoint does not read the database for every request.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#using-access-tokens>.
 
-use std::{
-    borrow::Cow,
-    sync::{Mutex, PoisonError},
-};
+use std::{borrow::Cow, sync::Mutex};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use presence_router::{DeviceId, UserId};
@@ -43,15 +40,11 @@ const TOKEN_CACHE_LIMIT: usize = 200_000;
 
 impl TokenCache {
     fn get(&self, token: &str) -> Option<(UserId, DeviceId, bool)> {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(token)
-            .cloned()
+        crate::lock(&self.map).get(token).cloned()
     }
 
     fn put(&self, token: String, entry: (UserId, DeviceId, bool)) {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = crate::lock(&self.map);
         if map.len() >= TOKEN_CACHE_LIMIT {
             map.clear();
         }
@@ -60,18 +53,12 @@ impl TokenCache {
 
     /// Forgets a token (logout).
     pub fn remove(&self, token: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(token);
+        crate::lock(&self.map).remove(token);
     }
 
     /// Forgets every token of a device.
     pub fn remove_device(&self, user: &UserId, device: &DeviceId) {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, (u, d, _)| !(u == user && d == device));
+        crate::lock(&self.map).retain(|_, (u, d, _)| !(u == user && d == device));
     }
 }
 

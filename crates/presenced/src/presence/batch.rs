@@ -9,7 +9,7 @@
 
 use std::{
     mem,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use presence_engine::Input;
@@ -17,6 +17,7 @@ use presence_store::PresenceStore;
 use tokio::sync::oneshot;
 
 use super::{PresenceError, PresenceService};
+use crate::lock;
 
 type Reply = oneshot::Sender<Result<(), PresenceError>>;
 
@@ -30,13 +31,6 @@ pub(super) struct Queue {
     replies: Vec<Reply>,
     /// Whether a task is processing batches (it takes these next).
     running: bool,
-}
-
-fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    // Only plain pushes and swaps happen under this lock: a poisoned one is still consistent.
-    queue
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<S: PresenceStore> PresenceService<S> {

@@ -138,12 +138,7 @@ impl<S: PresenceStore> PresenceService<S> {
     }
 
     fn engine(&self) -> MutexGuard<'_, Engine> {
-        // The engine's invariants hold between calls; a panic inside one call is a bug we log
-        // rather than a reason to stop serving presence.
-        self.inner
-            .engine
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.inner.engine)
     }
 
     /// Runs `f` with the engine locked (short, in-memory work only).

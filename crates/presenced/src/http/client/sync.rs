@@ -223,10 +223,7 @@ const SYNC_FILTER_CACHE_LIMIT: usize = 10_000;
 
 impl SyncFilters {
     fn lock(&self) -> std::sync::MutexGuard<'_, FilterMap> {
-        // Plain inserts and lookups only: a poisoned map is still consistent.
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.map)
     }
 }
 
