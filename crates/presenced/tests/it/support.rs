@@ -73,11 +73,12 @@ impl Workspace {
             .await
             .expect("the command did not finish")
             .unwrap();
-        (
-            output.status.code().expect("killed by a signal"),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let code = output
+            .status
+            .code()
+            .unwrap_or_else(|| panic!("presenced ended by {}; stderr:\n{stderr}", output.status));
+        (code, String::from_utf8(output.stdout).unwrap(), stderr)
     }
 }
 
