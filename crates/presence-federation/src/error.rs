@@ -1,19 +1,19 @@
 //! The crate's error type and its one mapping to Matrix error responses.
 //!
-//! Every failure in this crate is an [`Error`]. The federation endpoints return it directly,
-//! and [`Error`]'s `IntoResponse` impl is the only place that picks an HTTP status and an
-//! `errcode` (<https://spec.matrix.org/v1.15/client-server-api/#standard-error-response>), so
-//! the mapping cannot drift between handlers. Internal causes are logged, never echoed.
+//! Every failure in this crate is an [`Error`]. The federation endpoints return it directly;
+//! [`Error::kind`] names its Matrix error kind, and `presence-matrix` gives that kind its
+//! `errcode` and HTTP status, the same mapping the client API uses
+//! (<https://spec.matrix.org/v1.15/client-server-api/#standard-error-response>). Internal
+//! causes are logged, never echoed.
 
 use std::{io, path::PathBuf};
 
 use axum::{
-    Json,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use presence_matrix::{ErrorKind, MatrixError};
 use presence_router::ServerName;
-use serde::Serialize;
 
 /// Everything that can go wrong in the federation layer.
 #[derive(Debug, thiserror::Error)]
@@ -98,52 +98,48 @@ impl Error {
         Self::BadJson(reason.into())
     }
 
-    /// The HTTP status and Matrix `errcode` this error is reported with.
-    pub fn status_and_errcode(&self) -> (StatusCode, &'static str) {
+    /// The Matrix error kind this error is reported with.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Unauthorized(_) | Self::RemoteKeys { .. } => {
-                (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED")
-            }
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
-            Self::NotJson => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
-            Self::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
-            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            Self::Unauthorized(_) | Self::RemoteKeys { .. } => ErrorKind::Unauthorized,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::NotJson => ErrorKind::NotJson,
+            Self::BadJson(_) => ErrorKind::BadJson,
+            Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::KeyFile { .. }
             | Self::Io { .. }
             | Self::Config(_)
             | Self::Resolve { .. }
             | Self::Request { .. }
             | Self::Signing(_)
-            | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+            | Self::Internal(_) => ErrorKind::Internal,
         }
     }
-}
 
-/// The Matrix error body: `{"errcode": ..., "error": ...}`.
-#[derive(Debug, Serialize)]
-struct MatrixErrorBody {
-    errcode: &'static str,
-    error: String,
+    /// The HTTP status and Matrix `errcode` this error is reported with (from [`Self::kind`]).
+    pub fn status_and_errcode(&self) -> (StatusCode, &'static str) {
+        let kind = self.kind();
+        (kind.status(), kind.errcode())
+    }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, errcode) = self.status_and_errcode();
-        let error = if status.is_server_error() {
+        let kind = self.kind();
+        if kind.is_server_error() {
             tracing::error!(error = %self, "Federation request failed internally.");
-            "Internal server error".to_owned()
         } else {
-            tracing::debug!(error = %self, %status, "Federation request rejected.");
-            match &self {
-                // A key-fetch failure is the remote's problem; say so without the details
-                // of our own network path.
-                Self::RemoteKeys { server, .. } => {
-                    format!("Failed to find a key to verify the request from {server}")
-                }
-                other => other.to_string(),
+            tracing::debug!(error = %self, status = %kind.status(), "Federation request rejected.");
+        }
+        let message = match &self {
+            // A key-fetch failure is the remote's problem; say so without the details of our
+            // own network path.
+            Self::RemoteKeys { server, .. } => {
+                format!("Failed to find a key to verify the request from {server}")
             }
+            other => other.to_string(),
         };
-        (status, Json(MatrixErrorBody { errcode, error })).into_response()
+        MatrixError::new(kind, message).into_response()
     }
 }
 

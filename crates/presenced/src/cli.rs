@@ -208,16 +208,21 @@ async fn serve_until_signal(config: Config, run: RunArgs) -> Result<(), String> 
 
     let signal = signals.recv().await;
     tracing::info!(signal, "Shutting down: finishing open requests.");
-    tokio::select! {
-        result = server.stop(run.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)) => {
-            result.map_err(|e| e.to_string())
-        }
-        second = signals.recv() => {
-            // A second signal means "now": dropping `stop` drops the open requests.
-            tracing::warn!(signal = second, "Second signal: stopping at once.");
-            Ok(())
-        }
-    }
+    let shutdown = server.shutdown_handle();
+    let second = tokio::spawn(async move {
+        let second = signals.recv().await;
+        // A second signal means "now": the open requests are dropped, the cleanup still runs.
+        tracing::warn!(
+            signal = second,
+            "Second signal: dropping the open requests."
+        );
+        shutdown.hurry();
+    });
+    let result = server
+        .stop(run.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT))
+        .await;
+    second.abort();
+    result.map_err(|e| e.to_string())
 }
 
 /// Installs the log subscriber: `--log-level`, else `RUST_LOG`, else `info`; to stderr.

@@ -22,9 +22,9 @@ use presence_router::{ServerName, UserPresenceState};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    app::Store,
     config::Config,
     error::StartError,
-    http::Store,
     presence::{FederationSender, PresenceService},
 };
 
@@ -67,27 +67,30 @@ pub(crate) async fn start(
     if !config.federates() {
         return Ok(None);
     }
-    let fail =
-        |what: &str, e: &dyn std::fmt::Display| StartError::Federation(format!("{what}: {e}"));
+    let fail = |what: &str, source: presence_federation::Error| StartError::Federation {
+        what: what.to_owned(),
+        source,
+    };
     let Some(key_path) = config.federation.signing_key_path.clone() else {
         // Config validation requires it; kept as an error rather than a panic path.
-        return Err(StartError::Federation(
-            "signing_key_path is required to federate".to_owned(),
+        return Err(fail(
+            "signing_key_path",
+            presence_federation::Error::Config("required to federate".to_owned()),
         ));
     };
     let shown = key_path.display().to_string();
     // A new key is generated (and logged) by the federation crate when the file is missing.
     let (keys, _) = presence_federation::load_or_generate_async(key_path)
         .await
-        .map_err(|e| fail(&format!("signing_key_path {shown}"), &e))?;
-    let federation_config = federation_config(config).map_err(|e| fail("federation", &e))?;
+        .map_err(|e| fail(&format!("signing_key_path {shown}"), e))?;
+    let federation_config = federation_config(config).map_err(|e| fail("federation", e))?;
     let federation = Federation::builder(
         federation_config,
         keys,
         Arc::new(ToPresence(presence.clone())),
     )
     .build(shutdown)
-    .map_err(|e| fail("federation", &e))?;
+    .map_err(|e| fail("federation", e))?;
     presence.set_federation(Arc::new(ToOutbox(federation.outbox().clone())));
     tracing::info!(
         server_name = %config.server_name,

@@ -12,7 +12,7 @@
 //! The binary's `main` only calls [`cli::main`]; everything else lives here so tests can
 //! start the server in-process.
 
-pub mod accounts;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -21,8 +21,8 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod presence;
+pub mod query;
 pub mod ratelimit;
-pub mod rooms;
 pub mod routers;
 pub mod server;
 
@@ -34,8 +34,9 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use crate::{
+    app::App,
     config::Config,
     error::{ApiError, StartError},
-    http::{AppState, app},
-    server::{RunningServer, Server},
+    http::app,
+    server::{RunningServer, Server, Shutdown},
 };

@@ -1,14 +1,13 @@
 //! Metrics, exported in the Prometheus text format on `/metrics`.
 //!
-//! Names are constants here, and each is recorded through one function, so that every metric
-//! has exactly one definition.
+//! A leaf: names are constants here, each with its `# HELP` text, and each is recorded
+//! through one function, so that every metric has exactly one definition. Components that
+//! keep their own counters (routers, Python, federation) are read into it in one place,
+//! `App::collect_metrics`, just before rendering.
 
 use std::{sync::OnceLock, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use presence_router::RouterSet;
-
-use crate::routers::PythonModules;
 
 /// Notified presence updates persisted.
 pub const PRESENCE_UPDATES: &str = "presenced_presence_updates_total";
@@ -26,8 +25,9 @@ pub const ROUTER_FAILURES: &str = "presenced_router_failures_total";
 pub const ROUTER_TIMEOUTS: &str = "presenced_router_timeouts_total";
 /// Router calls that panicked, by router.
 pub const ROUTER_PANICS: &str = "presenced_router_panics_total";
-/// Time spent in router calls, by router.
-pub const ROUTER_SECONDS: &str = "presenced_router_call_seconds_total";
+/// Time spent in router calls so far, by router (a gauge: Prometheus reserves `_total` for
+/// counters, and this one is fractional).
+pub const ROUTER_SECONDS: &str = "presenced_router_call_time_seconds";
 /// Inbound federation presence entries dropped by validation.
 pub const REMOTE_DROPPED: &str = "presenced_remote_presence_dropped_total";
 /// Times Python module code kept the interpreter's event loop from running too long.
@@ -79,7 +79,7 @@ pub fn install() -> PrometheusHandle {
                     )
                 })
                 .map(PrometheusBuilder::build_recorder);
-            match recorder {
+            let handle = match recorder {
                 Ok(recorder) => {
                     let handle = recorder.handle();
                     if metrics::set_global_recorder(recorder).is_err() {
@@ -94,16 +94,25 @@ pub fn install() -> PrometheusHandle {
                     let _ = metrics::set_global_recorder(recorder);
                     handle
                 }
-            }
+            };
+            // After the recorder is installed: descriptions go to the current recorder.
+            describe();
+            handle
         })
         .clone()
 }
 
-/// Renders every metric, with the routers' counters read at this moment.
-pub fn render(handle: &PrometheusHandle, routers: &RouterSet, python: &PythonModules) -> String {
-    python.record_metrics();
+/// Renders every metric.
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.render()
+}
+
+/// Records the routers' counters as they are now.
+pub fn router_stats<'a>(
+    stats: impl IntoIterator<Item = (&'a str, &'a std::sync::Arc<presence_router::RouterStats>)>,
+) {
     use std::sync::atomic::Ordering::Relaxed;
-    for (name, stats) in routers.stats() {
+    for (name, stats) in stats {
         let labels = [("router", name.to_owned())];
         metrics::counter!(ROUTER_CALLS, &labels).absolute(stats.calls.load(Relaxed));
         metrics::counter!(ROUTER_FAILURES, &labels).absolute(stats.failures.load(Relaxed));
@@ -111,19 +120,105 @@ pub fn render(handle: &PrometheusHandle, routers: &RouterSet, python: &PythonMod
         metrics::counter!(ROUTER_PANICS, &labels).absolute(stats.panics.load(Relaxed));
         metrics::gauge!(ROUTER_SECONDS, &labels).set(stats.nanos.load(Relaxed) as f64 / 1e9);
     }
-    handle.render()
 }
 
-/// Reads the federation counters at this moment (before [`render`]).
-pub fn federation(federation: &presence_federation::Federation) {
-    let out = federation.outbox().stats();
+/// Records the federation counters as they are now.
+pub fn federation_stats(
+    out: &presence_federation::OutboxStats,
+    inbound: &presence_federation::InboundStats,
+) {
     metrics::counter!(FEDERATION_TXN_SENT).absolute(out.transactions_sent);
     metrics::counter!(FEDERATION_PRESENCE_SENT).absolute(out.states_sent);
     metrics::counter!(FEDERATION_SEND_FAILURES).absolute(out.failed_attempts);
     metrics::counter!(FEDERATION_PRESENCE_EXPIRED).absolute(out.dropped_expired);
-    let inbound = federation.inbound().stats();
     metrics::counter!(FEDERATION_TXN_RECEIVED).absolute(inbound.transactions);
     metrics::counter!(FEDERATION_TXN_REJECTED).absolute(inbound.rejected);
+}
+
+/// Gives every metric its `# HELP` line (once, when the recorder is installed).
+fn describe() {
+    metrics::describe_counter!(PRESENCE_UPDATES, "Notified presence updates persisted.");
+    metrics::describe_counter!(
+        PRESENCE_DELIVERIES,
+        "(recipient, user) presence entries returned by syncs."
+    );
+    metrics::describe_histogram!(SYNC_SECONDS, "Wall time of `/sync` requests.");
+    metrics::describe_histogram!(
+        STORE_WRITE_SECONDS,
+        "Presence store write latency (from request to COMMIT)."
+    );
+    metrics::describe_counter!(ROUTER_CALLS, "Router calls, by router.");
+    metrics::describe_counter!(
+        ROUTER_FAILURES,
+        "Router calls whose answer was dropped, by router."
+    );
+    metrics::describe_counter!(
+        ROUTER_TIMEOUTS,
+        "Router calls that overran their budget, by router."
+    );
+    metrics::describe_counter!(ROUTER_PANICS, "Router calls that panicked, by router.");
+    metrics::describe_gauge!(
+        ROUTER_SECONDS,
+        "Time spent in router calls so far, by router ."
+    );
+    metrics::describe_counter!(
+        REMOTE_DROPPED,
+        "Inbound federation presence entries dropped by validation."
+    );
+    metrics::describe_counter!(
+        PYTHON_STALLS,
+        "Times Python module code kept the interpreter's event loop from running too long."
+    );
+    metrics::describe_counter!(
+        PYTHON_INTERRUPTS,
+        "Exceptions raised inside Python module code that kept the loop stuck."
+    );
+    metrics::describe_counter!(
+        PYTHON_BACKGROUND_FAILURES,
+        "Background work of Python modules that raised."
+    );
+    metrics::describe_counter!(
+        PYTHON_EXCEPTIONS,
+        "Python router calls that raised, by router."
+    );
+    metrics::describe_counter!(
+        PYTHON_INVALID_ANSWERS,
+        "Python router answers of the wrong type or naming states or users it was not given."
+    );
+    metrics::describe_counter!(
+        PYTHON_REJECTED,
+        "Python router calls refused at once (interpreter stuck, queue full or stopped)."
+    );
+    metrics::describe_histogram!(
+        PRESENCE_BATCH_SIZE,
+        "Local presence changes per batch (each batch is one router call and one commit)."
+    );
+    metrics::describe_counter!(
+        FEDERATION_TXN_SENT,
+        "Federation transactions delivered to other servers."
+    );
+    metrics::describe_counter!(
+        FEDERATION_PRESENCE_SENT,
+        "Presence states delivered to other servers."
+    );
+    metrics::describe_counter!(
+        FEDERATION_SEND_FAILURES,
+        "Outbound transactions that failed (each is retried with backoff)."
+    );
+    metrics::describe_counter!(
+        FEDERATION_PRESENCE_EXPIRED,
+        "Queued presence dropped because its server stayed unreachable."
+    );
+    metrics::describe_counter!(FEDERATION_TXN_RECEIVED, "Inbound transactions accepted.");
+    metrics::describe_counter!(
+        FEDERATION_TXN_REJECTED,
+        "Inbound transactions refused (bad body or limits)."
+    );
+    metrics::describe_counter!(
+        FEDERATION_PRESENCE_RECEIVED,
+        "Inbound presence entries handed to the engine."
+    );
+    metrics::describe_counter!(RATE_LIMITED, "HTTP requests refused with 429.");
 }
 
 /// Records inbound presence entries handed to the engine.

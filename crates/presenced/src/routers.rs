@@ -28,7 +28,7 @@ pub async fn build(config: &Config, api: &ModuleApi) -> Result<Routers, StartErr
     let api = api.clone();
     tokio::task::spawn_blocking(move || build_blocking(&config, &api))
         .await
-        .map_err(|e| StartError::Router(format!("loading the presence routers failed: {e}")))?
+        .map_err(StartError::RouterTask)?
 }
 
 fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartError> {
@@ -46,9 +46,7 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
     for (path, module) in config.module_entries() {
         let built_in = registry.names().any(|name| name == module.module);
         let router = if built_in || !cfg!(feature = "python") {
-            registry
-                .build(&path, &module.module, &module.config, api)
-                .map_err(|e| StartError::Router(e.to_string()))?
+            registry.build(&path, &module.module, &module.config, api)?
         } else {
             match python.load(config, &path, &module.module, &module.config, api)? {
                 Some(router) => router,
@@ -108,9 +106,7 @@ mod python {
             } else {
                 ModuleForm::Legacy
             };
-            let router: Option<PythonRouter> = host
-                .load(form, path, module, module_config, api)
-                .map_err(|e| StartError::Router(e.to_string()))?;
+            let router: Option<PythonRouter> = host.load(form, path, module, module_config, api)?;
             Ok(router.map(|router| {
                 self.routers
                     .push((module.to_owned(), router.stats().clone()));
@@ -168,8 +164,7 @@ mod python {
             TwistedSetting::Required => TwistedMode::Required,
             _ => TwistedMode::Auto,
         };
-        let host = PythonHost::start(options)
-            .map_err(|e| StartError::Router(format!("python: cannot start Python: {e}")))?;
+        let host = PythonHost::start(options).map_err(StartError::Python)?;
         tracing::info!(
             version = host.python_version(),
             twisted = host.twisted(),

@@ -2,9 +2,9 @@
 //! down gracefully.
 //!
 //! All sockets are bound before anything is served, so a bad address fails startup as a
-//! whole instead of leaving half the listeners running. Shutdown is a [`CancellationToken`]:
-//! cancelling it stops accepting connections and lets open requests finish; whatever is
-//! still running after the grace period is dropped.
+//! whole instead of leaving half the listeners running. [`Shutdown`] stops the server in
+//! order: listeners stop accepting and drain, bounded by the grace period; then the cleanup
+//! (timers, flushes, the federation outbox, Python, closing the store) always runs.
 
 use std::{
     io,
@@ -18,10 +18,10 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    app::App,
     config::{Config, ListenerConfig, ResourceName},
     error::StartError,
-    http::{self, AppState},
-    presence,
+    http, presence,
 };
 use presence_store::PresenceStore as _;
 
@@ -35,7 +35,7 @@ impl Server {
     /// addresses are in [`RunningServer::local_addrs`].
     pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let tls = tls_config(&config)?;
-        let (state, background) = AppState::build(config).await?;
+        let (state, background) = App::build(config).await?;
         let mut bound = Vec::new();
         for listener in &state.config().listeners {
             let resources = listener_resources(listener);
@@ -53,7 +53,7 @@ impl Server {
             }
         }
 
-        let shutdown = CancellationToken::new();
+        let shutdown = Shutdown::new();
         let federation_listeners = federation_listeners_token(&state, &shutdown);
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::with_capacity(bound.len());
@@ -67,7 +67,7 @@ impl Server {
             {
                 federation_listeners.clone()
             } else {
-                shutdown.clone()
+                shutdown.requested.clone()
             };
             match tls {
                 Some(tls) => {
@@ -81,35 +81,73 @@ impl Server {
                 }
             }
         }
-        let background_shutdown = CancellationToken::new();
         let mut background_tasks = JoinSet::new();
         presence::spawn_background(
             state.presence(),
             background.module_commands,
-            background_shutdown.clone(),
+            shutdown.background.clone(),
             &mut background_tasks,
         );
         Ok(RunningServer {
             local_addrs,
-            shutdown,
+            shutdown: Shutdown {
+                outbox: background.federation_shutdown,
+                ..shutdown
+            },
             tasks,
             state,
-            background_shutdown,
             background_tasks,
-            federation_shutdown: background.federation_shutdown,
         })
+    }
+}
+
+/// How a running server stops, in order: `requested` stops accepting connections and starts
+/// draining the listeners (federation and keys listeners a little later, once the outbox has
+/// handed over what it queued); `hurry` cuts the draining short (the grace period, or a second
+/// signal); then, whatever happened while draining, the background tasks stop (`background`),
+/// the outbox stops (`outbox`), Python stops and the store closes.
+#[derive(Clone)]
+pub struct Shutdown {
+    requested: CancellationToken,
+    hurry: CancellationToken,
+    background: CancellationToken,
+    outbox: CancellationToken,
+}
+
+impl Shutdown {
+    fn new() -> Self {
+        Self {
+            requested: CancellationToken::new(),
+            hurry: CancellationToken::new(),
+            background: CancellationToken::new(),
+            outbox: CancellationToken::new(),
+        }
+    }
+
+    /// Stops accepting connections; open requests keep running until they finish.
+    pub fn request(&self) {
+        self.requested.cancel();
+    }
+
+    /// Drops the requests still open (the cleanup after them still runs).
+    pub fn hurry(&self) {
+        self.requested.cancel();
+        self.hurry.cancel();
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.is_cancelled()
     }
 }
 
 /// A started server.
 pub struct RunningServer {
     local_addrs: Vec<SocketAddr>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     tasks: JoinSet<Result<(), StartError>>,
-    state: AppState,
-    background_shutdown: CancellationToken,
+    state: App,
     background_tasks: JoinSet<()>,
-    federation_shutdown: CancellationToken,
 }
 
 impl RunningServer {
@@ -118,26 +156,69 @@ impl RunningServer {
         &self.local_addrs
     }
 
-    /// The application state the handlers share.
-    pub fn state(&self) -> &AppState {
+    /// The application core the handlers share.
+    pub fn state(&self) -> &App {
         &self.state
+    }
+
+    /// The server's shutdown handle (clones share it).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     /// The token that stops the server when cancelled (clones share it).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.shutdown.requested.clone()
     }
 
     /// Stops accepting connections; open requests keep running until they finish.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.shutdown.request();
     }
 
-    /// Waits until every listener has stopped (after [`Self::shutdown`], or a failure).
-    /// If one listener fails, the others are shut down too and the first error is returned.
+    /// Waits until every listener has stopped (after [`Self::shutdown`], or a failure), then
+    /// cleans up. If one listener fails, the others are shut down too and the first error is
+    /// returned.
     pub async fn wait(mut self) -> Result<(), StartError> {
+        let first_error = self.drain().await;
+        self.clean_up().await;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Shuts down and waits up to `grace` for open requests; the rest are dropped. The
+    /// cleanup after them (timers, flushes, Python, closing the store) always runs.
+    pub async fn stop(mut self, grace: Duration) -> Result<(), StartError> {
+        self.shutdown.request();
+        let hurry = self.shutdown.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if !hurry.hurry.is_cancelled() {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "Dropping the requests still open after the grace period."
+                );
+            }
+            hurry.hurry();
+        });
+        let first_error = self.drain().await;
+        timer.abort();
+        self.clean_up().await;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Joins the listeners; aborts them when `hurry` fires. Returns the first listener error.
+    async fn drain(&mut self) -> Option<StartError> {
         let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
+        loop {
+            let joined = tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                () = self.shutdown.hurry.cancelled() => {
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    break;
+                }
+            };
+            let Some(joined) = joined else { break };
             let result = match joined {
                 Ok(result) => result,
                 Err(e) if e.is_panic() => {
@@ -147,55 +228,45 @@ impl RunningServer {
                 Err(_) => Ok(()),
             };
             if let Err(e) = result {
-                self.shutdown.cancel();
+                self.shutdown.request();
                 first_error.get_or_insert(e);
             }
         }
-        // Listeners are drained: stop the timers, flush bookkeeping, close the store (which
-        // commits everything still queued).
-        self.background_shutdown.cancel();
+        first_error
+    }
+
+    /// Stops the timers, flushes bookkeeping, hands federation what is queued (briefly),
+    /// stops Python and closes the store (which commits everything still queued).
+    async fn clean_up(&mut self) {
+        self.shutdown.background.cancel();
         while self.background_tasks.join_next().await.is_some() {}
-        // Remote servers get what is still queued for them (briefly), then the outbox stops.
         match self.state.federation() {
             Some(federation) => crate::federation::shutdown(federation).await,
-            None => self.federation_shutdown.cancel(),
+            None => self.shutdown.outbox.cancel(),
         }
         self.state.python().shutdown().await;
         if let Err(e) = self.state.store().close().await {
             tracing::warn!(error = %e, "Closing the database failed.");
         }
         tracing::info!("Stopped.");
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Shuts down and waits up to `grace` for open requests; the rest are dropped.
-    pub async fn stop(self, grace: Duration) -> Result<(), StartError> {
-        self.shutdown();
-        match tokio::time::timeout(grace, self.wait()).await {
-            Ok(result) => result,
-            Err(_) => {
-                // Dropping the `wait` future dropped the JoinSet, which aborts the tasks.
-                tracing::warn!(
-                    grace_ms = grace.as_millis(),
-                    "Requests still open after the grace period were dropped."
-                );
-                Ok(())
-            }
-        }
     }
 }
 
-/// The token that stops the federation and keys listeners: cancelled once `shutdown` is and
-/// the outbox has handed over what it queued (briefly), so that remote servers can still
-/// fetch our key to accept those last transactions.
-fn federation_listeners_token(state: &AppState, shutdown: &CancellationToken) -> CancellationToken {
+/// The token that stops the federation and keys listeners: cancelled once a shutdown is
+/// requested and the outbox has handed over what it queued (briefly), so that remote servers
+/// can still fetch our key to accept those last transactions.
+fn federation_listeners_token(state: &App, shutdown: &Shutdown) -> CancellationToken {
     let Some(federation) = state.federation() else {
-        return shutdown.clone();
+        return shutdown.requested.clone();
     };
     let token = CancellationToken::new();
-    let (outbox, shutdown, stop) = (federation.outbox().clone(), shutdown.clone(), token.clone());
+    let (outbox, requested, stop) = (
+        federation.outbox().clone(),
+        shutdown.requested.clone(),
+        token.clone(),
+    );
     tokio::spawn(async move {
-        shutdown.cancelled().await;
+        requested.cancelled().await;
         outbox.flush(crate::federation::SHUTDOWN_FLUSH).await;
         stop.cancel();
     });
@@ -210,16 +281,23 @@ fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Star
     let f = &config.federation;
     let (Some(cert), Some(key)) = (&f.tls_certificate_path, &f.tls_private_key_path) else {
         // Config validation requires both; an error rather than a panic path.
-        return Err(StartError::Federation(
-            "tls_certificate_path and tls_private_key_path are required for tls: true".to_owned(),
-        ));
+        return Err(StartError::Federation {
+            what: "TLS listener".to_owned(),
+            source: presence_federation::Error::Config(
+                "tls_certificate_path and tls_private_key_path are required for tls: true"
+                    .to_owned(),
+            ),
+        });
     };
-    let tls = presence_federation::tls::server_tls_config(cert, key).map_err(|e| {
-        StartError::Federation(format!(
-            "TLS listener (tls_certificate_path {}, tls_private_key_path {}): {e}",
-            cert.display(),
-            key.display()
-        ))
+    let tls = presence_federation::tls::server_tls_config(cert, key).map_err(|source| {
+        StartError::Federation {
+            what: format!(
+                "TLS listener (tls_certificate_path {}, tls_private_key_path {})",
+                cert.display(),
+                key.display()
+            ),
+            source,
+        }
     })?;
     Ok(Some(Arc::new(tls)))
 }

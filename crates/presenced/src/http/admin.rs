@@ -13,7 +13,8 @@ use presence_router::{ModuleApiError, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, MatrixJson, auth::Admin};
+use super::{MatrixJson, auth::Admin};
+use crate::app::App;
 use crate::{
     error::ApiError,
     presence::{format, now_ms},
@@ -24,7 +25,7 @@ const LIST_PATH: &str = "/_presenced/admin/v1/presence";
 const MAX_PAGE: usize = 1000;
 
 /// The admin presence routes.
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<App> {
     Router::new()
         .route(SEND_PATH, post(send_local_online_presence_to))
         .route(LIST_PATH, get(list_presence))
@@ -37,7 +38,7 @@ struct SendBody {
 }
 
 async fn send_local_online_presence_to(
-    State(state): State<AppState>,
+    State(state): State<App>,
     Admin(_admin): Admin,
     MatrixJson(body): MatrixJson<SendBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -49,7 +50,7 @@ async fn send_local_online_presence_to(
         .send_local_online_presence_to(body.users)
         .await
         .map_err(|e| match e {
-            ModuleApiError::Rejected(msg) => ApiError::NotFound(msg.into()),
+            ModuleApiError::Rejected(msg) => ApiError::not_found(msg),
             other => ApiError::internal(other),
         })?;
     Ok(Json(json!({})))
@@ -62,26 +63,22 @@ struct Page {
 }
 
 async fn list_presence(
-    State(state): State<AppState>,
+    State(state): State<App>,
     Admin(_admin): Admin,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let from = page.from.unwrap_or(0);
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let now = now_ms();
-    let (rows, total) = state.presence().with_engine(|e| {
-        let total = e.user_count();
-        let rows: Vec<Value> = (from..total.min(from.saturating_add(limit)))
-            .filter_map(|i| e.user_at(i))
-            .map(|u| {
-                let p = e.presence(u);
-                let mut c = format::content(&p, now);
-                c.insert("user_id".into(), json!(p.user_id.as_str()));
-                Value::Object(c)
-            })
-            .collect();
-        (rows, total)
-    });
+    let (states, total) = state.presence().page(from, limit);
+    let rows: Vec<Value> = states
+        .iter()
+        .map(|p| {
+            let mut c = format::content(p, now);
+            c.insert("user_id".into(), json!(p.user_id.as_str()));
+            Value::Object(c)
+        })
+        .collect();
     let mut body = json!({"presence": rows, "total": total});
     if from.saturating_add(limit) < total {
         body["next_from"] = json!(from + limit);

@@ -14,13 +14,16 @@ use presence_router::UserId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, MatrixJson, auth::Admin};
-use crate::{error::ApiError, rooms};
+use super::{MatrixJson, auth::Admin};
+use crate::{
+    app::{App, rooms},
+    error::ApiError,
+};
 
 const MEMBER_PATH: &str = "/_presenced/admin/v1/rooms/{room_id}/members/{user_id}";
 
 /// The admin room routes.
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<App> {
     Router::new().route(MEMBER_PATH, put(set_membership))
 }
 
@@ -32,7 +35,7 @@ struct MembershipBody {
 
 /// `PUT .../rooms/{roomId}/members/{userId}`.
 async fn set_membership(
-    State(state): State<AppState>,
+    State(state): State<App>,
     Admin(admin): Admin,
     Path((room, user)): Path<(String, String)>,
     MatrixJson(body): MatrixJson<MembershipBody>,

@@ -67,7 +67,7 @@ pub(crate) async fn read_body(request: Request) -> Result<Bytes, ApiError> {
         }
     }
     if total > limit {
-        return Err(ApiError::TooLarge("Request body too large".into()));
+        return Err(ApiError::too_large("Request body too large"));
     }
     Ok(Bytes::from(buf))
 }
@@ -77,7 +77,7 @@ pub(crate) async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 /// does.
 pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| ApiError::NotJson(NOT_JSON_TEXT.into()))?;
+        serde_json::from_slice(body).map_err(|_| ApiError::not_json(NOT_JSON_TEXT))?;
     // Every Matrix request body is an object; without this check serde would also accept
     // a struct written as an array.
     if !value.is_object() {

@@ -1,5 +1,5 @@
 //! The HTTP layer: one axum [`Router`] per listener, built from the resources the listener
-//! serves, around a shared [`AppState`].
+//! serves, around a shared [`App`].
 //!
 //! Every router gets the same outer behaviour: Matrix CORS headers on every response
 //! (browser clients need them, errors included), a request body limit
@@ -13,7 +13,7 @@ mod admin_rooms;
 pub mod auth;
 mod client;
 mod json;
-mod state;
+mod response;
 
 use axum::{
     Router,
@@ -27,11 +27,8 @@ use tower_http::{
 };
 use tracing::Level;
 
-pub use self::{
-    json::{MatrixJson, parse_json_body},
-    state::{AppState, Background, Store},
-};
-use crate::{config::ResourceName, error::ApiError};
+pub use self::json::{MatrixJson, parse_json_body};
+use crate::{app::App, config::ResourceName, error::ApiError};
 
 /// The path of the health check, served on every listener as the reference does.
 pub const HEALTH_PATH: &str = "/health";
@@ -40,23 +37,21 @@ pub const HEALTH_PATH: &str = "/health";
 pub const METRICS_PATH: &str = "/metrics";
 
 /// `GET /metrics`: every metric in the Prometheus text format.
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
-    if let Some(federation) = state.federation() {
-        crate::metrics::federation(federation);
-    }
-    crate::metrics::render(state.metrics(), state.presence().routers(), state.python())
+async fn metrics(axum::extract::State(state): axum::extract::State<App>) -> String {
+    state.collect_metrics();
+    crate::metrics::render(state.metrics())
 }
 
 /// `X-Requested-With`, which Matrix lists among the allowed CORS headers.
 const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
 
 /// The application with every resource, as tests and single-listener setups want it.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: App) -> Router {
     app_for(state, &ResourceName::ALL)
 }
 
 /// The application for a listener serving `resources`.
-pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
+pub fn app_for(state: App, resources: &[ResourceName]) -> Router {
     let mut router = Router::new().route(HEALTH_PATH, get(health));
     // The federation crate's routes carry their own state.
     let mut federation_routes = Router::new();
@@ -88,11 +83,11 @@ pub fn app_for(state: AppState, resources: &[ResourceName]) -> Router {
 /// Adds what every listener shares around `routes`: the Matrix fallbacks, the body limit,
 /// CORS and request tracing.
 #[cfg(test)]
-pub(crate) fn with_common_layers(routes: Router<AppState>, state: AppState) -> Router {
+pub(crate) fn with_common_layers(routes: Router<App>, state: App) -> Router {
     layered(routes.with_state(state.clone()), &state)
 }
 
-fn layered(routes: Router, state: &AppState) -> Router {
+fn layered(routes: Router, state: &App) -> Router {
     let body_limit = state.config().max_request_body_size;
     routes
         .fallback(unrecognized)
@@ -141,12 +136,12 @@ async fn health() -> &'static str {
 
 /// Any path no route matches.
 async fn unrecognized() -> ApiError {
-    ApiError::Unrecognized
+    ApiError::unrecognized()
 }
 
 /// A known path with a method it does not accept.
 async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+    ApiError::method_not_allowed()
 }
 
 #[cfg(test)]

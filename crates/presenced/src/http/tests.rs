@@ -24,8 +24,8 @@ fn test_config(extra: &str) -> Config {
     Config::from_yaml(&yaml).unwrap().config
 }
 
-async fn state(config: Config) -> AppState {
-    AppState::build(config).await.unwrap().0
+async fn state(config: Config) -> App {
+    App::build(config).await.unwrap().0
 }
 
 async fn test_app(extra: &str) -> Router {

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use super::PresencePersistence;
 use presence_router::ModuleCommand;
-use presence_store::PresenceStore;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +11,7 @@ use super::{PresenceService, now_ms};
 
 /// Spawns the timer loop, the periodic flush of sync bookkeeping and the module command loop.
 /// They stop when `shutdown` is cancelled (the flush runs once more on the way out).
-pub fn spawn_background<S: PresenceStore>(
+pub fn spawn_background<S: PresencePersistence>(
     svc: &PresenceService<S>,
     commands: mpsc::Receiver<ModuleCommand>,
     shutdown: CancellationToken,
@@ -24,7 +24,7 @@ pub fn spawn_background<S: PresenceStore>(
 
 /// Sleeps until the next deadline (at most a second, so deadlines set meanwhile are met within
 /// a second) and runs what is due.
-async fn timers<S: PresenceStore>(svc: PresenceService<S>, shutdown: CancellationToken) {
+async fn timers<S: PresencePersistence>(svc: PresenceService<S>, shutdown: CancellationToken) {
     loop {
         let wait = svc
             .next_deadline()
@@ -40,7 +40,7 @@ async fn timers<S: PresenceStore>(svc: PresenceService<S>, shutdown: Cancellatio
     }
 }
 
-async fn flush<S: PresenceStore>(svc: PresenceService<S>, shutdown: CancellationToken) {
+async fn flush<S: PresencePersistence>(svc: PresenceService<S>, shutdown: CancellationToken) {
     let every = svc.inner.flush_interval;
     loop {
         tokio::select! {
@@ -56,7 +56,7 @@ async fn flush<S: PresenceStore>(svc: PresenceService<S>, shutdown: Cancellation
     }
 }
 
-async fn module_commands<S: PresenceStore>(
+async fn module_commands<S: PresencePersistence>(
     svc: PresenceService<S>,
     mut commands: mpsc::Receiver<ModuleCommand>,
     shutdown: CancellationToken,

@@ -12,8 +12,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::PresencePersistence;
 use presence_engine::Input;
-use presence_store::PresenceStore;
 use tokio::sync::oneshot;
 
 use super::{PresenceError, PresenceService};
@@ -33,7 +33,7 @@ pub(super) struct Queue {
     running: bool,
 }
 
-impl<S: PresenceStore> PresenceService<S> {
+impl<S: PresencePersistence> PresenceService<S> {
     /// Queues `inputs` for the next batch and waits until that batch is persisted.
     pub(super) async fn submit(&self, inputs: Vec<Input>) -> Result<(), PresenceError> {
         let (reply, answer) = oneshot::channel();

@@ -11,6 +11,7 @@
 mod background;
 mod batch;
 pub mod format;
+mod persistence;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, OnceLock},
@@ -24,11 +25,12 @@ use presence_router::{
     DeviceId, InterestedUsers, Millis, ModuleApiError, PresenceState, RoomId, RouterSet,
     ServerName, UserId, UserPresenceState,
 };
-use presence_store::{PresenceStore, StoreError};
+use presence_store::StoreError;
 
 use crate::notify::{Notifier, Subscription};
 
 pub use background::spawn_background;
+pub use persistence::PresencePersistence;
 
 /// Where outbound presence goes (the federation outbox).
 pub trait FederationSender: Send + Sync + 'static {
@@ -101,7 +103,7 @@ impl<S> Clone for PresenceService<S> {
     }
 }
 
-impl<S: PresenceStore> PresenceService<S> {
+impl<S: PresencePersistence> PresenceService<S> {
     /// Wires the service; call [`Self::restore`] before serving.
     pub fn new(engine: Engine, routers: RouterSet, store: S, notifier: Notifier) -> Self {
         Self {
@@ -141,9 +143,22 @@ impl<S: PresenceStore> PresenceService<S> {
         crate::lock(&self.inner.engine)
     }
 
-    /// Runs `f` with the engine locked (short, in-memory work only).
-    pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
-        f(&mut self.engine())
+    /// A page of every user's presence, in interning order, and the number of users.
+    pub fn page(&self, from: usize, limit: usize) -> (Vec<UserPresenceState>, usize) {
+        let e = self.engine();
+        let total = e.user_count();
+        let states = (from..total.min(from.saturating_add(limit)))
+            .filter_map(|i| e.user_at(i))
+            .map(|u| e.presence(u))
+            .collect();
+        (states, total)
+    }
+
+    /// Whether `user` has a waiting `/sync` (one the engine wakes on changes in its rooms).
+    pub fn is_listening(&self, user: &UserId) -> bool {
+        let mut e = self.engine();
+        let idx = e.intern_user(user);
+        e.listening(idx)
     }
 
     /// Loads memberships, presence and owed snapshots from the store into the engine.

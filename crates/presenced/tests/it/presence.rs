@@ -666,6 +666,20 @@ async fn metrics_are_exported() {
         "presenced_router_calls_total",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line:\n{text}"
+        );
+    }
+    // Prometheus naming: `_total` only on counters.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!(
+            name.ends_with("_total"),
+            kind == "counter",
+            "metric {name} of type {kind}"
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use presence_router::UserId;
 use presenced::{
     Config, Server,
-    rooms::sync::{TIMELINE_LIMIT, has_news, rooms_section, rooms_stream_position},
+    app::rooms::sync::{TIMELINE_LIMIT, has_news, rooms_section, rooms_stream_position},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -634,13 +634,7 @@ async fn an_abandoned_long_poll_stops_listening() {
     let first = c.sync(&alice, "timeout=0&set_presence=offline").await;
     let since = first["next_batch"].as_str().unwrap().to_owned();
     let id = UserId::parse(&alice.user_id).unwrap();
-    let listening = || {
-        let presence = s.server.state().presence();
-        presence.with_engine(|e| {
-            let idx = e.intern_user(&id);
-            e.listening(idx)
-        })
-    };
+    let listening = || s.server.state().presence().is_listening(&id);
 
     let poll = tokio::spawn({
         let (c, alice) = (c.clone(), alice.clone());

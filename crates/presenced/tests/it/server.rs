@@ -123,3 +123,46 @@ async fn the_shutdown_token_stops_the_server() {
         .unwrap()
         .unwrap();
 }
+
+/// Regression: `stop(grace)` used to wrap the whole teardown in the grace timeout, so a
+/// request still open when the grace period ran out skipped the flushes and left the store
+/// open. The grace period bounds the draining only; the cleanup after it always runs.
+#[tokio::test]
+async fn cleanup_runs_even_when_the_grace_period_runs_out() {
+    use presence_store::PresenceStore as _;
+    use tokio::io::AsyncWriteExt as _;
+
+    let server = Server::start(config("")).await.unwrap();
+    let addr = server.local_addrs()[0];
+    // A request whose body never comes keeps its connection busy: draining cannot finish.
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stuck
+        .write_all(
+            b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let app = server.state().clone();
+    assert!(
+        app.store()
+            .user_exists(&presence_router::UserId::parse("@a:test").unwrap())
+            .await
+            .is_ok()
+    );
+    let started = std::time::Instant::now();
+    server.stop(Duration::from_millis(300)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stop waited for the stuck request: {:?}",
+        started.elapsed()
+    );
+    let after = app.store().set_meta("after-stop", "x").await;
+    assert!(
+        matches!(after, Err(presence_store::StoreError::Closed)),
+        "the store was closed after the grace period: {after:?}"
+    );
+    drop(stuck);
+}

@@ -27,17 +27,18 @@ use serde_json::{Map, Value, json};
 
 use super::body::RawBody;
 use crate::{
-    accounts::{
-        MAX_SECRET_INPUT_LEN, RegistrationMac, hash_password, login_user, new_access_token,
-        new_device_id, new_localpart, validate_new_localpart, verify_password,
+    app::{
+        App,
+        accounts::{
+            MAX_SECRET_INPUT_LEN, RegistrationMac, hash_password, login_user, new_access_token,
+            new_device_id, new_localpart, validate_new_localpart, verify_password,
+        },
+        rooms::set_displayname,
     },
     error::ApiError,
-    http::{
-        AppState, MatrixJson,
-        auth::{Authed, form_urlencoded_get},
-    },
+    http::{MatrixJson, auth::Requester},
     presence::now_ms,
-    rooms::set_displayname,
+    query::form_urlencoded_get,
 };
 
 /// Shared-secret registration.
@@ -56,7 +57,7 @@ const BAD_LOGIN: &str = "Invalid username or password";
 const USER_TYPES: [&str; 2] = ["support", "bot"];
 
 /// The account routes.
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<App> {
     let mut router = Router::new().route(
         ADMIN_REGISTER_PATH,
         get(get_registration_nonce).post(register_with_shared_secret),
@@ -79,7 +80,7 @@ pub(super) fn routes() -> Router<AppState> {
 /// Creates the account (its password hashed), records its display name, or fails with
 /// 400 `M_USER_IN_USE` when the ID is taken.
 async fn create_account(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     password: Option<String>,
     admin: bool,
@@ -87,7 +88,7 @@ async fn create_account(
 ) -> Result<(), ApiError> {
     // Checked first so a taken name does not cost a password hash.
     if state.store().user_exists(user).await? {
-        return Err(ApiError::UserInUse("User ID already taken.".into()));
+        return Err(ApiError::user_in_use("User ID already taken."));
     }
     let mut new = NewUser::new(user.clone(), now_ms()).with_admin(admin);
     if let Some(password) = password {
@@ -97,7 +98,7 @@ async fn create_account(
     match state.store().create_user(new).await {
         Ok(()) => {}
         Err(StoreError::UserExists) => {
-            return Err(ApiError::UserInUse("User ID already taken.".into()));
+            return Err(ApiError::user_in_use("User ID already taken."));
         }
         Err(e) => return Err(e.into()),
     }
@@ -110,7 +111,7 @@ async fn create_account(
 /// Logs a device in: a new device, or a new token for an existing one (whose old token
 /// stops working at once). Returns the device and its token.
 async fn log_in_device(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     device: Option<DeviceId>,
     display_name: Option<String>,
@@ -131,7 +132,7 @@ async fn log_in_device(
 }
 
 /// The body of a successful registration or login.
-fn session_body(state: &AppState, user: &UserId, session: Option<(DeviceId, String)>) -> Value {
+fn session_body(state: &App, user: &UserId, session: Option<(DeviceId, String)>) -> Value {
     let mut body = json!({
         "user_id": user.as_str(),
         "home_server": state.config().server_name.as_str(),
@@ -150,7 +151,7 @@ fn device_param(raw: Option<String>) -> Result<Option<DeviceId>, ApiError> {
 }
 
 /// `GET /_synapse/admin/v1/register`: a nonce for one registration within 60 seconds.
-async fn get_registration_nonce(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn get_registration_nonce(State(state): State<App>) -> Result<Json<Value>, ApiError> {
     let nonce = state.pending_auth().issue_nonce(Instant::now())?;
     Ok(Json(json!({"nonce": nonce})))
 }
@@ -174,7 +175,7 @@ fn secret_field<'a>(
 /// `POST /_synapse/admin/v1/register`: registers a user whose request is signed with the
 /// shared secret, and logs them in.
 async fn register_with_shared_secret(
-    State(state): State<AppState>,
+    State(state): State<App>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let Some(secret) = state
@@ -269,7 +270,7 @@ fn auth_flows(session: &str) -> Response {
 
 /// `POST /register`: open registration, when enabled, behind the `m.login.dummy` stage.
 async fn register(
-    State(state): State<AppState>,
+    State(state): State<App>,
     RawQuery(query): RawQuery,
     MatrixJson(body): MatrixJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
@@ -294,7 +295,7 @@ async fn register(
         Some(name) => {
             let user = validate_new_localpart(&name.to_lowercase(), &server)?;
             if state.store().user_exists(&user).await? {
-                return Err(ApiError::UserInUse("User ID already taken.".into()));
+                return Err(ApiError::user_in_use("User ID already taken."));
             }
             Some(user)
         }
@@ -335,7 +336,7 @@ async fn register(
 
 /// `GET /register/available?username=`.
 async fn check_username_available(
-    State(state): State<AppState>,
+    State(state): State<App>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     if !state.config().registration.enable_registration {
@@ -345,13 +346,13 @@ async fn check_username_available(
         .ok_or_else(|| ApiError::invalid_param("Missing parameter: username"))?;
     let user = validate_new_localpart(&username, &state.config().server_name)?;
     if state.store().user_exists(&user).await? {
-        return Err(ApiError::UserInUse("User ID already taken.".into()));
+        return Err(ApiError::user_in_use("User ID already taken."));
     }
     Ok(Json(json!({"available": true})))
 }
 
 /// `GET /login`: the login types on offer.
-async fn get_login_flows(State(state): State<AppState>) -> Json<Value> {
+async fn get_login_flows(State(state): State<App>) -> Json<Value> {
     let flows: Vec<Value> = if state.config().password_config.enabled {
         vec![json!({"type": PASSWORD_LOGIN})]
     } else {
@@ -381,7 +382,7 @@ struct Identifier {
 
 /// `POST /login` with a password.
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<App>,
     MatrixJson(body): MatrixJson<LoginBody>,
 ) -> Result<Json<Value>, ApiError> {
     if body.kind != PASSWORD_LOGIN || !state.config().password_config.enabled {
@@ -414,7 +415,7 @@ async fn login(
 }
 
 /// Removes a device: its tokens stop working, and presence stops counting it.
-async fn remove_device(state: &AppState, user: &UserId, device: &DeviceId) -> Result<(), ApiError> {
+async fn remove_device(state: &App, user: &UserId, device: &DeviceId) -> Result<(), ApiError> {
     state.store().delete_device(user, device).await?;
     state.tokens().remove_device(user, device);
     state.presence().device_removed(user, device.clone()).await;
@@ -422,14 +423,14 @@ async fn remove_device(state: &AppState, user: &UserId, device: &DeviceId) -> Re
 }
 
 /// `POST /logout`: ends this device's session.
-async fn logout(State(state): State<AppState>, auth: Authed) -> Result<Json<Value>, ApiError> {
+async fn logout(State(state): State<App>, auth: Requester) -> Result<Json<Value>, ApiError> {
     state.tokens().remove(&auth.token);
     remove_device(&state, &auth.user_id, &auth.device_id).await?;
     Ok(Json(json!({})))
 }
 
 /// `POST /logout/all`: ends every session of the user.
-async fn logout_all(State(state): State<AppState>, auth: Authed) -> Result<Json<Value>, ApiError> {
+async fn logout_all(State(state): State<App>, auth: Requester) -> Result<Json<Value>, ApiError> {
     state.tokens().remove(&auth.token);
     for device in state.store().list_devices(&auth.user_id).await? {
         remove_device(&state, &auth.user_id, &device.device_id).await?;
@@ -438,7 +439,7 @@ async fn logout_all(State(state): State<AppState>, auth: Authed) -> Result<Json<
 }
 
 /// `GET /account/whoami`.
-async fn whoami(auth: Authed) -> Json<Value> {
+async fn whoami(auth: Requester) -> Json<Value> {
     Json(json!({
         "user_id": auth.user_id.as_str(),
         "device_id": auth.device_id.as_str(),

@@ -15,10 +15,11 @@ use presence_router::UserId;
 use presence_store::PresenceStore;
 use serde_json::{Map, Value, json};
 
-use super::sync::PresenceFilter;
+use crate::app::sync::PresenceFilter;
 use crate::{
+    app::App,
     error::ApiError,
-    http::{AppState, MatrixJson, auth::Authed},
+    http::{MatrixJson, auth::Requester},
 };
 
 /// The client API prefixes Presenced serves (current and legacy).
@@ -27,7 +28,7 @@ const PREFIXES: [&str; 2] = ["/_matrix/client/v3", "/_matrix/client/r0"];
 const OBJECT_SECTIONS: [&str; 3] = ["presence", "room", "account_data"];
 
 /// The filter routes.
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<App> {
     let mut router = Router::new();
     for p in PREFIXES {
         router = router
@@ -41,7 +42,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// The path's user, who must be the requester.
-fn own_user(raw: &str, auth: &Authed, action: &'static str) -> Result<UserId, ApiError> {
+fn own_user(raw: &str, auth: &Requester, action: &'static str) -> Result<UserId, ApiError> {
     let user =
         UserId::parse(raw).map_err(|e| ApiError::invalid_param(format!("Invalid user ID: {e}")))?;
     if user != auth.user_id {
@@ -84,8 +85,8 @@ fn validate(filter: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// `POST /user/{userId}/filter`.
 async fn create_filter(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(user_id): Path<String>,
     MatrixJson(filter): MatrixJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -98,8 +99,8 @@ async fn create_filter(
 
 /// `GET /user/{userId}/filter/{filterId}`.
 async fn get_filter(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path((user_id, filter_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let user = own_user(&user_id, &auth, "Can only get your own filters")?;
@@ -107,7 +108,7 @@ async fn get_filter(
         .store()
         .get_filter(&user, &filter_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound("No such filter".into()))?;
+        .ok_or_else(|| ApiError::not_found("No such filter"))?;
     let filter: Value = serde_json::from_str(&stored).map_err(ApiError::internal)?;
     Ok(Json(filter))
 }
@@ -140,7 +141,7 @@ mod tests {
             json!({"presence": {"senders": "x"}}),
         ] {
             assert_eq!(
-                check(bad.clone()).unwrap_err().errcode(),
+                check(bad.clone()).unwrap_err().kind().errcode(),
                 "M_BAD_JSON",
                 "{bad}"
             );

@@ -11,12 +11,10 @@ mod versions;
 
 use axum::{Router, routing::get};
 
-use super::AppState;
-
-pub(crate) use sync::SyncFilters;
+use super::App;
 
 /// The client-server API routes.
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<App> {
     let mut router = Router::new().route(versions::PATH, get(versions::get_versions));
     for path in presence::PATHS {
         router = router.route(

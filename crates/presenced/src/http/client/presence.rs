@@ -16,9 +16,10 @@ use serde_json::{Map, Value, json};
 
 use super::body::RawBody;
 use crate::{
+    app::App,
     config::PresenceMode,
-    error::ApiError,
-    http::{AppState, auth::Authed},
+    error::{ApiError, Limiter},
+    http::auth::Requester,
     presence::{format, now_ms},
 };
 
@@ -37,8 +38,8 @@ fn path_user(raw: &str) -> Result<UserId, ApiError> {
 
 /// `PUT .../presence/{userId}/status`.
 pub(super) async fn set_presence(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(user_id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
@@ -47,10 +48,10 @@ pub(super) async fn set_presence(
         return Err(ApiError::forbidden("Can only set your own presence state"));
     }
     if let Err(wait) = state.presence_put_limit().check(&user, Instant::now()) {
-        crate::metrics::rate_limited("presence");
-        return Err(ApiError::LimitExceeded {
-            retry_after_ms: wait.0.as_millis() as u64,
-        });
+        return Err(ApiError::limit_exceeded(
+            wait.0.as_millis() as u64,
+            Limiter::Presence,
+        ));
     }
     let body: Map<String, Value> = crate::http::parse_json_body(&body)?;
     if body.keys().any(|k| k != "presence" && k != "status_msg") {
@@ -95,8 +96,8 @@ pub(super) async fn set_presence(
 /// `GET .../presence/{userId}/status`: allowed exactly when the requester would receive the
 /// user's updates (itself, a shared room, or a router).
 pub(super) async fn get_presence(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let target = path_user(&user_id)?;

@@ -1,6 +1,6 @@
 //! Room endpoints (`/_matrix/client/{v3,r0}`): `createRoom`, `join/{roomIdOrAlias}`,
 //! `rooms/{roomId}/{join,invite,leave,joined_members,state,send}`, `joined_rooms` and
-//! `directory/room/{roomAlias}`. The logic lives in [`crate::rooms`]; this file turns
+//! `directory/room/{roomAlias}`. The logic lives in [`crate::app::rooms`]; this file turns
 //! requests into its calls and its results into the specification's JSON.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#rooms>.
 
@@ -15,20 +15,21 @@ use serde_json::{Map, Value, json};
 
 use super::body::RawBody;
 use crate::{
-    error::ApiError,
-    http::{AppState, MatrixJson, auth::Authed},
-    presence::now_ms,
-    rooms::{
+    app::App,
+    app::rooms::{
         self, InitialState, NewRoom, Preset, RoomAlias,
         events::{CREATE, MEMBER, client_event_in_room, content, find_state},
     },
+    error::ApiError,
+    http::{MatrixJson, auth::Requester},
+    presence::now_ms,
 };
 
 /// The client API prefixes Presenced serves (current and legacy).
 const PREFIXES: [&str; 2] = ["/_matrix/client/v3", "/_matrix/client/r0"];
 
 /// The room routes.
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<App> {
     let mut router = Router::new();
     for p in PREFIXES {
         router = router
@@ -96,8 +97,8 @@ struct InitialStateBody {
 
 /// `POST /createRoom`.
 async fn create_room(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     MatrixJson(body): MatrixJson<CreateRoomBody>,
 ) -> Result<Json<Value>, ApiError> {
     let public = match body.visibility.as_deref() {
@@ -153,8 +154,8 @@ async fn create_room(
 
 /// `POST /join/{roomIdOrAlias}`.
 async fn join(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(room): Path<String>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
@@ -166,8 +167,8 @@ async fn join(
 
 /// `POST /rooms/{roomId}/join`.
 async fn join_by_id(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(room): Path<String>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
@@ -184,8 +185,8 @@ struct InviteBody {
 
 /// `POST /rooms/{roomId}/invite`.
 async fn invite(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(room): Path<String>,
     MatrixJson(body): MatrixJson<InviteBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -196,8 +197,8 @@ async fn invite(
 
 /// `POST /rooms/{roomId}/leave`.
 async fn leave(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(room): Path<String>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
@@ -209,8 +210,8 @@ async fn leave(
 
 /// `GET /rooms/{roomId}/joined_members`.
 async fn joined_members(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(room): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;
@@ -220,8 +221,8 @@ async fn joined_members(
 
 /// `GET /rooms/{roomId}/state`: every current state event.
 async fn room_state(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path(room): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;
@@ -236,8 +237,8 @@ async fn room_state(
 
 /// `GET /rooms/{roomId}/state/{eventType}/{stateKey}`: one state event's content.
 async fn state_event(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path((room, event_type, state_key)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     one_state_event(&state, &auth, &room, &event_type, &state_key).await
@@ -245,16 +246,16 @@ async fn state_event(
 
 /// `GET /rooms/{roomId}/state/{eventType}`: the state event with an empty state key.
 async fn state_event_empty_key(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path((room, event_type)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     one_state_event(&state, &auth, &room, &event_type, "").await
 }
 
 async fn one_state_event(
-    state: &AppState,
-    auth: &Authed,
+    state: &App,
+    auth: &Requester,
     room: &str,
     event_type: &str,
     state_key: &str,
@@ -262,15 +263,15 @@ async fn one_state_event(
     let room = rooms::parse_room_id(room)?;
     let events = rooms::state_for_member(state, &auth.user_id, &room).await?;
     let event = find_state(&events, event_type, state_key)
-        .ok_or_else(|| ApiError::NotFound("Event not found.".into()))?;
+        .ok_or_else(|| ApiError::not_found("Event not found."))?;
     Ok(Json(content(&event.event)))
 }
 
 /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: sends a message; it counts as activity
 /// for presence.
 async fn send_event(
-    State(state): State<AppState>,
-    auth: Authed,
+    State(state): State<App>,
+    auth: Requester,
     Path((room, event_type, txn_id)): Path<(String, String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -298,10 +299,7 @@ async fn send_event(
 }
 
 /// `GET /joined_rooms`.
-async fn joined_rooms(
-    State(state): State<AppState>,
-    auth: Authed,
-) -> Result<Json<Value>, ApiError> {
+async fn joined_rooms(State(state): State<App>, auth: Requester) -> Result<Json<Value>, ApiError> {
     let rooms: Vec<String> = rooms::joined_rooms(&state, &auth.user_id)
         .await?
         .into_iter()
@@ -312,7 +310,7 @@ async fn joined_rooms(
 
 /// `GET /directory/room/{roomAlias}`: the room an alias names.
 async fn resolve_alias(
-    State(state): State<AppState>,
+    State(state): State<App>,
     Path(alias): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !alias.starts_with('#') {

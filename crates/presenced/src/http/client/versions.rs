@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::{Json, extract::State};
 use serde::Serialize;
 
-use crate::http::AppState;
+use crate::app::App;
 
 /// The endpoint's path.
 pub(super) const PATH: &str = "/_matrix/client/versions";
@@ -32,7 +32,7 @@ pub(super) struct VersionsResponse {
 ///
 /// Unstable features are always listed with a boolean, as the reference homeserver does, so
 /// a client can tell "off" from "unknown".
-pub(super) async fn get_versions(State(state): State<AppState>) -> Json<VersionsResponse> {
+pub(super) async fn get_versions(State(state): State<App>) -> Json<VersionsResponse> {
     let msc3026 = state.config().experimental_features.msc3026_enabled;
     Json(VersionsResponse {
         versions: &SPEC_VERSIONS,

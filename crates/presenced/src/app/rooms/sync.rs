@@ -20,7 +20,7 @@ use presence_store::{Membership, OrderedEvent, PresenceStore, StreamOrdering, Us
 use serde_json::{Map, Value, json};
 
 use super::events::{self, MEMBER, client_event, invite_state};
-use crate::{error::ApiError, http::AppState, presence::now_ms};
+use crate::{app::App, error::ApiError, presence::now_ms};
 
 /// How many timeline events a room shows at most per sync.
 pub const TIMELINE_LIMIT: usize = 20;
@@ -32,7 +32,7 @@ const LEAVE_LOOKBACK_PAGE: usize = 100;
 const LEAVE_LOOKBACK_PAGES: usize = 10;
 
 /// The current rooms stream position: the latest stored event's stream ordering.
-pub async fn rooms_stream_position(state: &AppState) -> Result<u64, ApiError> {
+pub async fn rooms_stream_position(state: &App) -> Result<u64, ApiError> {
     Ok(state.store().max_stream_ordering().await?)
 }
 
@@ -58,7 +58,7 @@ pub fn has_news(rooms: &Value) -> bool {
 ///   since then with the events up to the leave.
 /// - `full_state`: every joined room with its whole state, whatever `since` is.
 pub async fn rooms_section(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     since: Option<u64>,
     full_state: bool,
@@ -127,7 +127,7 @@ pub async fn rooms_section(
 /// page by page, a bounded number of events; not finding it counts as "not joined", the
 /// answer that shows less.
 async fn was_joined_before(
-    state: &AppState,
+    state: &App,
     room: &RoomId,
     user: &UserId,
     leave: StreamOrdering,
@@ -155,7 +155,7 @@ async fn was_joined_before(
 
 /// The latest events of a room up to `up_to`, after `since`: (events, limited).
 async fn timeline(
-    state: &AppState,
+    state: &App,
     room: &RoomId,
     since: Option<u64>,
     up_to: StreamOrdering,
@@ -189,7 +189,7 @@ fn timeline_json(events: &[OrderedEvent], limited: bool, now: u64) -> Value {
 /// The room's current state as of `pos` (state events written after `pos` come later, in
 /// the timeline of the next sync).
 async fn state_at(
-    state: &AppState,
+    state: &App,
     room: &RoomId,
     pos: StreamOrdering,
 ) -> Result<Vec<OrderedEvent>, ApiError> {
@@ -200,7 +200,7 @@ async fn state_at(
 
 /// One joined room's section, or `None` when an incremental sync has nothing for it.
 async fn joined_room(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     room: &UserRoom,
     since: Option<u64>,
@@ -246,7 +246,7 @@ async fn joined_room(
 }
 
 /// The room summary: member counts and a few other members to name the room after.
-async fn summary(state: &AppState, user: &UserId, room: &RoomId) -> Result<Value, ApiError> {
+async fn summary(state: &App, user: &UserId, room: &RoomId) -> Result<Value, ApiError> {
     let members = state.store().room_members(room).await?;
     let joined = members
         .iter()

@@ -1,6 +1,18 @@
-//! The state every handler can reach: a cheap `Clone` handle around the configuration, the
-//! store, the presence service and the rate limiters, each behind its own accessor so that
-//! handlers ask for what they use.
+//! The application core: [`App`], a cheap `Clone` handle around the configuration, the
+//! store, the presence service, accounts, rooms, `/sync` and the rate limiters, each behind its
+//! own accessor so that callers ask for what they use.
+//!
+//! Nothing here knows about HTTP: the `http` module extracts a request, calls the core and
+//! renders what it returns; tests and other front ends can build the core alone. The seams
+//! where the two deployment modes differ are traits chosen once at startup (today's
+//! implementations are the standalone mode's SQLite store): access tokens
+//! ([`auth::AccessTokens`]), and the presence service's persistence and publication
+//! ([`crate::presence::PresencePersistence`], [`crate::presence::FederationSender`]).
+
+pub mod accounts;
+pub mod auth;
+pub mod rooms;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -10,10 +22,10 @@ use presence_router::{ModuleApi, ModuleCommand};
 use presence_store::{SqliteConfig as StoreConfig, SqliteStore, Synchronous};
 use tokio::sync::mpsc;
 
+use self::auth::{AccessTokens, StoreTokens, TokenCache};
 use crate::{
     config::{Config, DatabaseConfig, PresenceMode, SqliteSynchronous},
     error::StartError,
-    http::auth::TokenCache,
     notify::Notifier,
     presence::PresenceService,
     ratelimit::RateLimiter,
@@ -22,9 +34,9 @@ use crate::{
 /// The store backend the server runs on.
 pub type Store = SqliteStore;
 
-/// Shared application state (a handle: cloning it is cheap).
+/// The application core (a handle: cloning it is cheap).
 #[derive(Clone)]
-pub struct AppState {
+pub struct App {
     inner: Arc<Inner>,
 }
 
@@ -36,14 +48,15 @@ struct Inner {
     presence_put_limit: RateLimiter,
     presence_sync_limit: RateLimiter,
     tokens: TokenCache,
-    sync_filters: crate::http::client::SyncFilters,
-    pending_auth: crate::accounts::PendingAuth,
-    room_locks: crate::rooms::RoomLocks,
+    access_tokens: Arc<dyn AccessTokens>,
+    sync_filters: sync::SyncFilters,
+    pending_auth: accounts::PendingAuth,
+    room_locks: rooms::RoomLocks,
     python: crate::routers::PythonModules,
     federation: Option<presence_federation::Federation>,
 }
 
-/// What [`AppState::build`] leaves for the server to run.
+/// What [`App::build`] leaves for the server to run.
 pub struct Background {
     /// Commands from router modules (`ModuleApi`), for the presence service's loop.
     pub module_commands: mpsc::Receiver<ModuleCommand>,
@@ -54,31 +67,60 @@ pub struct Background {
 /// Capacity of the module command channel: modules wait when the server is this far behind.
 const MODULE_COMMAND_QUEUE: usize = 64;
 
-impl AppState {
+impl App {
     /// Opens the store, builds the routers and the engine, and restores persisted presence.
+    /// If any step fails, what was already opened (the store's writer, the Python
+    /// interpreter) is closed before the error is returned.
     pub async fn build(config: Config) -> Result<(Self, Background), StartError> {
         let store = open_store(&config).await?;
         let (tx, rx) = mpsc::channel(MODULE_COMMAND_QUEUE);
         let api = ModuleApi::new(config.server_name.clone(), tx);
-        let routers = crate::routers::build(&config, &api).await?;
+        let routers = match crate::routers::build(&config, &api).await {
+            Ok(routers) => routers,
+            Err(e) => {
+                close_store(&store).await;
+                return Err(e);
+            }
+        };
+        let python = routers.python.clone();
+        let federation_shutdown = tokio_util::sync::CancellationToken::new();
+        match Self::assemble(config, store.clone(), routers, federation_shutdown.clone()).await {
+            Ok(app) => Ok((
+                app,
+                Background {
+                    module_commands: rx,
+                    federation_shutdown,
+                },
+            )),
+            Err(e) => {
+                federation_shutdown.cancel();
+                python.shutdown().await;
+                close_store(&store).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn assemble(
+        config: Config,
+        store: Store,
+        routers: crate::routers::Routers,
+        federation_shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, StartError> {
         let engine = Engine::new(engine_config(&config));
         let presence =
             PresenceService::new(engine, routers.set, store.clone(), Notifier::default());
         // Connected before the restore, so restored changes reach remote servers too.
-        let federation_shutdown = tokio_util::sync::CancellationToken::new();
-        let federation =
-            crate::federation::start(&config, &presence, federation_shutdown.clone()).await?;
-        presence
-            .restore()
-            .await
-            .map_err(|e| StartError::Store(e.to_string()))?;
+        let federation = crate::federation::start(&config, &presence, federation_shutdown).await?;
+        presence.restore().await.map_err(StartError::Restore)?;
         let rc = config.rc_presence.per_user;
-        let state = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 presence_put_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 presence_sync_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 metrics: crate::metrics::install(),
                 tokens: TokenCache::default(),
+                access_tokens: Arc::new(StoreTokens(store.clone())),
                 sync_filters: Default::default(),
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
@@ -88,14 +130,7 @@ impl AppState {
                 store,
                 presence,
             }),
-        };
-        Ok((
-            state,
-            Background {
-                module_commands: rx,
-                federation_shutdown,
-            },
-        ))
+        })
     }
 
     /// The configuration the server was started with.
@@ -128,24 +163,42 @@ impl AppState {
         &self.inner.tokens
     }
 
+    /// Where access tokens are resolved.
+    fn access_tokens(&self) -> &dyn AccessTokens {
+        &*self.inner.access_tokens
+    }
+
     /// Parsed `/sync` filters.
-    pub(crate) fn sync_filters(&self) -> &crate::http::client::SyncFilters {
+    pub(crate) fn sync_filters(&self) -> &sync::SyncFilters {
         &self.inner.sync_filters
     }
 
     /// Registration nonces and user-interactive auth sessions waiting to be used.
-    pub fn pending_auth(&self) -> &crate::accounts::PendingAuth {
+    pub fn pending_auth(&self) -> &accounts::PendingAuth {
         &self.inner.pending_auth
     }
 
     /// Serializes membership changes per room.
-    pub fn room_locks(&self) -> &crate::rooms::RoomLocks {
+    pub fn room_locks(&self) -> &rooms::RoomLocks {
         &self.inner.room_locks
     }
 
     /// The Python module host, if any router is written in Python.
     pub fn python(&self) -> &crate::routers::PythonModules {
         &self.inner.python
+    }
+
+    /// Reads the counters components keep themselves (routers, Python, federation) into the
+    /// metrics, just before they are rendered: the one place component stats are collected.
+    pub fn collect_metrics(&self) {
+        crate::metrics::router_stats(self.presence().routers().stats());
+        self.python().record_metrics();
+        if let Some(federation) = self.federation() {
+            crate::metrics::federation_stats(
+                &federation.outbox().stats(),
+                &federation.inbound().stats(),
+            );
+        }
     }
 
     /// `rc_presence` for `PUT /presence`.
@@ -162,11 +215,9 @@ impl AppState {
 async fn open_store(config: &Config) -> Result<Store, StartError> {
     let DatabaseConfig::Sqlite(sqlite) = &config.database;
     if let Some(dir) = sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StartError::Store(format!(
-                "cannot create the database directory {}: {e}",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|source| StartError::StoreDirectory {
+            path: dir.to_owned(),
+            source,
         })?;
     }
     let mut store_config = StoreConfig::new(&sqlite.path);
@@ -174,14 +225,22 @@ async fn open_store(config: &Config) -> Result<Store, StartError> {
         SqliteSynchronous::Full => Synchronous::Full,
         _ => Synchronous::Normal,
     };
-    let store = SqliteStore::open(store_config).await.map_err(|e| {
-        StartError::Store(format!(
-            "cannot open the database {}: {e}",
-            sqlite.path.display()
-        ))
-    })?;
+    let store = SqliteStore::open(store_config)
+        .await
+        .map_err(|source| StartError::StoreOpen {
+            path: sqlite.path.clone(),
+            source,
+        })?;
     tracing::info!(path = %sqlite.path.display(), "Opened the SQLite database.");
     Ok(store)
+}
+
+/// Closes the store on a failed start (its writer thread commits what is queued and stops).
+async fn close_store(store: &Store) {
+    use presence_store::PresenceStore as _;
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "Closing the database failed.");
+    }
 }
 
 fn engine_config(config: &Config) -> EngineConfig {

@@ -20,7 +20,10 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use presence_router::{DeviceId, ServerName, UserId};
 
-use crate::{config::PasswordHashCost, error::ApiError};
+use crate::{
+    config::PasswordHashCost,
+    error::{ApiError, Limiter},
+};
 
 /// Bytes of randomness in an access token (256 bits).
 const TOKEN_BYTES: usize = 32;
@@ -211,7 +214,7 @@ impl RegistrationMac<'_> {
 /// Checks a localpart a client asks to register, with the reference's rules and texts, and
 /// returns the user ID. The caller lowercases first where the reference does.
 pub fn validate_new_localpart(localpart: &str, server: &ServerName) -> Result<UserId, ApiError> {
-    let invalid = |text: &'static str| ApiError::InvalidUsername(text.into());
+    let invalid = |text: &'static str| ApiError::invalid_username(text);
     if localpart.is_empty() {
         return Err(invalid("User ID cannot be empty"));
     }
@@ -232,7 +235,7 @@ pub fn validate_new_localpart(localpart: &str, server: &ServerName) -> Result<Us
     let user = UserId::from_parts(localpart, server)
         .map_err(|_| invalid("User ID may not be longer than 255 characters"))?;
     if localpart == SERVER_USER_LOCALPART {
-        return Err(ApiError::UserInUse("User ID already taken.".into()));
+        return Err(ApiError::user_in_use("User ID already taken."));
     }
     Ok(user)
 }
@@ -274,9 +277,7 @@ impl OneTimeValues {
             issued.retain(|_, at| now.saturating_duration_since(*at) <= ttl);
         }
         if issued.len() >= MAX_PENDING {
-            return Err(ApiError::LimitExceeded {
-                retry_after_ms: 1000,
-            });
+            return Err(ApiError::limit_exceeded(1000, Limiter::PendingAuth));
         }
         issued.insert(value.clone(), now);
         Ok(value)
@@ -422,16 +423,20 @@ mod tests {
         );
         for bad in ["", "Alice", "a b", "a:b", "_hidden", "12345", "é"] {
             let err = validate_new_localpart(bad, &s).unwrap_err();
-            assert_eq!(err.errcode(), "M_INVALID_USERNAME", "{bad:?}");
+            assert_eq!(err.kind().errcode(), "M_INVALID_USERNAME", "{bad:?}");
         }
         let long = "a".repeat(300);
         assert_eq!(
-            validate_new_localpart(&long, &s).unwrap_err().errcode(),
+            validate_new_localpart(&long, &s)
+                .unwrap_err()
+                .kind()
+                .errcode(),
             "M_INVALID_USERNAME"
         );
         assert_eq!(
             validate_new_localpart(SERVER_USER_LOCALPART, &s)
                 .unwrap_err()
+                .kind()
                 .errcode(),
             "M_USER_IN_USE"
         );
@@ -488,10 +493,10 @@ mod tests {
         for i in 0..MAX_PENDING {
             values.insert(i.to_string(), t0).unwrap();
         }
-        assert!(matches!(
-            values.insert("one more".into(), t0),
-            Err(ApiError::LimitExceeded { .. })
-        ));
+        assert_eq!(
+            values.insert("one more".into(), t0).map_err(|e| e.kind()),
+            Err(crate::error::ErrorKind::LimitExceeded)
+        );
         // Once the old ones expired there is room again.
         values
             .insert("later".into(), t0 + Duration::from_secs(61))

@@ -7,7 +7,7 @@ use presence_router::{Millis, UserId};
 use presence_store::{OrderedEvent, StoredEvent};
 use serde_json::{Map, Value, json};
 
-use crate::{accounts::new_event_id, error::ApiError};
+use crate::{app::accounts::new_event_id, error::ApiError};
 
 /// `m.room.create`.
 pub const CREATE: &str = "m.room.create";

@@ -31,9 +31,11 @@ use self::events::{
     POWER_LEVELS, TOPIC, find_state, member_event, state_event,
 };
 use crate::{
-    accounts::{SERVER_USER_LOCALPART, new_room_id_localpart},
+    app::{
+        App,
+        accounts::{SERVER_USER_LOCALPART, new_room_id_localpart},
+    },
     error::ApiError,
-    http::AppState,
     presence::now_ms,
 };
 
@@ -206,9 +208,9 @@ impl NewRoom {
         if ROOM_VERSIONS.contains(&version) {
             Ok(())
         } else {
-            Err(ApiError::UnsupportedRoomVersion(
-                format!("Your homeserver does not support room version {version:?}").into(),
-            ))
+            Err(ApiError::unsupported_room_version(format!(
+                "Your homeserver does not support room version {version:?}"
+            )))
         }
     }
 }
@@ -219,27 +221,27 @@ pub fn server_user(server: &ServerName) -> Result<UserId, ApiError> {
 }
 
 /// Records a user's display name (used in the member events of their joins).
-pub async fn set_displayname(state: &AppState, user: &UserId, name: &str) -> Result<(), ApiError> {
+pub async fn set_displayname(state: &App, user: &UserId, name: &str) -> Result<(), ApiError> {
     let key = format!("{DISPLAYNAME_META_PREFIX}{user}");
     state.store().set_meta(&key, name).await?;
     Ok(())
 }
 
-async fn displayname(state: &AppState, user: &UserId) -> Result<Option<String>, ApiError> {
+async fn displayname(state: &App, user: &UserId) -> Result<Option<String>, ApiError> {
     let key = format!("{DISPLAYNAME_META_PREFIX}{user}");
     Ok(state.store().get_meta(&key).await?)
 }
 
 /// The room a `roomIdOrAlias` path segment names: 400 `M_INVALID_PARAM` when it is neither,
 /// 404 `M_NOT_FOUND` for an unknown alias.
-pub async fn resolve(state: &AppState, id_or_alias: &str) -> Result<RoomId, ApiError> {
+pub async fn resolve(state: &App, id_or_alias: &str) -> Result<RoomId, ApiError> {
     if id_or_alias.starts_with('#') {
         let alias = RoomAlias::parse(id_or_alias)?;
         return state
             .store()
             .resolve_room_alias(alias.as_str())
             .await?
-            .ok_or_else(|| ApiError::NotFound("Room alias not found".into()));
+            .ok_or_else(|| ApiError::not_found("Room alias not found"));
     }
     parse_room_id(id_or_alias)
 }
@@ -250,15 +252,15 @@ pub fn parse_room_id(s: &str) -> Result<RoomId, ApiError> {
 }
 
 /// 404 `M_NOT_FOUND` unless the room exists.
-async fn existing_room(state: &AppState, room: &RoomId) -> Result<(), ApiError> {
+async fn existing_room(state: &App, room: &RoomId) -> Result<(), ApiError> {
     match state.store().get_room(room).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::NotFound("Unknown room".into())),
+        None => Err(ApiError::not_found("Unknown room")),
     }
 }
 
 async fn membership(
-    state: &AppState,
+    state: &App,
     room: &RoomId,
     user: &UserId,
 ) -> Result<Option<Membership>, ApiError> {
@@ -266,7 +268,7 @@ async fn membership(
 }
 
 /// The joined members of a room.
-pub async fn joined_members_of(state: &AppState, room: &RoomId) -> Result<Vec<UserId>, ApiError> {
+pub async fn joined_members_of(state: &App, room: &RoomId) -> Result<Vec<UserId>, ApiError> {
     Ok(state
         .store()
         .room_members(room)
@@ -279,7 +281,7 @@ pub async fn joined_members_of(state: &AppState, room: &RoomId) -> Result<Vec<Us
 
 /// Wakes the syncs of the room's joined members and of `also` (who just changed membership
 /// and may no longer be joined), so they return the new events at once.
-async fn wake_room(state: &AppState, room: &RoomId, also: &[UserId]) -> Result<(), ApiError> {
+async fn wake_room(state: &App, room: &RoomId, also: &[UserId]) -> Result<(), ApiError> {
     let mut users: BTreeSet<UserId> = joined_members_of(state, room).await?.into_iter().collect();
     users.extend(also.iter().cloned());
     state.presence().notifier().wake(users.iter());
@@ -288,7 +290,7 @@ async fn wake_room(state: &AppState, room: &RoomId, also: &[UserId]) -> Result<(
 
 /// Stores events and membership changes atomically, then tells presence and wakes syncs.
 async fn commit(
-    state: &AppState,
+    state: &App,
     room: &RoomId,
     events: Vec<StoredEvent>,
     changes: Vec<MembershipChange>,
@@ -349,7 +351,7 @@ fn power_levels(users: &[&UserId], overrides: &Map<String, Value>) -> Value {
 }
 
 /// A join's member event content, with the user's display name when known.
-async fn join_content(state: &AppState, user: &UserId) -> Result<Value, ApiError> {
+async fn join_content(state: &App, user: &UserId) -> Result<Value, ApiError> {
     let mut content = json!({"membership": "join"});
     if let Some(name) = displayname(state, user).await? {
         content["displayname"] = json!(name);
@@ -358,24 +360,20 @@ async fn join_content(state: &AppState, user: &UserId) -> Result<Value, ApiError
 }
 
 /// Checks that each invitee can be invited: a local, existing user.
-async fn check_invitee(state: &AppState, invitee: &UserId) -> Result<(), ApiError> {
+async fn check_invitee(state: &App, invitee: &UserId) -> Result<(), ApiError> {
     if !invitee.is_on(&state.config().server_name) {
         return Err(ApiError::forbidden(
             "Cannot invite users of other servers: rooms are not federated",
         ));
     }
     if !state.store().user_exists(invitee).await? {
-        return Err(ApiError::NotFound(format!("Unknown user {invitee}").into()));
+        return Err(ApiError::not_found(format!("Unknown user {invitee}")));
     }
     Ok(())
 }
 
 /// `POST /createRoom`: creates the room with the creator joined and the invites sent.
-pub async fn create_room(
-    state: &AppState,
-    creator: &UserId,
-    new: NewRoom,
-) -> Result<RoomId, ApiError> {
+pub async fn create_room(state: &App, creator: &UserId, new: NewRoom) -> Result<RoomId, ApiError> {
     NewRoom::check_version(&new.room_version)?;
     let server = state.config().server_name.clone();
     let mut invitees: Vec<UserId> = Vec::new();
@@ -392,7 +390,7 @@ pub async fn create_room(
             .await?
             .is_some()
     {
-        return Err(ApiError::RoomInUse("Room alias already taken".into()));
+        return Err(ApiError::room_in_use("Room alias already taken"));
     }
     let ts = now_ms();
     let room = RoomId::parse(&format!(
@@ -417,7 +415,7 @@ pub async fn create_room(
             .await?
     {
         // Lost a race for the alias; the room stays empty and unused.
-        return Err(ApiError::RoomInUse("Room alias already taken".into()));
+        return Err(ApiError::room_in_use("Room alias already taken"));
     }
 
     let mut create = new.creation_content.clone();
@@ -529,7 +527,7 @@ fn join_rule(state_events: &[OrderedEvent]) -> String {
 
 /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`: joins a public room, or a room
 /// the user is invited to. Joining again is a no-op.
-pub async fn join(state: &AppState, user: &UserId, room: &RoomId) -> Result<(), ApiError> {
+pub async fn join(state: &App, user: &UserId, room: &RoomId) -> Result<(), ApiError> {
     existing_room(state, room).await?;
     let _guard = state.room_locks().lock(room).await;
     let current = membership(state, room, user).await?;
@@ -551,7 +549,7 @@ pub async fn join(state: &AppState, user: &UserId, room: &RoomId) -> Result<(), 
 
 /// `POST /rooms/{roomId}/invite`: a joined member invites a local user.
 pub async fn invite(
-    state: &AppState,
+    state: &App,
     inviter: &UserId,
     room: &RoomId,
     invitee: &UserId,
@@ -586,7 +584,7 @@ pub async fn invite(
 }
 
 /// `POST /rooms/{roomId}/leave`: leaves a room, or turns down an invite.
-pub async fn leave(state: &AppState, user: &UserId, room: &RoomId) -> Result<(), ApiError> {
+pub async fn leave(state: &App, user: &UserId, room: &RoomId) -> Result<(), ApiError> {
     existing_room(state, room).await?;
     let _guard = state.room_locks().lock(room).await;
     match membership(state, room, user).await? {
@@ -639,7 +637,7 @@ fn server_room_events(server_user: &UserId, ts: u64) -> Result<Vec<StoredEvent>,
 /// the room (owned by the server) if needed. Setting the current membership again is a
 /// no-op.
 pub async fn admin_set_membership(
-    state: &AppState,
+    state: &App,
     room: &RoomId,
     user: &UserId,
     join: bool,
@@ -704,7 +702,7 @@ fn transaction_event_id(user: &UserId, device: &DeviceId, room: &RoomId, txn_id:
 /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: a joined member sends a message event.
 /// Returns its event ID (the same one when the transaction is retried).
 pub async fn send_event(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     device: &DeviceId,
     room: &RoomId,
@@ -735,7 +733,7 @@ pub async fn send_event(
 
 /// The current state of a room the requester is joined to (403 otherwise).
 pub async fn state_for_member(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     room: &RoomId,
 ) -> Result<Vec<OrderedEvent>, ApiError> {
@@ -749,7 +747,7 @@ pub async fn state_for_member(
 /// `GET /rooms/{roomId}/joined_members`: each joined member's display name and avatar, for
 /// a requester who is joined.
 pub async fn joined_members(
-    state: &AppState,
+    state: &App,
     user: &UserId,
     room: &RoomId,
 ) -> Result<BTreeMap<String, Value>, ApiError> {
@@ -772,7 +770,7 @@ pub async fn joined_members(
 }
 
 /// `GET /joined_rooms`.
-pub async fn joined_rooms(state: &AppState, user: &UserId) -> Result<Vec<RoomId>, ApiError> {
+pub async fn joined_rooms(state: &App, user: &UserId) -> Result<Vec<RoomId>, ApiError> {
     Ok(state
         .store()
         .rooms_of(user)
@@ -806,7 +804,7 @@ mod tests {
             "#a b:x.org",
         ] {
             assert_eq!(
-                RoomAlias::parse(bad).unwrap_err().errcode(),
+                RoomAlias::parse(bad).unwrap_err().kind().errcode(),
                 "M_INVALID_PARAM",
                 "{bad:?}"
             );
@@ -827,7 +825,7 @@ mod tests {
         assert_eq!(Preset::parse("secret"), None);
         assert!(NewRoom::check_version("10").is_ok());
         assert_eq!(
-            NewRoom::check_version("99").unwrap_err().errcode(),
+            NewRoom::check_version("99").unwrap_err().kind().errcode(),
             "M_UNSUPPORTED_ROOM_VERSION"
         );
     }

@@ -1,0 +1,421 @@
+//! `/sync` in the core: the presence section (routed and shared-room presence since the
+//! client's token), the rooms section, the presence filter, and long-polling until something
+//! visible changes. The HTTP layer parses the request into a [`SyncRequest`] and renders the
+//! [`SyncResult`]. Spec: <https://spec.matrix.org/v1.15/client-server-api/#get_matrixclientv3sync>.
+//!
+//! A sync that sets presence (`set_presence` online or unavailable, within the `rc_presence`
+//! limit) counts as a syncing device for as long as the request runs; `offline`, or a
+//! rate-limited sync, leaves presence alone (as the reference's `user_syncing` does).
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use presence_router::{DeviceId, PresenceState, UserId, UserPresenceState};
+use presence_store::PresenceStore;
+use serde_json::Value;
+
+use super::{App, auth::Requester};
+use crate::{error::ApiError, notify::Subscription, query::percent_decode};
+
+/// The longest a sync waits, whatever `timeout` says.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A parsed `since` / `next_batch` token: `s<presence position>_<rooms position>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    /// The presence stream position.
+    pub presence: u64,
+    /// The rooms (events) stream position.
+    pub rooms: u64,
+}
+
+impl SyncToken {
+    /// Parses a token this server issued.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (p, r) = s.strip_prefix('s')?.split_once('_')?;
+        Some(Self {
+            presence: p.parse().ok()?,
+            rooms: r.parse().ok()?,
+        })
+    }
+
+    /// The token as clients see it.
+    pub fn render(self) -> String {
+        format!("s{}_{}", self.presence, self.rooms)
+    }
+}
+
+/// What a sync asks for.
+#[derive(Debug, Clone)]
+pub struct SyncRequest<'q> {
+    /// Where the client is; `None` for an initial sync.
+    pub since: Option<SyncToken>,
+    /// How long to wait for something new (capped at [`MAX_TIMEOUT`]).
+    pub timeout: Duration,
+    /// `set_presence`.
+    pub set_presence: PresenceState,
+    /// `full_state`: presence from the start, whatever `since` says.
+    pub full_state: bool,
+    /// The `filter` parameter as sent (percent-encoded): an inline definition or a stored
+    /// filter's ID.
+    pub filter: Option<&'q str>,
+}
+
+/// What a sync answers.
+#[derive(Debug, Clone)]
+pub struct SyncResult {
+    /// The next token.
+    pub next_batch: SyncToken,
+    /// The rooms section.
+    pub rooms: Value,
+    /// The presence to show, each user once, filtered.
+    pub presence: Vec<UserPresenceState>,
+}
+
+/// The presence section of a filter (spec "Filtering"; `*` is a wildcard in `types`).
+#[derive(Debug, Default)]
+pub(crate) struct PresenceFilter {
+    types: Option<Vec<String>>,
+    not_types: Vec<String>,
+    senders: Option<Vec<String>>,
+    not_senders: Vec<String>,
+    limit: Option<usize>,
+}
+
+impl PresenceFilter {
+    /// Reads the `presence` section of a filter definition; anything malformed is a 400.
+    pub(crate) fn from_filter(filter: &Value) -> Result<Self, ApiError> {
+        let Some(p) = filter.get("presence") else {
+            return Ok(Self::default());
+        };
+        let p = p
+            .as_object()
+            .ok_or_else(|| ApiError::bad_json("filter.presence must be an object"))?;
+        let list = |key: &str| -> Result<Option<Vec<String>>, ApiError> {
+            match p.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_owned).ok_or_else(|| {
+                            ApiError::bad_json(format!("filter.presence.{key} must hold strings"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some),
+                Some(_) => Err(ApiError::bad_json(format!(
+                    "filter.presence.{key} must be a list"
+                ))),
+            }
+        };
+        let limit = match p.get("limit") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().filter(|&n| n >= 1).ok_or_else(|| {
+                ApiError::bad_json("filter.presence.limit must be a positive integer")
+            })? as usize),
+        };
+        Ok(Self {
+            types: list("types")?,
+            not_types: list("not_types")?.unwrap_or_default(),
+            senders: list("senders")?,
+            not_senders: list("not_senders")?.unwrap_or_default(),
+            limit,
+        })
+    }
+
+    /// Whether presence events are wanted at all.
+    fn wants_presence(&self) -> bool {
+        let ty = "m.presence";
+        !self.not_types.iter().any(|p| glob(p, ty))
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|ts| ts.iter().any(|p| glob(p, ty)))
+    }
+
+    fn keeps(&self, sender: &UserId) -> bool {
+        let s = sender.as_str();
+        !self.not_senders.iter().any(|x| x == s)
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|ss| ss.iter().any(|x| x == s))
+    }
+}
+
+/// Matches `pattern` (with `*` wildcards) against `text`.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Parsed presence filters of `/sync`, by user and `filter` parameter as sent (an inline
+/// definition or a stored filter's ID). Filters never change once created, so a sync loop
+/// that sends the same filter each time neither decodes nor parses it, nor reads the
+/// database for it, again. Bounded: past the limit the cache starts over.
+#[derive(Default)]
+pub(crate) struct SyncFilters {
+    map: std::sync::Mutex<FilterMap>,
+}
+
+/// (requester, the `filter` parameter still percent-encoded) → the parsed filter.
+type FilterMap = HashMap<(UserId, String), Arc<PresenceFilter>>;
+
+const SYNC_FILTER_CACHE_LIMIT: usize = 10_000;
+
+impl SyncFilters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FilterMap> {
+        crate::lock(&self.map)
+    }
+}
+
+impl App {
+    /// Answers a sync of `requester`: at once when something is new or this is an initial
+    /// sync, else when something visible changes or `timeout` passes.
+    pub async fn sync(
+        &self,
+        requester: &Requester,
+        request: SyncRequest<'_>,
+    ) -> Result<SyncResult, ApiError> {
+        let filter = self.load_filter(&requester.user_id, request.filter).await?;
+        let user = &requester.user_id;
+        let _guard = self
+            .start_syncing(user, &requester.device_id, request.set_presence)
+            .await;
+
+        let presence_since = if request.full_state {
+            None
+        } else {
+            request.since.map(|t| t.presence)
+        };
+        let rooms_since = request.since.map(|t| t.rooms);
+        let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+        let presence_enabled = self.config().presence.enabled.is_enabled();
+        // Registered before the first read, so nothing that happens after it can be missed.
+        let mut waiting = Waiting::new(self, user);
+        let (mut shown, rooms, next_batch) = loop {
+            let presence = if presence_enabled
+                || presence_since.is_some_and(|t| t < self.presence().current_token())
+            {
+                self.presence().read(user, presence_since).await
+            } else {
+                crate::presence::PresenceRead {
+                    states: Vec::new(),
+                    next_token: self.presence().current_token(),
+                }
+            };
+            let (rooms, rooms_next) =
+                super::rooms::sync::rooms_section(self, user, rooms_since, request.full_state)
+                    .await?;
+            let rooms_news = super::rooms::sync::has_news(&rooms);
+            let mut shown = presence.states;
+            if filter.wants_presence() {
+                shown.retain(|s| filter.keeps(&s.user_id));
+            } else {
+                shown.clear();
+            }
+            let next = SyncToken {
+                presence: presence.next_token,
+                rooms: rooms_next,
+            };
+            if !shown.is_empty() || rooms_news || request.since.is_none() {
+                break (shown, rooms, next);
+            }
+            if !waiting.wait_until(deadline).await {
+                break (shown, rooms, next);
+            }
+        };
+        drop(waiting);
+        if let Some(limit) = filter.limit {
+            shown.truncate(limit);
+        }
+        Ok(SyncResult {
+            next_batch,
+            rooms,
+            presence: shown,
+        })
+    }
+
+    /// Counts the requester's device as syncing for as long as the guard lives, unless the
+    /// sync leaves presence alone (`offline`, or over the `rc_presence` limit).
+    async fn start_syncing(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        set_presence: PresenceState,
+    ) -> Option<SyncGuard> {
+        if set_presence == PresenceState::Offline
+            || self
+                .presence_sync_limit()
+                .check(user, Instant::now())
+                .is_err()
+        {
+            return None;
+        }
+        match self
+            .presence()
+            .sync_started(user, Some(device.clone()), set_presence)
+            .await
+        {
+            Ok(()) => Some(SyncGuard {
+                app: self.clone(),
+                user: user.clone(),
+                device: Some(device.clone()),
+            }),
+            Err(e) => {
+                // Presence is best effort here: the sync itself still proceeds.
+                tracing::warn!(error = %e, "Could not record a syncing device.");
+                None
+            }
+        }
+    }
+
+    async fn load_filter(
+        &self,
+        user: &UserId,
+        encoded: Option<&str>,
+    ) -> Result<Arc<PresenceFilter>, ApiError> {
+        let Some(encoded) = encoded else {
+            return Ok(Arc::default());
+        };
+        let key = (user.clone(), encoded.to_owned());
+        if let Some(found) = self.sync_filters().lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let raw = percent_decode(encoded);
+        let definition: Value = if raw.trim_start().starts_with('{') {
+            serde_json::from_str(&raw)
+                .map_err(|_| ApiError::bad_json("filter is not valid JSON"))?
+        } else {
+            let stored = self
+                .store()
+                .get_filter(user, &raw)
+                .await?
+                .ok_or_else(|| ApiError::not_found("No such filter"))?;
+            serde_json::from_str(&stored).map_err(ApiError::internal)?
+        };
+        let filter = Arc::new(PresenceFilter::from_filter(&definition)?);
+        let mut cache = self.sync_filters().lock();
+        if cache.len() >= SYNC_FILTER_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, filter.clone());
+        Ok(filter)
+    }
+}
+
+/// Ends the presence-affecting part of a sync when the request finishes or is dropped.
+struct SyncGuard {
+    app: App,
+    user: UserId,
+    device: Option<DeviceId>,
+}
+
+impl Drop for SyncGuard {
+    fn drop(&mut self) {
+        let (app, user, device) = (self.app.clone(), self.user.clone(), self.device.take());
+        tokio::spawn(async move { app.presence().sync_ended(&user, device).await });
+    }
+}
+
+/// A sync's registration as a waiter. One registration serves every wait of the request;
+/// dropping it (the request answered, failed or abandoned by the client) unregisters, so the
+/// engine stops counting the user as listening.
+struct Waiting<'a> {
+    app: &'a App,
+    user: &'a UserId,
+    sub: Option<Subscription>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(app: &'a App, user: &'a UserId) -> Self {
+        Self {
+            app,
+            user,
+            sub: Some(app.presence().subscribe(user)),
+        }
+    }
+
+    /// Waits for a wake-up or `deadline`; true if woken (re-armed for the next wait before
+    /// returning, so the read that follows cannot miss anything).
+    async fn wait_until(&mut self, deadline: tokio::time::Instant) -> bool {
+        let Some(sub) = self.sub.as_mut() else {
+            return false;
+        };
+        tokio::select! {
+            () = &mut sub.notified => {
+                sub.rearm();
+                // Let the tasks already queued run before reading: under load more changes
+                // land first and one response carries them together (fewer, fuller answers).
+                tokio::task::yield_now().await;
+                true
+            }
+            () = tokio::time::sleep_until(deadline) => false,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(sub) = self.sub.take() {
+            self.app.presence().unsubscribe(self.user, sub);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        let t = SyncToken {
+            presence: 12,
+            rooms: 7,
+        };
+        assert_eq!(SyncToken::parse(&t.render()), Some(t));
+        assert_eq!(SyncToken::parse("garbage"), None);
+        assert_eq!(SyncToken::parse("s1_"), None);
+    }
+
+    #[test]
+    fn presence_filter_rules() {
+        let f = PresenceFilter::from_filter(&json!({"presence": {"types": ["m.*"]}})).unwrap();
+        assert!(f.wants_presence(), "wildcards match (reference differs)");
+        let f = PresenceFilter::from_filter(&json!({"presence": {"not_types": ["*"]}})).unwrap();
+        assert!(!f.wants_presence());
+        let f =
+            PresenceFilter::from_filter(&json!({"presence": {"senders": ["@foo:bar"]}})).unwrap();
+        assert!(f.keeps(&UserId::parse("@foo:bar").unwrap()));
+        assert!(!f.keeps(&UserId::parse("@baz:bar").unwrap()));
+        let f = PresenceFilter::from_filter(&json!({"presence": {"not_senders": ["@foo:bar"]}}))
+            .unwrap();
+        assert!(!f.keeps(&UserId::parse("@foo:bar").unwrap()));
+        assert!(PresenceFilter::from_filter(&json!({"presence": {"senders": "x"}})).is_err());
+        assert!(glob("m.pre*ce", "m.presence") && !glob("m.room.*", "m.presence"));
+    }
+}
