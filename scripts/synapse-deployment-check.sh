@@ -24,6 +24,7 @@ if [ "${1:-}" = --stock-writer ]; then
 else
     dir="${1:?usage: $0 --stock-writer | <dir>}"
 fi
+[ -f "$dir/env" ] || { echo "error: no deployment in $dir (no $dir/env)" >&2; exit 1; }
 # shellcheck disable=SC1091
 source "$dir/env"
 

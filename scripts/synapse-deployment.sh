@@ -66,9 +66,12 @@ pg_bindir() {
     return 1
 }
 
+# Importing Synapse takes a second or two on a busy machine: remember a positive answer.
+venv_ok=0
 venv_ready() {
+    [ "$venv_ok" = 1 ] && return 0
     "$venv/bin/python" -c "import synapse, psycopg2, txredisapi, sys
-sys.exit(synapse.__version__ != '${SYNAPSE_VERSION:-1.163.2}')" 2>/dev/null
+sys.exit(synapse.__version__ != '${SYNAPSE_VERSION:-1.163.2}')" 2>/dev/null && venv_ok=1
 }
 
 # apt-get install of what is missing: the servers always; the build tools for psycopg2 only
@@ -140,7 +143,7 @@ print(*[s.getsockname()[1] for s in held])
 EOF
 }
 
-secret() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
+secrets() { python3 -c 'import secrets, sys; print(*[secrets.token_hex(16) for _ in range(int(sys.argv[1]))])' "$1"; }
 
 # Reads <dir>/env (written before any service starts, so stop works after a failed start).
 load_env() {
@@ -258,19 +261,26 @@ health_ok() {
     ) 2>/dev/null
 }
 
-# start_synapse NAME PORT APP CONFIG...: start one Synapse process, wait for its /health.
-start_synapse() {
-    local name="$1" port="$2" app="$3" t pid args=() c limit=${SYNAPSE_START_TIMEOUT:-300}
-    shift 3
+declare -A launched=()  # name -> when launch_synapse started it
+# launch_synapse NAME APP CONFIG...: start one Synapse process (wait_synapse waits for it).
+launch_synapse() {
+    local name="$1" app="$2" args=() c
+    shift 2
     for c in "$@"; do args+=(-c "$c"); done
-    t="$(now)"
     say "Synapse: $name ($app)"
     # Not daemonized: Synapse only writes pid files when it daemonizes, so we record $! (the
     # exec keeps the subshell's pid).
     (cd "$SYNAPSE_DEPLOYMENT_DIR" && exec "$SYNAPSE_PYTHON" -m "$app" "${args[@]}" \
         >"$SYNAPSE_LOG_DIR/$name.stdout" 2>&1 </dev/null) &
-    pid=$!
-    echo "$pid" >"$SYNAPSE_DEPLOYMENT_DIR/pids/$name.pid"
+    echo "$!" >"$SYNAPSE_DEPLOYMENT_DIR/pids/$name.pid"
+    launched[$name]="$EPOCHREALTIME"
+}
+
+# wait_synapse NAME PORT: until its /health answers; dies with its logs if it exits or hangs.
+wait_synapse() {
+    local name="$1" port="$2" t pid limit=${SYNAPSE_START_TIMEOUT:-300}
+    pid="$(cat "$SYNAPSE_DEPLOYMENT_DIR/pids/$name.pid")"
+    t="${launched[$name]}"
     until health_ok "$port"; do
         if ! kill -0 "$pid" 2>/dev/null; then
             show_logs "$SYNAPSE_LOG_DIR/$name.stdout" "$SYNAPSE_LOG_DIR/$name.log"
@@ -317,8 +327,8 @@ EOF
 
 write_configs() {
     local dir="$1"
-    local repl_secret reg_secret
-    repl_secret="$(secret)" reg_secret="$(secret)"
+    local repl_secret reg_secret macaroon_secret form_secret
+    read -r repl_secret reg_secret macaroon_secret form_secret < <(secrets 4)
     read -r pg redis main_client main_repl sync_client w_repl w_client < <(free_ports 7)
     local q
     {
@@ -348,7 +358,8 @@ write_configs() {
             "SYNAPSE_PYTHON=$venv/bin/python" \
             "SYNAPSE_LOG_DIR=$dir/logs" \
             "SYNAPSE_STOCK_WRITER=$stock"; do
-            printf 'export %s=%q\n' "${q%%=*}" "${q#*=}"
+            # Single quotes (no value holds one): readable, and safe to source.
+            printf "export %s='%s'\n" "${q%%=*}" "${q#*=}"
         done
     } >"$dir/env"
     load_env "$dir"
@@ -374,8 +385,8 @@ log_config: '$dir/synapse/main.log.config'
 media_store_path: '$dir/synapse/media'
 signing_key_path: '$dir/synapse/signing.key'
 registration_shared_secret: "$reg_secret"
-macaroon_secret_key: "$(secret)"
-form_secret: "$(secret)"
+macaroon_secret_key: "$macaroon_secret"
+form_secret: "$form_secret"
 enable_registration: false
 report_stats: false
 # No outbound key fetches: the test machine reaches no homeserver.
@@ -455,13 +466,18 @@ cmd_start() {
     say "Redis"
     start_redis
     # Main first: it runs the schema migrations on the empty database.
-    start_synapse main "${SYNAPSE_MAIN_URL##*:}" synapse.app.homeserver "$SYNAPSE_HOMESERVER_YAML"
+    launch_synapse main synapse.app.homeserver "$SYNAPSE_HOMESERVER_YAML"
+    wait_synapse main "${SYNAPSE_MAIN_URL##*:}"
+    # The workers together: each takes seconds of CPU to import Synapse, and neither needs the
+    # other to start.
     if [ "$stock" = 1 ]; then
-        start_synapse "$writer_name" "$PRESENCED_WRITER_CLIENT_PORT" synapse.app.generic_worker \
+        launch_synapse "$writer_name" synapse.app.generic_worker \
             "$SYNAPSE_HOMESERVER_YAML" "$PRESENCED_WRITER_YAML"
     fi
-    start_synapse sync1 "${SYNAPSE_WORKER_URL##*:}" synapse.app.generic_worker \
+    launch_synapse sync1 synapse.app.generic_worker \
         "$SYNAPSE_HOMESERVER_YAML" "$SYNAPSE_SYNC_WORKER_YAML"
+    [ "$stock" = 0 ] || wait_synapse "$writer_name" "$PRESENCED_WRITER_CLIENT_PORT"
+    wait_synapse sync1 "${SYNAPSE_WORKER_URL##*:}"
     trap - EXIT
     say "deployment up in $(since "$t0"): source $dir/env"
     echo "   main $SYNAPSE_MAIN_URL, sync worker $SYNAPSE_WORKER_URL, presence writer '$writer_name'" \
