@@ -104,6 +104,8 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
             --no-install-recommends "${missing[@]}" >>"$log" 2>&1 \
             || { show_logs "$log"; die "apt-get install ${missing[*]} failed"; }
     fi
+    pg_bindir >/dev/null || die "still no PostgreSQL server binaries (initdb) after apt-get"
+    command -v redis-server >/dev/null || die "still no redis-server after apt-get"
     echo "   done in $(since "$t")"
 }
 
