@@ -43,8 +43,8 @@ pub enum Error {
     #[error("PostgreSQL pool could not be created")]
     PoolBuild(#[from] deadpool_postgres::BuildError),
     /// Writing presence failed. Stream IDs `allocated` (inclusive range) were taken from the
-    /// sequence before the failure; whether the rows were committed is known only when
-    /// `committed` is `Some`: the caller must not announce them as written unless it re-reads.
+    /// sequence before the failure and are never reused. If the failure was at COMMIT the
+    /// rows may or may not be in the table: the caller must re-read before announcing them.
     #[error("persisting presence failed")]
     PersistPresence {
         /// The stream IDs taken from `presence_stream_sequence`, if any were.

@@ -21,6 +21,11 @@ pub mod rows;
 pub use command::{Command, CommandError, SyncState};
 pub use error::Error;
 pub use json::to_python_json;
+pub use pg::{
+    PgHost, PgSettings, PresenceUpdates, SslMode, SynapseDb, TESTED_SCHEMA_VERSION, TokenInfo,
+    TokenLookup,
+};
+pub use replication::{Event, Publisher, PublisherTask, RedisAddr, RedisSettings, Subscriber};
 pub use rows::{
     EventsRow, PresenceFederationRow, PresenceRow, RowError, StreamEventRow, StreamStateRow,
 };
