@@ -379,17 +379,14 @@ fn split_fields<'a, const N: usize>(
     Ok(out)
 }
 
-fn parse_number(
-    command: &'static str,
-    field: &'static str,
-    s: &str,
-) -> Result<u64, CommandError> {
+fn parse_number(command: &'static str, field: &'static str, s: &str) -> Result<u64, CommandError> {
     // Python's int() accepts more ("+5", "0_1", " 7"); Synapse never writes those, and being
     // strict keeps parse∘format the identity.
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(CommandError::BadNumber { command, field });
     }
-    s.parse().map_err(|_| CommandError::BadNumber { command, field })
+    s.parse()
+        .map_err(|_| CommandError::BadNumber { command, field })
 }
 
 fn non_empty(command: &'static str, field: &'static str, s: &str) -> Result<String, CommandError> {

@@ -55,7 +55,14 @@ mod tests {
     fn matches_python_json_dumps() {
         // Expected values from CPython 3.11:
         // json.JSONEncoder(separators=(",",":")).encode(v)
-        let v = serde_json::json!(["@bob:test.local", "online", 1, null, true, "h\u{e9}llo \u{1F600}\"\\\n\u{7f}\u{1}"]);
+        let v = serde_json::json!([
+            "@bob:test.local",
+            "online",
+            1,
+            null,
+            true,
+            "h\u{e9}llo \u{1F600}\"\\\n\u{7f}\u{1}"
+        ]);
         assert_eq!(
             to_python_json(&v).unwrap(),
             r#"["@bob:test.local","online",1,null,true,"h\u00e9llo \ud83d\ude00\"\\\n\u007f\u0001"]"#

@@ -155,7 +155,11 @@ impl SynapseDb {
             .await?;
         let last_value: i64 = row.try_get(0)?;
         let is_called: bool = row.try_get(1)?;
-        let pos = if is_called { last_value } else { last_value - 1 };
+        let pos = if is_called {
+            last_value
+        } else {
+            last_value - 1
+        };
         u64::try_from(pos)
             .map_err(|_| Error::Corrupt(format!("presence_stream_sequence is at {pos}")))
     }
@@ -184,7 +188,9 @@ impl SynapseDb {
         };
         let rows = client
             .query(
-                &format!("SELECT {PRESENCE_COLUMNS} FROM presence_stream {filter} ORDER BY stream_id"),
+                &format!(
+                    "SELECT {PRESENCE_COLUMNS} FROM presence_stream {filter} ORDER BY stream_id"
+                ),
                 &[],
             )
             .await?;
@@ -235,7 +241,9 @@ impl SynapseDb {
             return Ok(Vec::new());
         }
         if batch.len() > MAX_PERSIST_BATCH {
-            return Err(Error::OutOfRange("presence batch larger than MAX_PERSIST_BATCH"));
+            return Err(Error::OutOfRange(
+                "presence batch larger than MAX_PERSIST_BATCH",
+            ));
         }
         let mut user_ids = Vec::with_capacity(batch.len());
         let mut states_col = Vec::with_capacity(batch.len());
@@ -248,7 +256,10 @@ impl SynapseDb {
             user_ids.push(s.user_id.as_str());
             states_col.push(s.state.as_str());
             active.push(to_i64(s.last_active_ts, "last_active_ts")?);
-            fed.push(to_i64(s.last_federation_update_ts, "last_federation_update_ts")?);
+            fed.push(to_i64(
+                s.last_federation_update_ts,
+                "last_federation_update_ts",
+            )?);
             sync.push(to_i64(s.last_user_sync_ts, "last_user_sync_ts")?);
             msgs.push(s.status_msg.as_deref());
             currently.push(s.currently_active);

@@ -219,7 +219,12 @@ impl Subscriber {
                 },
             };
             warn!(channel = %self.channel, %reason, backoff_ms = backoff.as_millis() as u64, "Redis subscription lost; reconnecting.");
-            if self.events.send(Event::Disconnected { reason }).await.is_err() {
+            if self
+                .events
+                .send(Event::Disconnected { reason })
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::select! {
@@ -232,13 +237,12 @@ impl Subscriber {
 
     /// One connection's life: connect, subscribe, report, deliver until it breaks.
     async fn session(&self, backoff: &mut Duration) -> SessionEnd {
-        let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
-            .await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return SessionEnd::Lost(format!("connect: {e}")),
-            Err(_) => return SessionEnd::Lost("connect: timed out".to_owned()),
-        };
+        let pubsub =
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => return SessionEnd::Lost(format!("connect: {e}")),
+                Err(_) => return SessionEnd::Lost("connect: timed out".to_owned()),
+            };
         let (mut sink, mut stream) = pubsub.split();
         if let Err(e) = sink.subscribe(&self.channel).await {
             return SessionEnd::Lost(format!("SUBSCRIBE: {e}"));
@@ -422,11 +426,23 @@ mod tests {
 
     #[test]
     fn reads_synapse_redis_section() {
-        let s = RedisSettings::from_config(&json!({"enabled": true, "host": "127.0.0.1", "port": 56379})).unwrap();
+        let s = RedisSettings::from_config(
+            &json!({"enabled": true, "host": "127.0.0.1", "port": 56379}),
+        )
+        .unwrap();
         assert_eq!(s, RedisSettings::tcp("127.0.0.1", 56379));
         let d = RedisSettings::from_config(&json!({"enabled": true})).unwrap();
-        assert_eq!(d.addr, RedisAddr::Tcp { host: "localhost".to_owned(), port: 6379 });
-        let u = RedisSettings::from_config(&json!({"path": "/run/redis.sock", "dbid": 2, "password": "pw", "ca_file": "x"})).unwrap();
+        assert_eq!(
+            d.addr,
+            RedisAddr::Tcp {
+                host: "localhost".to_owned(),
+                port: 6379
+            }
+        );
+        let u = RedisSettings::from_config(
+            &json!({"path": "/run/redis.sock", "dbid": 2, "password": "pw", "ca_file": "x"}),
+        )
+        .unwrap();
         assert_eq!(u.addr, RedisAddr::Unix(PathBuf::from("/run/redis.sock")));
         assert_eq!((u.dbid, u.password.as_deref()), (2, Some("pw")));
         assert_eq!(u.ignored_keys, ["ca_file"]);

@@ -328,9 +328,7 @@ impl EventsRow {
     /// does).
     pub fn member_state_change(&self) -> Option<(&str, &str)> {
         match self {
-            Self::State(s) if s.event_type == "m.room.member" => {
-                Some((&s.room_id, &s.state_key))
-            }
+            Self::State(s) if s.event_type == "m.room.member" => Some((&s.room_id, &s.state_key)),
             _ => None,
         }
     }
@@ -353,7 +351,11 @@ fn string(v: &Value, row: &'static str, field: &'static str) -> Result<String, R
         .ok_or(RowError::Field { row, field })
 }
 
-fn opt_string(v: &Value, row: &'static str, field: &'static str) -> Result<Option<String>, RowError> {
+fn opt_string(
+    v: &Value,
+    row: &'static str,
+    field: &'static str,
+) -> Result<Option<String>, RowError> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.clone())),

@@ -50,7 +50,10 @@ fn captured_lines_parse_to_the_right_fields() {
     assert_eq!(state, SyncState::Start);
     assert_eq!(last_sync_ms, 1_796_302_663_800);
 
-    let Command::UserSync { device_id, state, .. } = Command::parse(CAPTURED[13]).unwrap() else {
+    let Command::UserSync {
+        device_id, state, ..
+    } = Command::parse(CAPTURED[13]).unwrap()
+    else {
         panic!("not USER_SYNC");
     };
     assert_eq!(device_id, None);
@@ -65,7 +68,10 @@ fn captured_lines_parse_to_the_right_fields() {
     else {
         panic!("not RDATA");
     };
-    assert_eq!((stream.as_str(), instance_name.as_str(), token), ("presence", "presence1", Some(3)));
+    assert_eq!(
+        (stream.as_str(), instance_name.as_str(), token),
+        ("presence", "presence1", Some(3))
+    );
     assert!(row.get().contains("hello there"));
 
     let Command::Rdata { token, .. } = Command::parse(CAPTURED[9]).unwrap() else {
@@ -77,8 +83,14 @@ fn captured_lines_parse_to_the_right_fields() {
         Command::parse(CAPTURED[6]).unwrap(),
         Command::position("presence_federation", "presence1", 0, 0)
     );
-    assert!(matches!(Command::parse("REPLICATE ").unwrap(), Command::Replicate));
-    assert!(matches!(Command::parse("REPLICATE").unwrap(), Command::Replicate));
+    assert!(matches!(
+        Command::parse("REPLICATE ").unwrap(),
+        Command::Replicate
+    ));
+    assert!(matches!(
+        Command::parse("REPLICATE").unwrap(),
+        Command::Replicate
+    ));
 }
 
 #[test]
@@ -99,7 +111,10 @@ fn other_commands_are_kept_verbatim() {
         assert!(matches!(cmd, Command::Other { .. }), "{line}");
         assert_eq!(cmd.to_line(), line);
     }
-    assert_eq!(Command::parse("CANCEL_TASK abc").unwrap().name(), "CANCEL_TASK");
+    assert_eq!(
+        Command::parse("CANCEL_TASK abc").unwrap().name(),
+        "CANCEL_TASK"
+    );
 }
 
 #[test]
@@ -132,20 +147,98 @@ fn malformed_lines_are_errors() {
     let cases: &[(&str, CommandError)] = &[
         ("", CommandError::Empty),
         (" RDATA", CommandError::Empty),
-        ("RDATA", CommandError::MissingFields { command: "RDATA", expected: 4 }),
-        ("RDATA presence presence1 2", CommandError::MissingFields { command: "RDATA", expected: 4 }),
-        ("POSITION presence presence1 1", CommandError::MissingFields { command: "POSITION", expected: 4 }),
-        ("POSITION presence presence1 1 x", CommandError::BadNumber { command: "POSITION", field: "new_token" }),
-        ("POSITION presence presence1 -1 2", CommandError::BadNumber { command: "POSITION", field: "prev_token" }),
-        ("POSITION presence presence1 1 99999999999999999999999", CommandError::BadNumber { command: "POSITION", field: "new_token" }),
-        ("POSITION presence presence1 1 2 3", CommandError::BadNumber { command: "POSITION", field: "new_token" }),
-        ("POSITION  presence1 1 2", CommandError::EmptyField { command: "POSITION", field: "stream" }),
-        ("RDATA presence presence1 +2 []", CommandError::BadNumber { command: "RDATA", field: "token" }),
-        ("USER_SYNC UNVgb @bob:test.local DEV start", CommandError::MissingFields { command: "USER_SYNC", expected: 5 }),
-        ("USER_SYNC UNVgb @bob:test.local DEV middle 1", CommandError::BadSyncState),
-        ("USER_SYNC UNVgb @bob:test.local DEV start 1.5", CommandError::BadNumber { command: "USER_SYNC", field: "last_sync_ms" }),
-        ("CLEAR_USER_SYNC", CommandError::EmptyField { command: "CLEAR_USER_SYNC", field: "instance_id" }),
-        ("RDATA presence p 1 [1,2\nREPLICATE ", CommandError::LineBreak),
+        (
+            "RDATA",
+            CommandError::MissingFields {
+                command: "RDATA",
+                expected: 4,
+            },
+        ),
+        (
+            "RDATA presence presence1 2",
+            CommandError::MissingFields {
+                command: "RDATA",
+                expected: 4,
+            },
+        ),
+        (
+            "POSITION presence presence1 1",
+            CommandError::MissingFields {
+                command: "POSITION",
+                expected: 4,
+            },
+        ),
+        (
+            "POSITION presence presence1 1 x",
+            CommandError::BadNumber {
+                command: "POSITION",
+                field: "new_token",
+            },
+        ),
+        (
+            "POSITION presence presence1 -1 2",
+            CommandError::BadNumber {
+                command: "POSITION",
+                field: "prev_token",
+            },
+        ),
+        (
+            "POSITION presence presence1 1 99999999999999999999999",
+            CommandError::BadNumber {
+                command: "POSITION",
+                field: "new_token",
+            },
+        ),
+        (
+            "POSITION presence presence1 1 2 3",
+            CommandError::BadNumber {
+                command: "POSITION",
+                field: "new_token",
+            },
+        ),
+        (
+            "POSITION  presence1 1 2",
+            CommandError::EmptyField {
+                command: "POSITION",
+                field: "stream",
+            },
+        ),
+        (
+            "RDATA presence presence1 +2 []",
+            CommandError::BadNumber {
+                command: "RDATA",
+                field: "token",
+            },
+        ),
+        (
+            "USER_SYNC UNVgb @bob:test.local DEV start",
+            CommandError::MissingFields {
+                command: "USER_SYNC",
+                expected: 5,
+            },
+        ),
+        (
+            "USER_SYNC UNVgb @bob:test.local DEV middle 1",
+            CommandError::BadSyncState,
+        ),
+        (
+            "USER_SYNC UNVgb @bob:test.local DEV start 1.5",
+            CommandError::BadNumber {
+                command: "USER_SYNC",
+                field: "last_sync_ms",
+            },
+        ),
+        (
+            "CLEAR_USER_SYNC",
+            CommandError::EmptyField {
+                command: "CLEAR_USER_SYNC",
+                field: "instance_id",
+            },
+        ),
+        (
+            "RDATA presence p 1 [1,2\nREPLICATE ",
+            CommandError::LineBreak,
+        ),
     ];
     for (line, want) in cases {
         assert_eq!(&Command::parse(line).unwrap_err(), want, "{line:?}");
@@ -156,7 +249,13 @@ fn malformed_lines_are_errors() {
         "USER_SYNC UNVgb @:test.local DEV start 1",
     ] {
         assert!(
-            matches!(Command::parse(line), Err(CommandError::BadId { field: "user_id", .. })),
+            matches!(
+                Command::parse(line),
+                Err(CommandError::BadId {
+                    field: "user_id",
+                    ..
+                })
+            ),
             "{line}"
         );
     }
@@ -166,15 +265,25 @@ fn malformed_lines_are_errors() {
         "RDATA presence presence1 2 [1] trailing",
         "RDATA presence presence1 2 NaN",
     ] {
-        assert!(matches!(Command::parse(line), Err(CommandError::BadJson(_))), "{line}");
+        assert!(
+            matches!(Command::parse(line), Err(CommandError::BadJson(_))),
+            "{line}"
+        );
     }
 }
 
 #[test]
 fn huge_lines_are_refused() {
     let huge = format!("RDATA presence p 1 \"{}\"", "a".repeat(MAX_LINE_BYTES));
-    assert_eq!(Command::parse(&huge).unwrap_err(), CommandError::TooLong(huge.len()));
-    let deep = format!("RDATA presence p 1 {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert_eq!(
+        Command::parse(&huge).unwrap_err(),
+        CommandError::TooLong(huge.len())
+    );
+    let deep = format!(
+        "RDATA presence p 1 {}{}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     // Deep nesting is valid JSON and is skipped over without recursion; decoding it as a
     // row then hits serde_json's recursion limit: an error, not a stack overflow.
     let Command::Rdata { row, .. } = Command::parse(&deep).unwrap() else {
@@ -205,12 +314,13 @@ fn valid_command() -> impl Strategy<Value = Command> {
     let instance = "[A-Za-z0-9_.-]{1,12}";
     let user = "@[a-z0-9._=-]{1,10}:[a-z]{1,8}\\.[a-z]{2,3}(:[1-9][0-9]{0,3})?"
         .prop_map(|s| UserId::parse(&s).unwrap());
-    let device = prop::option::of("[A-Za-z0-9_]{1,10}".prop_filter("None is the absent marker", |d| d != "None"))
-        .prop_map(|d| d.map(|d| DeviceId::parse(&d).unwrap()));
+    let device = prop::option::of(
+        "[A-Za-z0-9_]{1,10}".prop_filter("None is the absent marker", |d| d != "None"),
+    )
+    .prop_map(|d| d.map(|d| DeviceId::parse(&d).unwrap()));
     prop_oneof![
-        (name, instance, prop::option::of(any::<u64>()), json_value()).prop_map(
-            |(s, i, t, row)| Command::rdata(&s, &i, t, &row).unwrap()
-        ),
+        (name, instance, prop::option::of(any::<u64>()), json_value())
+            .prop_map(|(s, i, t, row)| Command::rdata(&s, &i, t, &row).unwrap()),
         (name, instance, any::<u64>(), any::<u64>())
             .prop_map(|(s, i, p, n)| Command::position(&s, &i, p, n)),
         Just(Command::Replicate),
@@ -219,7 +329,11 @@ fn valid_command() -> impl Strategy<Value = Command> {
                 instance_id: i,
                 user_id: u,
                 device_id: d,
-                state: if start { SyncState::Start } else { SyncState::End },
+                state: if start {
+                    SyncState::Start
+                } else {
+                    SyncState::End
+                },
                 last_sync_ms: ms,
             }
         }),

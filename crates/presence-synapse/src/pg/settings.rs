@@ -117,7 +117,9 @@ impl PgSettings {
     /// Reads Synapse's `database.args` mapping (as parsed from YAML into JSON values).
     /// Errors name the offending key, e.g. `database.args.port`.
     pub fn from_args(args: &Value) -> Result<Self, Error> {
-        let map = args.as_object().ok_or_else(|| config(ARGS, "must be a mapping"))?;
+        let map = args
+            .as_object()
+            .ok_or_else(|| config(ARGS, "must be a mapping"))?;
         let user = string(map, "user")?.ok_or_else(|| {
             config(
                 &key("user"),
@@ -346,14 +348,35 @@ mod tests {
             (json!([]), "database.args"),
             (json!({"dbname": "d"}), "database.args.user"),
             (json!({"user": "u"}), "database.args.dbname"),
-            (json!({"user": "u", "dbname": "a", "database": "b"}), "database.args.dbname"),
-            (json!({"user": "u", "dbname": "d", "port": 70000}), "database.args.port"),
-            (json!({"user": "u", "dbname": "d", "port": "x"}), "database.args.port"),
-            (json!({"user": "u", "dbname": "d", "cp_min": 9, "cp_max": 2}), "database.args.cp_min"),
-            (json!({"user": "u", "dbname": "d", "cp_max": 0}), "database.args.cp_max"),
-            (json!({"user": "u", "dbname": "d", "sslmode": "maybe"}), "database.args.sslmode"),
+            (
+                json!({"user": "u", "dbname": "a", "database": "b"}),
+                "database.args.dbname",
+            ),
+            (
+                json!({"user": "u", "dbname": "d", "port": 70000}),
+                "database.args.port",
+            ),
+            (
+                json!({"user": "u", "dbname": "d", "port": "x"}),
+                "database.args.port",
+            ),
+            (
+                json!({"user": "u", "dbname": "d", "cp_min": 9, "cp_max": 2}),
+                "database.args.cp_min",
+            ),
+            (
+                json!({"user": "u", "dbname": "d", "cp_max": 0}),
+                "database.args.cp_max",
+            ),
+            (
+                json!({"user": "u", "dbname": "d", "sslmode": "maybe"}),
+                "database.args.sslmode",
+            ),
             (json!({"user": ["u"], "dbname": "d"}), "database.args.user"),
-            (json!({"user": "u", "dbname": "d", "host": ""}), "database.args.host"),
+            (
+                json!({"user": "u", "dbname": "d", "host": ""}),
+                "database.args.host",
+            ),
         ];
         for (args, want) in cases {
             match PgSettings::from_args(&args) {
@@ -367,7 +390,10 @@ mod tests {
     fn conninfo_and_urls() {
         let s = PgSettings::from_conninfo("host=/tmp/x port=5433 user=postgres dbname=t").unwrap();
         assert_eq!(s.host, PgHost::Socket(PathBuf::from("/tmp/x")));
-        assert_eq!((s.port, s.user.as_str(), s.dbname.as_str()), (5433, "postgres", "t"));
+        assert_eq!(
+            (s.port, s.user.as_str(), s.dbname.as_str()),
+            (5433, "postgres", "t")
+        );
         let u = PgSettings::from_conninfo("postgresql://syn:pw@127.0.0.1:5432/synapse").unwrap();
         assert_eq!(u.host, PgHost::Tcp("127.0.0.1".to_owned()));
         assert_eq!(u.password.as_deref(), Some("pw"));

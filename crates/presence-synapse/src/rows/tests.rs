@@ -26,7 +26,11 @@ fn presence_rows_round_trip() {
     assert_eq!(alice.status_msg.as_deref(), Some("hello there"));
     assert!(alice.currently_active);
     // Stock behaviour: an offline row may keep currently_active = true.
-    assert!(PresenceRow::from_json(PRESENCE_ROWS[2]).unwrap().currently_active);
+    assert!(
+        PresenceRow::from_json(PRESENCE_ROWS[2])
+            .unwrap()
+            .currently_active
+    );
 }
 
 #[test]
@@ -43,10 +47,8 @@ fn presence_row_from_a_captured_rdata_line() {
 
 #[test]
 fn busy_and_status_conversions() {
-    let row = PresenceRow::from_json(
-        r#"["@a:b.c","org.matrix.msc3026.busy",1,2,3,"",false]"#,
-    )
-    .unwrap();
+    let row =
+        PresenceRow::from_json(r#"["@a:b.c","org.matrix.msc3026.busy",1,2,3,"",false]"#).unwrap();
     assert_eq!(row.state, PresenceState::Busy);
     // UserPresenceState never holds an empty status message.
     assert_eq!(UserPresenceState::from(row).status_msg, None);
@@ -73,11 +75,14 @@ fn bad_presence_rows() {
 
 #[test]
 fn federation_rows() {
-    let row = PresenceFederationRow::from_json(r#"["remote.example:8448","@alice:test.local"]"#)
-        .unwrap();
+    let row =
+        PresenceFederationRow::from_json(r#"["remote.example:8448","@alice:test.local"]"#).unwrap();
     assert_eq!(row.destination.as_str(), "remote.example:8448");
     assert_eq!(row.user_id.as_str(), "@alice:test.local");
-    assert_eq!(row.to_json(), r#"["remote.example:8448","@alice:test.local"]"#);
+    assert_eq!(
+        row.to_json(),
+        r#"["remote.example:8448","@alice:test.local"]"#
+    );
     assert!(PresenceFederationRow::from_json(r#"["bad host","@a:b.c"]"#).is_err());
     assert!(PresenceFederationRow::from_json(r#"["ok.example"]"#).is_err());
 }
@@ -107,8 +112,7 @@ fn captured_events_rows() {
         Some(("!room:test.local", "@alice:test.local"))
     );
     // Room version 12 room IDs carry no server name.
-    let removed =
-        EventsRow::from_json(r#"["state",["!AbCdEf","m.room.topic","",null]]"#).unwrap();
+    let removed = EventsRow::from_json(r#"["state",["!AbCdEf","m.room.topic","",null]]"#).unwrap();
     let EventsRow::State(removed) = removed else {
         panic!("not state")
     };
@@ -122,7 +126,9 @@ fn captured_events_rows() {
         }
     );
     let other = EventsRow::from_json(r#"["un-partial-stated-room",["!r:x"]]"#).unwrap();
-    assert!(matches!(other, EventsRow::Other { ref type_id, .. } if type_id == "un-partial-stated-room"));
+    assert!(
+        matches!(other, EventsRow::Other { ref type_id, .. } if type_id == "un-partial-stated-room")
+    );
     for bad in [
         r#"["ev",["$x"]]"#,
         r#"["state",["!r:x","m.room.member",null,"$e"]]"#,
