@@ -1,0 +1,545 @@
+//! PostgreSQL access to Synapse's own tables: `presence_stream` (read and written, as the
+//! presence writer), `presence_stream_sequence`, `stream_positions`, `access_tokens`,
+//! `users`, `current_state_events` and `schema_version`.
+//!
+//! These tables are Synapse's: this module never creates or alters them (migrations are
+//! Synapse's job), and it writes them exactly as Synapse's writer does
+//! (`storage/databases/main/presence.py` `update_presence`, `storage/util/id_generators.py`).
+//! Column names were checked against Synapse 1.163.2's `full_schemas/72/full.sql.postgres`
+//! plus its deltas up to schema version 94.
+
+mod settings;
+
+use std::{collections::HashMap, sync::Arc};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use presence_router::{DeviceId, Millis, PresenceState, UserId, UserPresenceState};
+use tokio_postgres::{NoTls, Row};
+use tracing::warn;
+
+pub use self::settings::{PgHost, PgSettings, SslMode};
+use crate::{Error, PresenceRow, StreamId};
+
+/// The `schema_version.version` of Synapse 1.163.2 (`SCHEMA_VERSION` in
+/// `synapse/storage/schema/__init__.py`), the schema these queries were checked against.
+pub const TESTED_SCHEMA_VERSION: u32 = 94;
+
+/// The largest batch [`SynapseDb::persist_presence`] accepts in one call.
+pub const MAX_PERSIST_BATCH: usize = 10_000;
+
+/// The stream name under which the writer's position is kept in `stream_positions`.
+const PRESENCE_STREAM_NAME: &str = "presence_stream";
+
+const PRESENCE_COLUMNS: &str = "stream_id, user_id, state, last_active_ts, \
+     last_federation_update_ts, last_user_sync_ts, status_msg, currently_active";
+
+/// A handle on Synapse's database: a connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct SynapseDb {
+    pool: Pool,
+    /// Serialises presence writes, so that stream IDs are committed in the order they were
+    /// allocated (receivers require RDATA in increasing order, and "everything below a
+    /// token is committed") and two writes for one user cannot leave two rows.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for SynapseDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SynapseDb")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One page of `get_repl_stream_updates` for the `presence` stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresenceUpdates {
+    /// `(stream_id, row)` in increasing stream order.
+    pub updates: Vec<(StreamId, PresenceRow)>,
+    /// The position the page reaches: the requested `upto`, or the last row's ID when
+    /// `limited`.
+    pub upto_token: StreamId,
+    /// Whether more rows may follow (the page was full).
+    pub limited: bool,
+}
+
+/// What an access token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenInfo {
+    /// The user the token acts as (`COALESCE(puppets_user_id, user_id)`, as Synapse).
+    pub user_id: UserId,
+    /// The token's owner: differs from `user_id` when an admin puppets a user.
+    pub token_owner: UserId,
+    /// The device the token was issued for, if any.
+    pub device_id: Option<DeviceId>,
+    /// `access_tokens.id`.
+    pub token_id: i64,
+    /// When the token expires (refresh-token sessions), ms since the epoch.
+    pub valid_until_ms: Option<Millis>,
+    /// `users.is_guest`.
+    pub is_guest: bool,
+    /// `users.admin`.
+    pub admin: bool,
+    /// `users.locked` (Synapse answers `M_USER_LOCKED`).
+    pub locked: bool,
+    /// `users.shadow_banned`.
+    pub shadow_banned: bool,
+}
+
+/// The outcome of looking an access token up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenLookup {
+    /// No such token (or its user row is missing).
+    Unknown,
+    /// The token is valid.
+    Valid(TokenInfo),
+    /// The token's `valid_until_ms` is in the past (Synapse: `M_UNKNOWN_TOKEN` with
+    /// `soft_logout: true`).
+    Expired(TokenInfo),
+    /// The user is deactivated.
+    Deactivated(TokenInfo),
+}
+
+impl SynapseDb {
+    /// Builds the pool and checks that one connection can be opened.
+    pub async fn connect(settings: &PgSettings) -> Result<Self, Error> {
+        if settings.ssl_mode.requires_tls() {
+            return Err(Error::Unsupported {
+                key: "database.args.sslmode".to_owned(),
+                reason: "TLS to PostgreSQL is not implemented yet; use a Unix socket or \
+                         sslmode prefer/disable on a trusted network"
+                    .to_owned(),
+            });
+        }
+        let manager = Manager::from_config(
+            settings.to_pg_config(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(settings.cp_max).build()?;
+        let db = Self {
+            pool,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        // Fail at startup, not at the first request.
+        drop(db.pool.get().await?);
+        Ok(db)
+    }
+
+    /// `schema_version.version`: the schema Synapse last migrated the database to.
+    pub async fn schema_version(&self) -> Result<u32, Error> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one("SELECT version FROM schema_version", &[])
+            .await?;
+        let v: i32 = row.try_get(0)?;
+        u32::try_from(v).map_err(|_| Error::Corrupt(format!("schema_version.version is {v}")))
+    }
+
+    /// The writer's current position: the last ID allocated from
+    /// `presence_stream_sequence`, as Synapse's writer takes it at startup
+    /// (`PostgresSequenceGenerator.get_max_allocated`: `last_value`, minus one while
+    /// `is_called` is false, i.e. before the first `nextval`).
+    pub async fn current_presence_position(&self) -> Result<StreamId, Error> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT last_value, is_called FROM presence_stream_sequence",
+                &[],
+            )
+            .await?;
+        let last_value: i64 = row.try_get(0)?;
+        let is_called: bool = row.try_get(1)?;
+        let pos = if is_called {
+            last_value
+        } else {
+            last_value - 1
+        };
+        u64::try_from(pos)
+            .map_err(|_| Error::Corrupt(format!("presence_stream_sequence is at {pos}")))
+    }
+
+    /// Every row of `presence_stream`, one per user (the highest stream ID wins if the
+    /// table holds more), in stream order. Rows Synapse could not have written (no user,
+    /// unknown state) are logged and skipped.
+    pub async fn load_presence(&self) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
+        self.load(false).await
+    }
+
+    /// The non-offline rows of `presence_stream`, as the writer loads them at startup to
+    /// re-arm its timers (`SP:455-484`).
+    pub async fn load_non_offline_presence(
+        &self,
+    ) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
+        self.load(true).await
+    }
+
+    async fn load(&self, non_offline: bool) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
+        let client = self.pool.get().await?;
+        let filter = if non_offline {
+            "WHERE state != 'offline'"
+        } else {
+            ""
+        };
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {PRESENCE_COLUMNS} FROM presence_stream {filter} ORDER BY stream_id"
+                ),
+                &[],
+            )
+            .await?;
+        let mut by_user: HashMap<UserId, usize> = HashMap::with_capacity(rows.len());
+        let mut out: Vec<Option<(StreamId, UserPresenceState)>> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (id, row) = match presence_from_row(row) {
+                Ok(v) => v,
+                Err(reason) => {
+                    warn!(%reason, "Skipping a presence_stream row Synapse could not have written.");
+                    continue;
+                }
+            };
+            let state = UserPresenceState::from(row);
+            // Rows come in stream order, so a later row for the same user replaces.
+            if let Some(old) = by_user.insert(state.user_id.clone(), out.len()) {
+                out[old] = None;
+            }
+            out.push(Some((id, state)));
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Writes a batch of states (group commit) as Synapse's `update_presence` does, and
+    /// returns each user's row with its new stream ID once the transaction has COMMITTED.
+    ///
+    /// IDs come from `nextval('presence_stream_sequence')`; then in one transaction the
+    /// users' older rows are deleted, the new rows inserted with `instance_name`, and the
+    /// writer's `stream_positions` row raised (never lowered). When the batch holds several
+    /// states for one user only the last is written, so the table keeps one row per user.
+    /// Calls are serialised internally.
+    pub async fn persist_presence(
+        &self,
+        instance_name: &str,
+        states: &[UserPresenceState],
+    ) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
+        let mut last_for_user: HashMap<&UserId, usize> = HashMap::with_capacity(states.len());
+        for (i, s) in states.iter().enumerate() {
+            last_for_user.insert(&s.user_id, i);
+        }
+        let batch: Vec<&UserPresenceState> = states
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| last_for_user.get(&s.user_id) == Some(i))
+            .map(|(_, s)| s)
+            .collect();
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        if batch.len() > MAX_PERSIST_BATCH {
+            return Err(Error::OutOfRange(
+                "presence batch larger than MAX_PERSIST_BATCH",
+            ));
+        }
+        let mut user_ids = Vec::with_capacity(batch.len());
+        let mut states_col = Vec::with_capacity(batch.len());
+        let mut active = Vec::with_capacity(batch.len());
+        let mut fed = Vec::with_capacity(batch.len());
+        let mut sync = Vec::with_capacity(batch.len());
+        let mut msgs = Vec::with_capacity(batch.len());
+        let mut currently = Vec::with_capacity(batch.len());
+        for s in &batch {
+            user_ids.push(s.user_id.as_str());
+            states_col.push(s.state.as_str());
+            active.push(to_i64(s.last_active_ts, "last_active_ts")?);
+            fed.push(to_i64(
+                s.last_federation_update_ts,
+                "last_federation_update_ts",
+            )?);
+            sync.push(to_i64(s.last_user_sync_ts, "last_user_sync_ts")?);
+            msgs.push(s.status_msg.as_deref());
+            currently.push(s.currently_active);
+        }
+
+        let _serialised = self.write_lock.lock().await;
+        let mut client = self.pool.get().await?;
+        let n = i32::try_from(batch.len()).map_err(|_| Error::OutOfRange("batch size"))?;
+        let mut ids: Vec<i64> = client
+            .query(
+                "SELECT nextval('presence_stream_sequence') FROM generate_series(1, $1::int)",
+                &[&n],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Err(Error::Corrupt("nextval returned no rows".to_owned()));
+        };
+        let allocated = Some((to_u64(first)?, to_u64(last)?));
+        let result: Result<(), tokio_postgres::Error> = async {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "DELETE FROM presence_stream WHERE stream_id < $1 AND user_id = ANY($2)",
+                &[&last, &user_ids],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO presence_stream (stream_id, user_id, state, last_active_ts, \
+                 last_federation_update_ts, last_user_sync_ts, status_msg, currently_active, \
+                 instance_name) \
+                 SELECT u.*, $9::text FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
+                 $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::boolean[]) AS u",
+                &[
+                    &ids,
+                    &user_ids,
+                    &states_col,
+                    &active,
+                    &fed,
+                    &sync,
+                    &msgs,
+                    &currently,
+                    &instance_name,
+                ],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream_name, instance_name) \
+                 DO UPDATE SET stream_id = EXCLUDED.stream_id \
+                 WHERE stream_positions.stream_id < EXCLUDED.stream_id",
+                &[&PRESENCE_STREAM_NAME, &instance_name, &last],
+            )
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        result.map_err(|source| Error::PersistPresence { allocated, source })?;
+        ids.iter()
+            .zip(batch)
+            .map(|(id, s)| Ok((to_u64(*id)?, s.clone())))
+            .collect()
+    }
+
+    /// The rows with `from < stream_id <= upto`, at most `limit` of them, for
+    /// `get_repl_stream_updates` (`SP:189-244`).
+    pub async fn presence_updates(
+        &self,
+        from: StreamId,
+        upto: StreamId,
+        limit: usize,
+    ) -> Result<PresenceUpdates, Error> {
+        if from >= upto || limit == 0 {
+            return Ok(PresenceUpdates {
+                updates: Vec::new(),
+                upto_token: upto,
+                limited: false,
+            });
+        }
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {PRESENCE_COLUMNS} FROM presence_stream \
+                     WHERE $1 < stream_id AND stream_id <= $2 ORDER BY stream_id ASC LIMIT $3"
+                ),
+                &[
+                    &to_i64(from, "from_token")?,
+                    &to_i64(upto, "upto_token")?,
+                    &i64::try_from(limit).map_err(|_| Error::OutOfRange("limit"))?,
+                ],
+            )
+            .await?;
+        let mut updates = Vec::with_capacity(rows.len());
+        let mut last_id = None;
+        for row in &rows {
+            match presence_from_row(row) {
+                Ok((id, r)) => {
+                    last_id = Some(id);
+                    updates.push((id, r));
+                }
+                Err(reason) => {
+                    warn!(%reason, "Skipping a presence_stream row Synapse could not have written.");
+                    if let Ok(Some(id)) = row.try_get::<_, Option<i64>>(0) {
+                        last_id = u64::try_from(id).ok().or(last_id);
+                    }
+                }
+            }
+        }
+        // As Synapse: a full page is "limited" and ends at its last row.
+        let limited = rows.len() >= limit;
+        let upto_token = match (limited, last_id) {
+            (true, Some(id)) => id,
+            _ => upto,
+        };
+        Ok(PresenceUpdates {
+            updates,
+            upto_token,
+            limited,
+        })
+    }
+
+    /// Looks an access token up as Synapse's `_query_for_auth` does, and classifies it at
+    /// time `now_ms`. A deactivated user is reported as such before expiry is considered.
+    pub async fn user_for_access_token(
+        &self,
+        token: &str,
+        now_ms: Millis,
+    ) -> Result<TokenLookup, Error> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT users.name, access_tokens.user_id, access_tokens.device_id, \
+                 access_tokens.id, access_tokens.valid_until_ms, users.is_guest, users.admin, \
+                 users.deactivated, users.locked, users.shadow_banned \
+                 FROM users INNER JOIN access_tokens \
+                 ON users.name = COALESCE(access_tokens.puppets_user_id, access_tokens.user_id) \
+                 WHERE access_tokens.token = $1",
+                &[&token],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(TokenLookup::Unknown);
+        };
+        let parse_user = |s: Option<String>, what: &str| {
+            let s = s.ok_or_else(|| Error::Corrupt(format!("{what} is NULL")))?;
+            UserId::parse(&s).map_err(|e| Error::Corrupt(format!("{what} {s:?}: {e}")))
+        };
+        let valid_until_ms: Option<i64> = row.try_get(4)?;
+        let device: Option<String> = row.try_get(2)?;
+        let info = TokenInfo {
+            user_id: parse_user(row.try_get(0)?, "users.name")?,
+            token_owner: parse_user(Some(row.try_get(1)?), "access_tokens.user_id")?,
+            device_id: device.as_deref().and_then(|d| DeviceId::parse(d).ok()),
+            token_id: row.try_get(3)?,
+            valid_until_ms: valid_until_ms.map(|v| u64::try_from(v).unwrap_or(0)),
+            is_guest: row.try_get::<_, i16>(5)? != 0,
+            admin: row.try_get::<_, i16>(6)? != 0,
+            locked: row.try_get::<_, bool>(8)?,
+            shadow_banned: row.try_get::<_, Option<bool>>(9)?.unwrap_or(false),
+        };
+        let deactivated = row.try_get::<_, i16>(7)? != 0;
+        Ok(if deactivated {
+            TokenLookup::Deactivated(info)
+        } else if info.valid_until_ms.is_some_and(|v| v < now_ms) {
+            TokenLookup::Expired(info)
+        } else {
+            TokenLookup::Valid(info)
+        })
+    }
+
+    /// Every `(room_id, user_id)` with a current `join` membership, ordered by room then
+    /// user. Entries whose state key is not a valid user ID are logged and skipped.
+    pub async fn joined_members_of_all_rooms(&self) -> Result<Vec<(String, UserId)>, Error> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT room_id, state_key FROM current_state_events \
+                 WHERE type = 'm.room.member' AND membership = 'join' \
+                 ORDER BY room_id, state_key",
+                &[],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let room: String = row.try_get(0)?;
+            if let Some(user) = member(row.try_get(1)?) {
+                out.push((room, user));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rooms `user` is currently joined to, sorted.
+    pub async fn rooms_for_user(&self, user: &UserId) -> Result<Vec<String>, Error> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT room_id FROM current_state_events \
+                 WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join' \
+                 ORDER BY room_id",
+                &[&user.as_str()],
+            )
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The users currently joined to `room_id`, sorted.
+    pub async fn users_in_room(&self, room_id: &str) -> Result<Vec<UserId>, Error> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT state_key FROM current_state_events \
+                 WHERE type = 'm.room.member' AND room_id = $1 AND membership = 'join' \
+                 ORDER BY state_key",
+                &[&room_id],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(user) = member(row.try_get(0)?) {
+                out.push(user);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn member(state_key: String) -> Option<UserId> {
+    match UserId::parse(&state_key) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            warn!(%state_key, error = %e, "Skipping a membership whose state key is not a user ID.");
+            None
+        }
+    }
+}
+
+/// Decodes one `presence_stream` row. Synapse's columns are all nullable; a NULL timestamp
+/// reads as 0 ("never") and a NULL `currently_active` as false, as Synapse's own readers do.
+fn presence_from_row(row: &Row) -> Result<(StreamId, PresenceRow), String> {
+    let get_i64 = |i: usize| -> Result<Option<i64>, String> {
+        row.try_get::<_, Option<i64>>(i).map_err(|e| e.to_string())
+    };
+    let id = get_i64(0)?.ok_or("stream_id is NULL")?;
+    let id = u64::try_from(id).map_err(|_| format!("stream_id {id} is negative"))?;
+    let user: Option<String> = row.try_get(1).map_err(|e| e.to_string())?;
+    let user = user.ok_or("user_id is NULL")?;
+    let user_id = UserId::parse(&user).map_err(|e| format!("user_id {user:?}: {e}"))?;
+    let state: Option<String> = row.try_get(2).map_err(|e| e.to_string())?;
+    let state = state
+        .as_deref()
+        .and_then(PresenceState::from_wire)
+        .ok_or_else(|| format!("state {state:?} of {user}"))?;
+    let ts = |i: usize| -> Result<Millis, String> {
+        Ok(get_i64(i)?.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    };
+    let status_msg: Option<String> = row.try_get(6).map_err(|e| e.to_string())?;
+    let currently_active: Option<bool> = row.try_get(7).map_err(|e| e.to_string())?;
+    Ok((
+        id,
+        PresenceRow {
+            user_id,
+            state,
+            last_active_ts: ts(3)?,
+            last_federation_update_ts: ts(4)?,
+            last_user_sync_ts: ts(5)?,
+            status_msg,
+            currently_active: currently_active.unwrap_or(false),
+        },
+    ))
+}
+
+fn to_i64(v: u64, what: &'static str) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::OutOfRange(what))
+}
+
+fn to_u64(v: i64) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative stream ID {v}")))
+}
