@@ -3,7 +3,8 @@
 //!
 //! A sync that sets presence (`set_presence` online or unavailable, within the `rc_presence`
 //! limit) counts as a syncing device for as long as the request runs; `offline`, or a
-//! rate-limited sync, leaves presence alone (reference §2.7).
+//! rate-limited sync, leaves presence alone (the reference's `PresenceHandler.user_syncing`
+//! with `affect_presence` false).
 
 use std::{
     collections::HashMap,
