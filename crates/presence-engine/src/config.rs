@@ -1,4 +1,5 @@
-//! Engine configuration: modes and timers (reference §2.1 and §5).
+//! Engine configuration: modes and timers (the reference's `presence` section, read in
+//! `synapse/config/server.py`, and the constants of `synapse/handlers/presence.py`).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The presence state machine (reference §2): per-device aggregation, `should_notify`, the
+//! The presence state machine (the reference's `synapse/handlers/presence.py`): per-device aggregation, `should_notify`, the
 //! update rules and the timeout rules, as pure functions of their inputs and `now`.
 //!
 //! Where the reference schedules up to four append-only wheel-timer entries per update and
@@ -81,7 +81,8 @@ pub fn combine(devices: &[Device]) -> PresenceState {
         .unwrap_or(PresenceState::Offline)
 }
 
-/// Whether a change from `old` to `new` is worth telling anyone about (reference §2.4).
+/// Whether a change from `old` to `new` is worth telling anyone about (the reference's
+/// `should_notify`).
 pub fn should_notify(old: &Record, new: &Record, granularity: Millis) -> bool {
     if old == new {
         return false;
@@ -111,8 +112,8 @@ pub struct Update {
     pub federation_ping: bool,
 }
 
-/// Applies the reference's `handle_update` rules to a new state (reference §2.2), minus the
-/// timer scheduling, which [`next_check`] derives from the result.
+/// Applies the reference's `handle_update` rules to a new state, minus the timer scheduling,
+/// which [`next_check`] derives from the result.
 pub fn handle_update(
     prev: &Record,
     mut new: Record,
@@ -144,7 +145,7 @@ pub fn handle_update(
     }
 }
 
-/// The timeout rules (reference §2.5): what the state becomes at `now` if nothing else
+/// The timeout rules (the reference's `handle_timeout`): what the state becomes at `now` if nothing else
 /// happens, or `None` if there is nothing to re-evaluate. Devices that time out are removed.
 pub fn handle_timeout(
     record: &Record,

@@ -1,4 +1,6 @@
-//! The read side of `/sync` (reference §3.2 and §3.4), with Presenced's rules:
+//! The read side of `/sync` (the reference's `PresenceEventSource.get_new_events` in
+//! `synapse/handlers/presence.py` and `_generate_sync_entry_for_presence` in
+//! `synapse/handlers/sync.py`), with Presenced's rules:
 //! routed presence is *in addition* to shared-room presence, users who newly share a room
 //! are included, a full snapshot owed by `send_local_online_presence_to` does not hide users
 //! who went offline since the reader's token, and no user appears twice.

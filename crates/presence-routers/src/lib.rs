@@ -26,3 +26,21 @@ pub fn register_builtin(registry: &mut RouterRegistry) {
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/module-authors.md")]
 mod module_authors_guide {}
+
+#[cfg(test)]
+mod tests {
+    /// The guide's complete router is the example's code, so that `cargo test` (which builds
+    /// examples with the crate's lints) checks what the guide shows.
+    #[test]
+    fn the_guides_router_is_the_buddy_router_example() {
+        let guide = include_str!("../../../docs/module-authors.md");
+        let example = include_str!("../examples/buddy_router.rs");
+        let section = &guide[guide.find("## A complete router").unwrap()..];
+        let start = section.find("```rust\n").unwrap() + "```rust\n".len();
+        let code = &section[start..];
+        let code = &code[..code.find("```\n").unwrap()];
+        let begin = example.find("// guide: begin\n").unwrap() + "// guide: begin\n".len();
+        let end = example.find("// guide: end\n").unwrap();
+        assert_eq!(code, &example[begin..end]);
+    }
+}

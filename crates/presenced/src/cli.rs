@@ -1,9 +1,11 @@
 //! The command line: `presenced -c FILE...` runs the server, `presenced check-config -c
-//! FILE...` validates a configuration and exits.
+//! FILE...` validates a configuration and exits, `presenced register` creates a user on a
+//! running server through the shared-secret registration API.
 //!
 //! Only runtime knobs live here (logging, shutdown grace, printing bound addresses);
 //! everything about what the server does is in the configuration file.
-//! Exit codes: 0 success, 1 invalid configuration or startup failure, 2 bad command line.
+//! Exit codes: 0 success, 1 invalid configuration, startup failure or refused registration,
+//! 2 bad command line.
 
 use std::{
     io::{IsTerminal, Write},
@@ -15,7 +17,10 @@ use std::{
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 use tracing_subscriber::EnvFilter;
 
+mod register;
+
 use crate::{
+    cli::register::RegisterArgs,
     config::{Config, ConfigError, LoadedConfig, parse_duration},
     server::{Server, ShutdownSignals},
 };
@@ -75,6 +80,9 @@ enum Command {
     Run(RunArgs),
     /// Validate the configuration, print problems and warnings, and exit.
     CheckConfig,
+    /// Create a user on a running server with the shared secret, like the reference
+    /// homeserver's `register_new_matrix_user`.
+    Register(RegisterArgs),
 }
 
 /// How log lines are written.
@@ -122,6 +130,15 @@ impl Cli {
         }
         match self.command {
             Some(Command::CheckConfig) => check_config(&self.global.config_paths),
+            Some(Command::Register(args)) => {
+                match register::register(args, &self.global.config_paths) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("presenced: {e}");
+                        ExitCode::from(EXIT_FAILURE)
+                    }
+                }
+            }
             Some(Command::Run(run)) => run_server(&self.global, &run),
             None => run_server(&self.global, &self.run),
         }
@@ -282,6 +299,48 @@ mod tests {
         let cli = Cli::try_parse_from(["presenced", "-c", "a.yaml", "check-config"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CheckConfig)));
         assert_eq!(cli.global.config_paths, [PathBuf::from("a.yaml")]);
+    }
+
+    #[test]
+    fn register_options() {
+        let cli = Cli::try_parse_from([
+            "presenced",
+            "-c",
+            "a.yaml",
+            "register",
+            "-u",
+            "alice",
+            "-p",
+            "pw",
+            "-a",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Register(_))));
+        assert_eq!(cli.global.config_paths, [PathBuf::from("a.yaml")]);
+        let cli = Cli::try_parse_from([
+            "presenced",
+            "register",
+            "--user",
+            "bob",
+            "--password-file",
+            "-",
+            "--no-admin",
+            "-k",
+            "secret",
+            "https://matrix.example.org",
+        ]);
+        assert!(cli.is_ok());
+        // -p and --password-file, --admin and --no-admin exclude each other; -u is required.
+        for args in [
+            &["register", "-u", "a", "-p", "pw", "--password-file", "f"][..],
+            &["register", "-u", "a", "-p", "pw", "-a", "--no-admin"],
+            &["register", "-p", "pw"],
+        ] {
+            let error =
+                Cli::try_parse_from(std::iter::once("presenced").chain(args.iter().copied()))
+                    .unwrap_err();
+            assert_ne!(error.kind(), ErrorKind::DisplayHelp, "{args:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`config`] loads and validates the YAML configuration (the reference homeserver's key
 //!   names, every problem reported with its key path).
-//! - [`cli`] is the command line: run the server or check a configuration.
+//! - [`cli`] is the command line: run the server, check a configuration, or register a user
+//!   on a running server.
 //! - [`http`] builds the axum application ([`http::app`]) and its shared state.
 //! - [`error`] holds the HTTP error type, turned into Matrix error responses in one place,
 //!   and the startup error.

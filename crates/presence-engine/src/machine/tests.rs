@@ -1,5 +1,6 @@
-//! The reference's unit cases for `handle_update` (tests 13–19, 21) and `handle_timeout`
-//! (tests 24–31), against the pure functions.
+//! The reference's unit cases for `handle_update` (`PresenceUpdateTestCase`) and
+//! `handle_timeout` (`PresenceTimeoutTestCase`) in `tests/handlers/test_presence.py`, against
+//! the pure functions.
 
 use super::*;
 
@@ -28,8 +29,9 @@ fn device(state: PresenceState, last_active: Millis, last_sync: Millis, syncing:
     }]
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_offline_to_online`.
 #[test]
-fn test13_offline_to_online() {
+fn offline_to_online() {
     let prev = Record::default();
     let new = Record {
         state: PresenceState::Online,
@@ -47,8 +49,9 @@ fn test13_offline_to_online() {
     );
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_online_to_online`.
 #[test]
-fn test14_online_to_online_pings() {
+fn online_to_online_pings() {
     let prev = online(NOW);
     let u = handle_update(&prev, online(NOW), true, NOW, &t());
     assert!(!u.notify);
@@ -57,8 +60,10 @@ fn test14_online_to_online_pings() {
     assert_eq!(u.record.last_federation_update_ts, NOW);
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_online_to_online_last_active_noop`.
 #[test]
-fn test15_online_to_online_last_active_noop() {
+fn online_to_online_last_active_noop() {
     let prev = online(NOW - 60_000 - 10);
     let u = handle_update(&prev, online(NOW), true, NOW, &t());
     assert!(!u.notify, "still active: nothing to tell");
@@ -66,8 +71,10 @@ fn test15_online_to_online_last_active_noop() {
     assert!(u.record.currently_active);
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_online_to_online_last_active`.
 #[test]
-fn test16_online_to_online_last_active_expires() {
+fn online_to_online_last_active_expires() {
     let prev = online(NOW - 60_000 - 1);
     let u = handle_update(&prev, online(NOW - 60_000 - 1), true, NOW, &t());
     assert!(u.notify, "currently_active flips to false");
@@ -80,8 +87,9 @@ fn test16_online_to_online_last_active_expires() {
     );
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_remote_ping_timer`.
 #[test]
-fn test17_remote_ping_timer() {
+fn remote_ping_timer() {
     let prev = Record {
         last_federation_update_ts: NOW,
         ..online(NOW)
@@ -102,8 +110,9 @@ fn test17_remote_ping_timer() {
     );
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_online_to_offline`.
 #[test]
-fn test18_online_to_offline() {
+fn online_to_offline() {
     let prev = online(NOW);
     let new = Record {
         state: PresenceState::Offline,
@@ -119,8 +128,9 @@ fn test18_online_to_offline() {
     );
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_online_to_idle`.
 #[test]
-fn test19_online_to_idle() {
+fn online_to_idle() {
     let prev = online(NOW);
     let new = Record {
         state: PresenceState::Unavailable,
@@ -136,8 +146,9 @@ fn test19_online_to_idle() {
     );
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_override`.
 #[test]
-fn test21_override_all_permutations_notify_on_state_change() {
+fn override_all_permutations_notify_on_state_change() {
     for from in PresenceState::ALL {
         for to in PresenceState::ALL {
             let prev = Record {
@@ -154,8 +165,9 @@ fn test21_override_all_permutations_notify_on_state_change() {
     }
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_idle_timer`.
 #[test]
-fn test24_idle_timer() {
+fn idle_timer() {
     let rec = Record {
         status_msg: Some("msg".into()),
         last_user_sync_ts: NOW,
@@ -167,8 +179,9 @@ fn test24_idle_timer() {
     assert_eq!(out.status_msg.as_deref(), Some("msg"));
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_busy_no_idle`.
 #[test]
-fn test25_busy_does_not_idle() {
+fn busy_does_not_idle() {
     let rec = Record {
         state: PresenceState::Busy,
         last_user_sync_ts: NOW,
@@ -179,8 +192,9 @@ fn test25_busy_does_not_idle() {
     assert_eq!(out.state, PresenceState::Busy);
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_sync_timeout`.
 #[test]
-fn test26_sync_timeout() {
+fn sync_timeout() {
     let rec = Record {
         status_msg: Some("m".into()),
         last_user_sync_ts: NOW - 30_001,
@@ -197,8 +211,9 @@ fn test26_sync_timeout() {
     assert!(devs.is_empty(), "the device is removed");
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_sync_online`.
 #[test]
-fn test27_sync_online_while_syncing() {
+fn sync_online_while_syncing() {
     let rec = Record {
         last_user_sync_ts: NOW - 30_001,
         ..online(0)
@@ -208,8 +223,9 @@ fn test27_sync_online_while_syncing() {
     assert_eq!(out.state, PresenceState::Online);
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_federation_ping`.
 #[test]
-fn test28_federation_ping() {
+fn federation_ping() {
     let rec = Record {
         last_user_sync_ts: NOW,
         last_federation_update_ts: NOW - 1_500_000 - 1,
@@ -220,8 +236,9 @@ fn test28_federation_ping() {
     assert_eq!(out, rec);
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_no_timeout`.
 #[test]
-fn test29_no_timeout() {
+fn no_timeout() {
     let rec = Record {
         last_user_sync_ts: NOW,
         last_federation_update_ts: NOW,
@@ -231,8 +248,9 @@ fn test29_no_timeout() {
     assert_eq!(handle_timeout(&rec, Some(&mut devs), true, NOW, &t()), None);
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_federation_timeout`.
 #[test]
-fn test30_federation_timeout() {
+fn federation_timeout() {
     let rec = Record {
         status_msg: Some("away".into()),
         last_federation_update_ts: NOW - 1_800_000 - 1,
@@ -243,8 +261,9 @@ fn test30_federation_timeout() {
     assert_eq!(out.status_msg.as_deref(), Some("away"));
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceTimeoutTestCase::test_last_active`.
 #[test]
-fn test31_last_active_granularity_recheck() {
+fn last_active_granularity_recheck() {
     let rec = Record {
         last_user_sync_ts: NOW,
         last_federation_update_ts: NOW,

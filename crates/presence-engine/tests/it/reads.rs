@@ -1,5 +1,7 @@
-//! The read side: who sees whom in `/sync` (reference 59, 63, 64 and the conformance rules),
-//! routed presence in addition to rooms, snapshots (reference test 5), and no duplicates.
+//! The read side: who sees whom in `/sync` (Synapse's `test_excluded_rooms_not_routed` and
+//! `test_incremental_interest[_excluded_room]` in `tests/handlers/test_presence.py`, and the
+//! conformance rules), routed presence in addition to rooms, snapshots (`tests/module_api/
+//! test_api.py::test_send_local_online_presence_to`), and no duplicates.
 
 use presence_engine::Input;
 use presence_router::PresenceState::*;
@@ -56,8 +58,9 @@ fn only_latest_state_per_user_per_sync() {
     assert_eq!(states[0].status_msg.as_deref(), Some("3"));
 }
 
+/// Synapse: `tests/handlers/test_presence.py::test_incremental_interest`.
 #[test]
-fn test63_incremental_interest() {
+fn incremental_interest() {
     let mut h = H::new();
     h.join("r1", "u1");
     h.join("r1", "u2");
@@ -69,8 +72,10 @@ fn test63_incremental_interest() {
     assert_eq!(h.names("u2", Some(t)).0, names(&["u1", "u2"]));
 }
 
+/// Synapse: `tests/handlers/test_presence.py::test_excluded_rooms_not_routed` and
+/// `tests/handlers/test_presence.py::test_incremental_interest_excluded_room`.
 #[test]
-fn test59_64_excluded_rooms() {
+fn excluded_rooms() {
     let mut h = H::with(|c| c.exclude_rooms_from_presence = vec!["!ex:test".into()]);
     h.join("ex", "u1");
     h.join("ex", "u2");
@@ -80,7 +85,11 @@ fn test59_64_excluded_rooms() {
     h.e.set_listening(u1, true);
     let (_, t) = h.names("u2", None);
     let fx = h.put("u1", Online, None);
-    assert_eq!(fx.wake, vec![u1], "test 59: only the user itself is woken");
+    assert_eq!(
+        fx.wake,
+        vec![u1],
+        "test_excluded_rooms_not_routed: only the user itself is woken"
+    );
     assert_eq!(h.names("u2", Some(t)).0, Vec::<String>::new());
     assert!(!h.e.shares_room(u1, u2));
     h.join("normal", "u1");
@@ -194,9 +203,10 @@ fn all_readers_at_the_same_position_share_one_router_call() {
     assert_eq!(calls_after - calls_before, 4);
 }
 
-/// Reference test 5 (`send_local_online_presence_to`), with its bugs fixed.
+/// Synapse's `tests/module_api/test_api.py::test_send_local_online_presence_to`, with the
+/// reference's bugs fixed.
 #[test]
-fn test5_full_snapshot_once_per_token() {
+fn full_snapshot_once_per_token() {
     let mut h = H::new();
     h.join("r", "receiver");
     h.join("r", "sender");
@@ -238,7 +248,8 @@ fn test5_full_snapshot_once_per_token() {
 
 #[test]
 fn snapshot_does_not_hide_users_who_went_offline() {
-    // Reference §8 11b: the snapshot replaced the incremental sync and lost offline changes.
+    // The reference's `PresenceEventSource.get_new_events` replaces the incremental sync by a
+    // snapshot without offline users, so offline changes were lost.
     let mut h = H::new();
     h.join("r", "receiver");
     h.join("r", "a");

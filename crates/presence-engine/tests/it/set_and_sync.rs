@@ -1,11 +1,15 @@
-//! Explicit sets and syncs: reference tests 42–51.
+//! Explicit sets and syncs: the reference's `PresenceHandlerTestCase` cases from
+//! `test_user_goes_offline_manually_with_no_status_msg` to
+//! `test_set_presence_from_syncing_keeps_busy` (`tests/handlers/test_presence.py`).
 
 use presence_router::{PresenceState, PresenceState::*};
 
 use crate::harness::*;
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_user_goes_offline_manually_with_no_status_msg`.
 #[test]
-fn test42_offline_manually_without_status_clears_it() {
+fn offline_manually_without_status_clears_it() {
     let mut h = H::new();
     h.put("test", Online, Some("msg"));
     h.put("test", Offline, None);
@@ -13,8 +17,10 @@ fn test42_offline_manually_without_status_clears_it() {
     assert_eq!((s.state, s.status_msg), (Offline, None));
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_user_goes_offline_manually_with_status_msg`.
 #[test]
-fn test43_offline_manually_with_status() {
+fn offline_manually_with_status() {
     let mut h = H::new();
     h.put("test", Online, Some("msg"));
     h.put("test", Offline, Some("And now here."));
@@ -25,8 +31,11 @@ fn test43_offline_manually_with_status() {
     );
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_user_reset_online_with_no_status` and
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_with_status_msg_none`.
 #[test]
-fn test44_45_reset_online_without_status() {
+fn reset_online_without_status() {
     let mut h = H::new();
     h.put("test", Online, Some("msg"));
     h.put("test", Online, None);
@@ -40,8 +49,10 @@ fn test44_45_reset_online_without_status() {
     );
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_from_syncing_not_set`.
 #[test]
-fn test46_sync_with_offline_leaves_presence_alone() {
+fn sync_with_offline_leaves_presence_alone() {
     let mut h = H::new();
     h.put("test", Unavailable, Some("msg"));
     h.sync_start("test", "dev-2", Offline);
@@ -52,8 +63,11 @@ fn test46_sync_with_offline_leaves_presence_alone() {
     );
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_from_syncing_is_set` and
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_from_syncing_keeps_status`.
 #[test]
-fn test47_48_sync_sets_presence_and_keeps_status() {
+fn sync_sets_presence_and_keeps_status() {
     let mut h = H::new();
     h.put("test", Unavailable, Some("msg"));
     h.sync_start("test", "dev-1", Online);
@@ -90,8 +104,10 @@ const ROWS: [(char, char, char, char, char); 16] = [
     ('-', 'U', 'U', 'U', 'U'),
 ];
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_from_syncing_multi_device`.
 #[test]
-fn test49_multi_device_syncing() {
+fn multi_device_syncing() {
     for (d1, d2, e1, e2, e3) in ROWS {
         let mut h = H::new();
         h.sync_start("test", "dev-1", st(d1));
@@ -105,8 +121,10 @@ fn test49_multi_device_syncing() {
     }
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_from_non_syncing_multi_device`.
 #[test]
-fn test50_multi_device_not_syncing() {
+fn multi_device_not_syncing() {
     for (d1, d2, e1, _, _) in ROWS {
         let mut h = H::new();
         h.sync_start("test", "dev-1", st(d1));
@@ -123,8 +141,10 @@ fn test50_multi_device_not_syncing() {
     }
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_set_presence_from_syncing_keeps_busy`.
 #[test]
-fn test51_sync_keeps_busy() {
+fn sync_keeps_busy() {
     let mut h = H::new();
     h.put("test", Busy, Some("I'm busy!"));
     h.sync_start("test", "dev-1", Online);

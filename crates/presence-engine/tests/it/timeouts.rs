@@ -1,4 +1,6 @@
-//! Timeouts: reference tests 32–33, 37–39, 41 and 52, plus on-time firing.
+//! Timeouts, after the reference's `PresenceHandlerInitTestCase`,
+//! `PresenceConfigurableTimersTestCase` and `PresenceHandlerTestCase` timeout cases
+//! (`tests/handlers/test_presence.py`), plus on-time firing.
 
 use presence_engine::{Input, PresenceMode, Timers};
 use presence_router::{PresenceState::*, UserPresenceState};
@@ -19,8 +21,10 @@ fn restored_online(h: &mut H) {
     assert!(applied.batch().is_none());
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerInitTestCase::test_restored_presence_idles`.
 #[test]
-fn test32_restored_presence_idles() {
+fn restored_presence_idles() {
     let mut h = H::new();
     restored_online(&mut h);
     assert_eq!(h.state("test"), Online);
@@ -34,8 +38,10 @@ fn test32_restored_presence_idles() {
     );
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerInitTestCase::test_restored_presence_online_after_sync`.
 #[test]
-fn test33_restored_presence_online_after_sync() {
+fn restored_presence_online_after_sync() {
     for (x, immediately, later) in [
         (Busy, Busy, Busy),
         (Online, Online, Online),
@@ -61,8 +67,10 @@ fn configured() -> H {
     })
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceConfigurableTimersTestCase::test_sync_online_timeout`.
 #[test]
-fn test37_sync_online_timeout() {
+fn sync_online_timeout() {
     let mut h = configured();
     h.sync_start("test", "dev-1", Online);
     h.sync_end("test", "dev-1");
@@ -72,8 +80,10 @@ fn test37_sync_online_timeout() {
     assert_eq!(h.state("test"), Offline);
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceConfigurableTimersTestCase::test_idle_timeout`.
 #[test]
-fn test38_idle_timeout() {
+fn idle_timeout() {
     let mut h = configured();
     h.sync_start("test", "dev-1", Online);
     h.advance(600_000);
@@ -82,8 +92,10 @@ fn test38_idle_timeout() {
     assert_eq!(h.state("test"), Unavailable);
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceConfigurableTimersTestCase::test_last_active_granularity`.
 #[test]
-fn test39_last_active_granularity() {
+fn last_active_granularity() {
     let mut h = configured();
     h.sync_start("test", "dev-1", Online);
     h.sync_end("test", "dev-1");
@@ -95,8 +107,10 @@ fn test39_last_active_granularity() {
     assert_eq!((s.state, s.currently_active), (Online, false));
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_user_goes_offline_by_timeout_status_msg_remain`.
 #[test]
-fn test41_offline_by_timeout_status_msg_remains() {
+fn offline_by_timeout_status_msg_remains() {
     let mut h = H::new();
     h.put("test", Online, Some("I'm here!"));
     h.advance(5_000);
@@ -113,8 +127,10 @@ fn test41_offline_by_timeout_status_msg_remains() {
     );
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceHandlerTestCase::test_untracked_does_not_idle`.
 #[test]
-fn test52_untracked_does_not_idle() {
+fn untracked_does_not_idle() {
     let mut h = H::mode(PresenceMode::Untracked);
     let user = h.u("test");
     h.run(vec![Input::Force {
@@ -131,8 +147,9 @@ fn test52_untracked_does_not_idle() {
     assert_eq!(h.state("test"), Online);
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_override`.
 #[test]
-fn test21_untracked_never_schedules() {
+fn untracked_never_schedules() {
     for from in [Online, Unavailable, Busy, Offline] {
         for to in [Online, Unavailable, Busy, Offline] {
             let mut h = H::mode(PresenceMode::Untracked);
@@ -192,7 +209,8 @@ fn remote_state_expires_after_federation_timeout() {
 
 #[test]
 fn forced_local_state_times_out_when_tracked() {
-    // Reference §8.8: a state forced with no device never timed out.
+    // The reference's: a state forced with no device (`ModuleApi.set_presence_for_users`)
+    // never timed out, as its `handle_timeout` moves a state only through device changes.
     let mut h = H::new();
     let user = h.u("test");
     h.run(vec![Input::Force {

@@ -65,8 +65,9 @@ fn routed_recipients_get_woken_and_remote_ones_get_federation() {
     assert!(fx.federation.is_empty());
 }
 
+/// Synapse: `tests/handlers/test_presence.py::PresenceJoinTestCase::test_remote_joins`.
 #[test]
-fn test57_remote_joins_get_existing_members_states() {
+fn remote_joins_get_existing_members_states() {
     let mut h = H::new();
     h.join("r", "test");
     h.join("r", "test2");
@@ -86,8 +87,10 @@ fn test57_remote_joins_get_existing_members_states() {
     assert!(fx.federation.is_empty());
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceJoinTestCase::test_remote_gets_presence_when_local_user_joins`.
 #[test]
-fn test58_local_join_is_sent_to_every_remote_server() {
+fn local_join_is_sent_to_every_remote_server() {
     let mut h = H::new();
     h.join("r", "test");
     h.put("test", Online, None);
@@ -106,8 +109,9 @@ fn test58_local_join_is_sent_to_every_remote_server() {
     );
 }
 
+/// Synapse: `tests/handlers/test_presence.py::test_get_interested_remotes_respects_excluded_rooms`.
 #[test]
-fn test62_updates_go_to_servers_sharing_non_excluded_rooms() {
+fn updates_go_to_servers_sharing_non_excluded_rooms() {
     let mut h = H::with(|c| c.exclude_rooms_from_presence = vec!["!ex:test".into()]);
     h.join("ex", "alice");
     h.join("ex", "x:excluded-only");
@@ -258,10 +262,13 @@ fn disabled_mode_flushes_stale_states_at_startup() {
     assert_eq!(h.state("alice"), Offline);
 }
 
-/// Reference tests 3–4 and 7: remote targets of `send_local_online_presence_to` get the
-/// non-offline local states they are interested in, and never remote users' states.
+/// Remote targets of `send_local_online_presence_to` get the non-offline local states they are
+/// interested in, and never remote users' states. Synapse:
+/// `test_send_local_online_presence_to_with_module[_legacy]` in
+/// `tests/events/test_presence_router.py` and
+/// `tests/module_api/test_api.py::test_send_local_online_presence_to_federation`.
 #[test]
-fn test3_7_snapshot_for_remote_targets() {
+fn snapshot_for_remote_targets() {
     let mut h = H::new();
     h.example_router(&["g1", "g2", "far_away_person:island"], &[]);
     h.put("other_user", Online, Some("I'm online!"));
@@ -286,7 +293,7 @@ fn test3_7_snapshot_for_remote_targets() {
             .collect();
     got.sort();
     assert_eq!(got, ["g1", "g2", "other_user", "roomie"]);
-    // Test 7: a remote member of a shared room gets the local room-mates' states only.
+    // test_send_local_online_presence_to_federation: a remote member of a shared room gets the local room-mates' states only.
     let friend = uid("friend:elsewhere");
     let got: Vec<String> =
         h.e.snapshot_for_remote(&friend, &online, routes.get(&friend))

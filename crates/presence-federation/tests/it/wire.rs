@@ -1,4 +1,5 @@
-//! Wire shapes of what we send, against the reference's (§1.9 of the behaviour reference).
+//! Wire shapes of what we send, against the reference's (`synapse/federation/sender/
+//! per_destination_queue.py`, checked by its `tests/federation/test_federation_sender.py`).
 
 use std::sync::Arc;
 

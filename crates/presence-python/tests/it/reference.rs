@@ -17,7 +17,7 @@ const ONE: &str = "@other_user_one:test";
 const TWO: &str = "@other_user_two:test";
 
 async fn receives_all_presence(router: &dyn PresenceRouter) {
-    // Tests 1–2: the gobbler shares no room with anybody and still receives every update,
+    // Synapse's `test_receiving_all_presence[_legacy]` (`tests/events/test_presence_router.py`): the gobbler shares no room with anybody and still receives every update,
     // its own included; the others receive nothing through the router.
     let b = batch(&[ONE, TWO, GOBBLER]);
     let answer = router.get_users_for_states(&b).await.unwrap();
@@ -80,7 +80,7 @@ async fn next_send(
 }
 
 async fn announces_from_a_looping_call(form_legacy: bool) {
-    // Tests 3–4: the module, not the test, calls send_local_online_presence_to: first for two
+    // Synapse's `test_send_local_online_presence_to_with_module[_legacy]`: the module, not the test, calls send_local_online_presence_to: first for two
     // local gobblers, then for a remote user. The first attempt is refused by the server and
     // retried on a later tick; each answer reaches the module, which only then moves on.
     let g1 = "@presence_gobbler1:test";

@@ -239,6 +239,91 @@ async fn shared_secret_registration_needs_a_secret() {
     assert_eq!(data["error"], "Shared secret registration is not enabled");
 }
 
+/// `presenced register` against a running server, as an operator creates a first user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_register_command_creates_users_that_can_log_in() {
+    let server = TestServer::start(Workspace::new(), &test_config("")).await;
+    let (ws, base) = (&server.workspace, server.base.as_str());
+    let c = server.client();
+
+    // The secret on the command line; the username is lowercased by the server.
+    let register = [
+        "register",
+        "-u",
+        "Alice",
+        "-p",
+        "pw-alice",
+        "-k",
+        SHARED_SECRET,
+        base,
+    ];
+    let (code, stdout, stderr) = ws.run(&register).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "Registered @alice:test.\n");
+    let alice = c.login("alice", "pw-alice", None).await;
+    let (status, _) = get(&c, "/_presenced/admin/v1/presence", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not an admin by default");
+
+    // The secret from the configuration, the password from a file, an admin.
+    ws.write("pw.txt", "pw-root\n");
+    let args = [
+        "-c",
+        "presenced.yaml",
+        "register",
+        "-u",
+        "root",
+        "--password-file",
+        "pw.txt",
+        "-a",
+        base,
+    ];
+    let (code, stdout, stderr) = ws.run(&args).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "Registered @root:test.\n");
+    let root = c.login("root", "pw-root", None).await;
+    let (status, _) = get(&c, "/_presenced/admin/v1/presence", Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK, "an admin");
+
+    // A taken name fails with the server's words, unless --exists-ok.
+    let (code, _, stderr) = ws.run(&register).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("M_USER_IN_USE") && stderr.contains("User ID already taken."),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = ws.run(&[&register[..], &["--exists-ok"]].concat()).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "The user Alice already exists.\n");
+
+    // A wrong secret.
+    let (code, _, stderr) = ws
+        .run(&["register", "-u", "bob", "-p", "pw", "-k", "wrong", base])
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("M_FORBIDDEN") && stderr.contains("HMAC incorrect"),
+        "{stderr}"
+    );
+
+    // No server listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _, stderr) = ws
+        .run(&["register", "-u", "bob", "-p", "pw", "-k", "s", &url])
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot reach the server at {url}")),
+        "{stderr}"
+    );
+
+    // Neither a secret nor a configuration to read one from.
+    let (code, _, stderr) = ws.run(&["register", "-u", "bob", "-p", "pw", base]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no shared secret"), "{stderr}");
+}
+
 const OPEN_REGISTRATION: &str =
     "enable_registration: true\nenable_registration_without_verification: true\n";
 

@@ -848,12 +848,14 @@ async fn sigterm_hands_queued_presence_over_before_exiting() {
     shutdown.cancel();
 }
 
-/// Reference tests 3–4, federated part: a Python module (legacy and `modules:` form) calls
-/// `send_local_online_presence_to` for a remote user from a looping call; once nothing changes
-/// any more, what reaches that user's server is exactly the local users who are not offline.
+/// Synapse's `test_send_local_online_presence_to_with_module[_legacy]`
+/// (`tests/events/test_presence_router.py`), federated part: a Python module (legacy and
+/// `modules:` form) calls `send_local_online_presence_to` for a remote user from a looping call;
+/// once nothing changes any more, what reaches that user's server is exactly the local users
+/// who are not offline.
 #[cfg(feature = "python")]
 #[tokio::test]
-async fn test3_4_a_python_module_sends_local_online_presence_to_a_remote_user() {
+async fn a_python_module_sends_local_online_presence_to_a_remote_user() {
     let routers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../presence-python/tests/python");
     for (legacy, class) in [

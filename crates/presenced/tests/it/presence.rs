@@ -45,8 +45,9 @@ fn presence_of(sync: &Value, user: &str) -> Option<Value> {
         .map(|e| e["content"].clone())
 }
 
+/// Synapse: `tests/rest/client/test_presence.py::test_put_presence`.
 #[tokio::test]
-async fn test8_put_presence_then_get() {
+async fn put_presence_then_get() {
     let s = server("").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
@@ -66,8 +67,9 @@ async fn test8_put_presence_then_get() {
     assert!(body["last_active_ago"].as_u64().unwrap() < 10_000);
 }
 
+/// Synapse: `tests/rest/client/test_presence.py::test_put_presence_disabled`.
 #[tokio::test]
-async fn test9_put_presence_disabled() {
+async fn put_presence_disabled() {
     let s = server("use_presence: false\npresence: {enabled: false}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
@@ -79,8 +81,9 @@ async fn test9_put_presence_disabled() {
     assert_eq!((st, body), (StatusCode::OK, json!({"presence": "offline"})));
 }
 
+/// Synapse: `tests/rest/client/test_presence.py::test_put_presence_untracked`.
 #[tokio::test]
-async fn test10_put_presence_untracked() {
+async fn put_presence_untracked() {
     let s = server("presence: {enabled: untracked}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
@@ -96,8 +99,10 @@ async fn test10_put_presence_untracked() {
     );
 }
 
+/// Synapse: `tests/rest/client/test_presence.py::test_put_presence_over_ratelimit` and
+/// `tests/rest/client/test_presence.py::test_put_presence_within_ratelimit`.
 #[tokio::test]
-async fn test11_12_put_rate_limit() {
+async fn put_rate_limit() {
     let s = server("rc_presence: {per_user: {per_second: 1, burst_count: 1}}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
@@ -132,8 +137,11 @@ async fn test11_12_put_rate_limit() {
     assert_eq!(body["presence"], "unavailable");
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_over_ratelimit_offline_to_online_to_unavailable` and
+/// `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_within_ratelimit_offline_to_online_to_unavailable`.
 #[tokio::test]
-async fn test22_23_sync_rate_limit_does_not_affect_presence() {
+async fn sync_rate_limit_does_not_affect_presence() {
     let s = server("rc_presence: {per_user: {per_second: 1, burst_count: 1}}").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
@@ -238,8 +246,10 @@ async fn user_who_stops_syncing_goes_offline_on_time() {
     );
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceUpdateTestCase::test_persisting_presence_updates`.
 #[tokio::test]
-async fn test20_restart_restores_presence_and_stream_positions() {
+async fn restart_restores_presence_and_stream_positions() {
     let s = server("").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;
@@ -683,8 +693,10 @@ async fn metrics_are_exported() {
     }
 }
 
+/// Synapse:
+/// `tests/handlers/test_presence.py::PresenceDisabledSyncTestCase::test_stale_presence_flushed_offline_and_sent_on_sync`.
 #[tokio::test]
-async fn test35_stale_presence_flushed_offline_when_presence_disabled() {
+async fn stale_presence_flushed_offline_when_presence_disabled() {
     let s = server("").await;
     let c = s.client();
     let (alice, bob) = pair(&c).await;

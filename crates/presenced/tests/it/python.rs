@@ -126,7 +126,7 @@ async fn example_router_modules_form_matches_the_reference() {
 }
 
 // ---------------------------------------------------------------------------------------
-// reference section 7.1
+// Synapse's `tests/events/test_presence_router.py`
 
 /// A configuration loading `class` with `config` (a YAML flow mapping) in the legacy
 /// `presence.presence_router` form or as a `modules:` entry.
@@ -140,7 +140,7 @@ fn router_config(legacy: bool, class: &str, config: &str) -> String {
     test_config(&format!("{}{routers}", python_paths()))
 }
 
-/// Tests 1–2 (`test_receiving_all_presence[_legacy]`): a user the router names receives
+/// Synapse's `test_receiving_all_presence[_legacy]` (`tests/events/test_presence_router.py`): a user the router names receives
 /// everyone's presence without sharing a room; nobody else gains anything.
 async fn receiving_all_presence(legacy: bool, class: &str) {
     let s = TestServer::start(
@@ -203,17 +203,20 @@ async fn receiving_all_presence(legacy: bool, class: &str) {
     assert_eq!(two_content["status_msg"], "user_two");
 }
 
+/// Synapse: `tests/events/test_presence_router.py::test_receiving_all_presence_legacy`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test1_receiving_all_presence_legacy() {
+async fn receiving_all_presence_legacy() {
     receiving_all_presence(true, "gobbler_router.GobblerRouterLegacy").await;
 }
 
+/// Synapse: `tests/events/test_presence_router.py::test_receiving_all_presence`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test2_receiving_all_presence_modules() {
+async fn receiving_all_presence_modules() {
     receiving_all_presence(false, "gobbler_router.GobblerRouterModule").await;
 }
 
-/// Tests 3–4 (`test_send_local_online_presence_to_with_module[_legacy]`), local part: the
+/// Synapse's `test_send_local_online_presence_to_with_module[_legacy]`
+/// (`tests/events/test_presence_router.py`), local part: the
 /// module calls `send_local_online_presence_to([g1, g2])` from a looping background call;
 /// their next incremental syncs carry everyone's current presence again although nothing
 /// changed, while a user not named gets nothing new.
@@ -280,13 +283,16 @@ async fn send_local_online_presence_to_from_a_module(legacy: bool, class: &str) 
     assert!(events(&quiet).is_empty(), "{quiet}");
 }
 
+/// Synapse:
+/// `tests/events/test_presence_router.py::test_send_local_online_presence_to_with_module_legacy`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test3_send_local_online_presence_to_with_module_legacy() {
+async fn send_local_online_presence_to_with_module_legacy() {
     send_local_online_presence_to_from_a_module(true, "announcer.Announcer").await;
 }
 
+/// Synapse: `tests/events/test_presence_router.py::test_send_local_online_presence_to_with_module`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test4_send_local_online_presence_to_with_module_modules() {
+async fn send_local_online_presence_to_with_module_modules() {
     send_local_online_presence_to_from_a_module(false, "announcer.AnnouncerModule").await;
 }
 

@@ -1,7 +1,8 @@
 //! `PUT`/`GET /_matrix/client/{v3,r0}/presence/{userId}/status`.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#put_matrixclientv3presenceuseridstatus>.
 //!
-//! Validation follows the reference's order (its §6): authentication, a malformed user ID,
+//! Validation follows the order of the reference's `PresenceStatusRestServlet`
+//! (`synapse/rest/client/presence.py`): authentication, a malformed user ID,
 //! someone else's presence, the rate limit (spent before the body is read), the body's JSON,
 //! its keys and types, then the state itself — plus Presenced's bound on `status_msg`.
 
