@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use crate::{
-    accounts::RegistrationMac,
+    app::accounts::RegistrationMac,
     config::{Config, ResourceName},
 };
 

@@ -1,5 +1,6 @@
 //! Presence on the wire: the `m.presence` event content shared by `/sync`, `GET /status`
-//! and federation (reference §1.5). Spec:
+//! and federation (as the reference's `format_user_presence_state` in
+//! `synapse/handlers/presence.py` builds it). Spec:
 //! <https://spec.matrix.org/v1.15/client-server-api/#mpresence>.
 //!
 //! [`Content`] and [`SyncEvent`] serialize straight from the state: a `/sync` that returns
