@@ -255,11 +255,7 @@ impl Engine {
             let remote = if user.is_on(&self.config.server_name) {
                 LOCAL
             } else {
-                let server = ServerName::parse(user.server_name());
-                match server {
-                    Ok(s) => self.servers.intern(&s).0,
-                    Err(_) => LOCAL, // Unreachable: a valid user ID has a valid server name.
-                }
+                self.servers.intern(user.server_name()).0
             };
             self.remote_server.push(remote);
             self.records.push(Record::default());
@@ -936,8 +932,8 @@ impl Engine {
                     if let Some(r) = self.user_idx(recipient) {
                         self.wake_bit(r.0, &mut effects.wake);
                     }
-                } else if let Ok(server) = ServerName::parse(recipient.server_name()) {
-                    let s = self.servers.intern(&server).0;
+                } else {
+                    let s = self.servers.intern(recipient.server_name()).0;
                     let entry = by_server.entry(s).or_default();
                     for i in set.indices() {
                         let u = applied.notified[i].1;
