@@ -197,7 +197,7 @@ impl Engine {
     pub fn intern_user(&mut self, user: &UserId) -> UserIdx {
         let (local, servers) = (&self.config.server_name, &mut self.servers);
         self.users.intern(user, || {
-            (!user.is_on(local)).then(|| servers.intern(user.server_name()).0)
+            (!user.is_on(local)).then(|| servers.intern(&user.server_name()).0)
         })
     }
 
@@ -762,7 +762,7 @@ impl Engine {
                         self.users.wake(r, &mut effects.wake);
                     }
                 } else {
-                    let s = self.servers.intern(recipient.server_name()).0;
+                    let s = self.servers.intern(&recipient.server_name()).0;
                     let entry = by_server.entry(s).or_default();
                     for i in set.indices() {
                         let u = applied.notified[i].1;

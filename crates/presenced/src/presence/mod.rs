@@ -462,7 +462,7 @@ impl<S: PresenceStore> PresenceService<S> {
                 for target in &remote {
                     let states = e.snapshot_for_remote(target, &online, routes.get(target));
                     if !states.is_empty() {
-                        sends.push((target.server_name().clone(), states));
+                        sends.push((target.server_name(), states));
                     }
                 }
             }
