@@ -16,12 +16,15 @@ use presence_router::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    EngineConfig, PresenceMode, RoomIdx, UserIdx,
+    EngineConfig, PresenceMode, UserIdx,
     intern::Interner,
     machine::{self, Devices, Record},
-    rooms::{Room, StreamPos, compact_log},
-    stamp::Stamps,
+    read::CandidateCache,
+    rooms::{Rooms, StreamPos},
+    stamp::{MarkList, Stamps},
+    stream::Stream,
     timers::TimerQueue,
+    users::Users,
 };
 
 /// Something that happens to presence.
@@ -107,9 +110,10 @@ pub struct RemotePresence {
 #[derive(Debug, Default)]
 pub struct Applied {
     batch: Option<StateBatch>,
-    notified: Vec<(StreamPos, u32)>,
+    notified: Vec<(StreamPos, UserIdx)>,
     wake: Vec<UserIdx>,
-    federation: Vec<(u32, Vec<u32>)>,
+    /// Remote server index → local users whose states it gets.
+    federation: Vec<(u32, Vec<UserIdx>)>,
     /// Inbound remote entries dropped by validation.
     pub dropped_remote_entries: usize,
 }
@@ -140,89 +144,40 @@ pub struct Effects {
     pub snapshot_targets: Vec<(UserId, StreamPos)>,
 }
 
-/// Engine counters, for metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Notified presence changes.
-    pub updates: u64,
-    /// Inbound remote entries dropped by validation.
-    pub dropped_remote_entries: u64,
-    /// Timer checks run.
-    pub timer_checks: u64,
-}
-
 /// The presence engine. See the module docs.
 pub struct Engine {
     pub(crate) config: EngineConfig,
-    pub(crate) users: Interner<UserId>,
+    pub(crate) users: Users,
     pub(crate) servers: Interner<ServerName>,
-    pub(crate) rooms_by_id: Interner<RoomId>,
-    /// Per user: the home server index if remote, `u32::MAX` if local.
-    pub(crate) remote_server: Vec<u32>,
-    pub(crate) records: Vec<Record>,
-    /// Per user: the stream position of its latest notified change (0 = none).
-    pub(crate) pos: Vec<StreamPos>,
-    /// Per user: joined rooms with the position of the join, sorted by room.
-    pub(crate) user_rooms: Vec<Vec<(u32, StreamPos)>>,
-    pub(crate) rooms: Vec<Room>,
-    /// Per room: the position of its latest log entry (0 for none, and always for excluded
-    /// rooms), so a sync skips unchanged rooms without touching them.
-    pub(crate) room_last: Vec<StreamPos>,
-    pub(crate) devices: FxHashMap<u32, Devices>,
+    pub(crate) rooms: Rooms,
+    /// The devices of local users with any (in memory only).
+    pub(crate) devices: FxHashMap<UserIdx, Devices>,
     /// Per user: the position up to which a full snapshot is owed (send_local_online_presence_to).
-    pub(crate) snapshot_at: FxHashMap<u32, StreamPos>,
-    /// `(pos, user)` of every notified change, compacted to the last entry per user.
-    pub(crate) global_log: Vec<(StreamPos, u32)>,
-    pub(crate) stream_pos: StreamPos,
-    pub(crate) listening: Vec<u64>,
-    pub(crate) wake_bits: Vec<u64>,
-    pub(crate) room_marks: Stamps,
-    pub(crate) read_stamps: Stamps,
-    pub(crate) batch_stamps: Stamps,
-    pub(crate) compact_stamps: Stamps,
+    pub(crate) snapshot_at: FxHashMap<UserIdx, StreamPos>,
+    pub(crate) stream: Stream,
+    /// "Already returned" marks of the read side.
+    pub(crate) read_marks: Stamps,
     pub(crate) timers: TimerQueue,
     /// Users whose state changed without a new stream position, to persist lazily.
-    pub(crate) dirty: Vec<u32>,
-    pub(crate) dirty_stamps: Stamps,
-    pub(crate) dirty_gen: u32,
-    pub(crate) stats: EngineStats,
-    pub(crate) candidates: crate::read::CandidateCache,
+    pub(crate) dirty: MarkList,
+    pub(crate) candidates: CandidateCache,
 }
-
-pub(crate) const LOCAL: u32 = u32::MAX;
 
 impl Engine {
     /// An empty engine.
     pub fn new(config: EngineConfig) -> Self {
-        let mut dirty_stamps = Stamps::new();
-        let dirty_gen = dirty_stamps.next();
         Self {
             config,
-            users: Interner::new(),
+            users: Users::new(),
             servers: Interner::new(),
-            rooms_by_id: Interner::new(),
-            remote_server: Vec::new(),
-            records: Vec::new(),
-            pos: Vec::new(),
-            user_rooms: Vec::new(),
-            rooms: Vec::new(),
-            room_last: Vec::new(),
+            rooms: Rooms::new(),
             devices: FxHashMap::default(),
             snapshot_at: FxHashMap::default(),
-            global_log: Vec::new(),
-            stream_pos: 0,
-            listening: Vec::new(),
-            wake_bits: Vec::new(),
-            room_marks: Stamps::new(),
-            read_stamps: Stamps::new(),
-            batch_stamps: Stamps::new(),
-            compact_stamps: Stamps::new(),
+            stream: Stream::new(),
+            read_marks: Stamps::new(),
             timers: TimerQueue::default(),
-            dirty: Vec::new(),
-            dirty_stamps,
-            dirty_gen,
-            stats: EngineStats::default(),
-            candidates: crate::read::CandidateCache::default(),
+            dirty: MarkList::new(),
+            candidates: CandidateCache::default(),
         }
     }
 
@@ -231,56 +186,24 @@ impl Engine {
         &self.config
     }
 
-    /// Counters.
-    pub fn stats(&self) -> EngineStats {
-        self.stats
-    }
-
     /// The current stream position: the presence part of a sync token.
     pub fn current_token(&self) -> StreamPos {
-        self.stream_pos
+        self.stream.current()
     }
 
     // ---- users -------------------------------------------------------------------------
 
-    /// The index of a known user.
-    pub fn user_idx(&self, user: &UserId) -> Option<UserIdx> {
-        self.users.get(user.as_str()).map(UserIdx)
-    }
-
     /// The index of `user`, registering it (offline, no rooms) if new.
     pub fn intern_user(&mut self, user: &UserId) -> UserIdx {
-        let (idx, new) = self.users.intern(user);
-        if new {
-            let remote = if user.is_on(&self.config.server_name) {
-                LOCAL
-            } else {
-                let server = ServerName::parse(user.server_name());
-                match server {
-                    Ok(s) => self.servers.intern(&s).0,
-                    Err(_) => LOCAL, // Unreachable: a valid user ID has a valid server name.
-                }
-            };
-            self.remote_server.push(remote);
-            self.records.push(Record::default());
-            self.pos.push(0);
-            self.user_rooms.push(Vec::new());
-            let n = self.users.len();
-            self.read_stamps.ensure_len(n);
-            self.batch_stamps.ensure_len(n);
-            self.compact_stamps.ensure_len(n);
-            self.dirty_stamps.ensure_len(n);
-            self.timers.ensure_len(n);
-            let words = n.div_ceil(64);
-            self.listening.resize(words, 0);
-            self.wake_bits.resize(words, 0);
-        }
-        UserIdx(idx)
+        let (local, servers) = (&self.config.server_name, &mut self.servers);
+        self.users.intern(user, || {
+            (!user.is_on(local)).then(|| servers.intern(&user.server_name()).0)
+        })
     }
 
     /// The ID of an interned user.
     pub fn user_id(&self, user: UserIdx) -> &UserId {
-        self.users.resolve(user.0)
+        self.users.id(user)
     }
 
     /// The user interned at position `i` (users are numbered from 0 in interning order).
@@ -293,108 +216,38 @@ impl Engine {
         self.users.len()
     }
 
-    /// Whether the user lives on this server.
-    pub fn is_local(&self, user: UserIdx) -> bool {
-        self.remote_server[user.index()] == LOCAL
-    }
-
     /// The user's current presence record.
     pub fn record(&self, user: UserIdx) -> &Record {
-        &self.records[user.index()]
+        self.users.record(user)
     }
 
     /// The user's current presence.
     pub fn presence(&self, user: UserIdx) -> UserPresenceState {
-        self.state_of(user.0)
-    }
-
-    /// The presence of any user: unknown users are offline.
-    pub fn presence_of(&self, user: &UserId) -> UserPresenceState {
-        match self.user_idx(user) {
-            Some(i) => self.presence(i),
-            None => UserPresenceState::offline(user.clone()),
-        }
+        self.users.state(user)
     }
 
     /// The stream position of the user's latest change.
     pub fn position(&self, user: UserIdx) -> StreamPos {
-        self.pos[user.index()]
-    }
-
-    pub(crate) fn state_of(&self, u: u32) -> UserPresenceState {
-        let r = &self.records[u as usize];
-        UserPresenceState {
-            user_id: self.users.resolve(u).clone(),
-            state: r.state,
-            last_active_ts: r.last_active_ts,
-            last_federation_update_ts: r.last_federation_update_ts,
-            last_user_sync_ts: r.last_user_sync_ts,
-            status_msg: r.status_msg.clone(),
-            currently_active: r.currently_active,
-        }
+        self.users.pos(user)
     }
 
     /// Marks a local user as having (or no longer having) a sync waiting for changes; only
     /// such users are returned in [`Effects::wake`].
     pub fn set_listening(&mut self, user: UserIdx, listening: bool) {
-        let (w, b) = (user.index() / 64, user.index() % 64);
-        if listening {
-            self.listening[w] |= 1 << b;
-        } else {
-            self.listening[w] &= !(1 << b);
-        }
-    }
-
-    fn is_listening(&self, u: u32) -> bool {
-        self.listening[u as usize / 64] & (1 << (u % 64)) != 0
+        self.users.set_listening(user, listening);
     }
 
     /// Whether `user` is marked by [`Self::set_listening`] as having a waiting sync.
     pub fn listening(&self, user: UserIdx) -> bool {
-        self.is_listening(user.0)
+        self.users.listening(user)
     }
 
     // ---- rooms -------------------------------------------------------------------------
 
-    /// Records a change in a room's log. Excluded rooms keep no log: nobody reads it.
-    fn log_room_change(&mut self, r: u32, pos: StreamPos, u: u32) {
-        let room = &mut self.rooms[r as usize];
-        if room.excluded {
-            return;
-        }
-        room.log_change(pos, u, &mut self.compact_stamps);
-        self.room_last[r as usize] = pos;
-    }
-
     fn intern_room(&mut self, room: &RoomId) -> u32 {
-        let (idx, new) = self.rooms_by_id.intern(room);
-        if new {
-            let excluded = self
-                .config
-                .exclude_rooms_from_presence
-                .iter()
-                .any(|r| &**r == room.as_str());
-            self.rooms.push(Room::new(excluded));
-            self.room_last.push(0);
-            self.room_marks.ensure_len(self.rooms.len());
-        }
-        idx
-    }
-
-    /// The index of a known room.
-    pub fn room_idx(&self, room: &RoomId) -> Option<RoomIdx> {
-        self.rooms_by_id.get(room.as_str()).map(RoomIdx)
-    }
-
-    /// The joined members of a room.
-    pub fn room_members(&self, room: &RoomId) -> Vec<UserId> {
-        self.room_idx(room).map_or_else(Vec::new, |r| {
-            self.rooms[r.0 as usize]
-                .members
-                .iter()
-                .map(|&m| self.users.resolve(m).clone())
-                .collect()
-        })
+        let excluded = &self.config.exclude_rooms_from_presence;
+        self.rooms
+            .intern(room, || excluded.iter().any(|r| &**r == room.as_str()))
     }
 
     /// Whether the two users are both joined to a room that is not excluded from presence.
@@ -402,14 +255,14 @@ impl Engine {
         if a == b {
             return true;
         }
-        let (ra, rb) = (&self.user_rooms[a.index()], &self.user_rooms[b.index()]);
+        let (ra, rb) = (self.users.rooms(a), self.users.rooms(b));
         let (mut i, mut j) = (0, 0);
         while i < ra.len() && j < rb.len() {
             match ra[i].0.cmp(&rb[j].0) {
                 std::cmp::Ordering::Less => i += 1,
                 std::cmp::Ordering::Greater => j += 1,
                 std::cmp::Ordering::Equal => {
-                    if !self.rooms[ra[i].0 as usize].excluded {
+                    if !self.rooms.room(ra[i].0).excluded {
                         return true;
                     }
                     i += 1;
@@ -423,19 +276,15 @@ impl Engine {
     /// Records a membership loaded from storage at startup: no stream position, no effects.
     pub fn restore_membership(&mut self, room: &RoomId, user: &UserId) {
         let r = self.intern_room(room);
-        let u = self.intern_user(user).0;
+        let u = self.intern_user(user);
         self.add_membership(r, u, 0);
     }
 
-    fn add_membership(&mut self, r: u32, u: u32, pos: StreamPos) -> bool {
-        let remote = self.remote_server[u as usize];
-        let remote = (remote != LOCAL).then_some(remote);
-        if !self.rooms[r as usize].add_member(u, remote) {
+    fn add_membership(&mut self, r: u32, u: UserIdx, pos: StreamPos) -> bool {
+        if !self.rooms.room_mut(r).add_member(u, self.users.home(u)) {
             return false;
         }
-        let rooms = &mut self.user_rooms[u as usize];
-        let at = rooms.partition_point(|&(x, _)| x < r);
-        rooms.insert(at, (r, pos));
+        self.users.add_room(u, r, pos);
         true
     }
 
@@ -443,43 +292,41 @@ impl Engine {
     /// remote servers learn the presence they now need (reference §2.9, room joins).
     pub fn join(&mut self, now: Millis, room: &RoomId, user: &UserId) -> Effects {
         let r = self.intern_room(room);
-        let u = self.intern_user(user).0;
-        let remote = self.remote_server[u as usize];
-        let server_was_in_room = remote != LOCAL && self.rooms[r as usize].has_server(remote);
-        self.stream_pos += 1;
-        let pos = self.stream_pos;
+        let u = self.intern_user(user);
+        let remote = self.users.home(u);
+        let server_was_in_room = remote.is_some_and(|s| self.rooms.room(r).has_server(s));
+        // The join's position, taken only if the join is new.
+        let pos = self.stream.current() + 1;
         if !self.add_membership(r, u, pos) {
-            self.stream_pos -= 1;
             return Effects::default();
         }
-        let room_ref = &mut self.rooms[r as usize];
-        let excluded = room_ref.excluded;
-        self.log_room_change(r, pos, u);
+        self.stream.advance_to(pos);
+        let excluded = self.rooms.room(r).excluded;
+        self.rooms.log_change(r, pos, u);
         let mut effects = Effects::default();
         if excluded || !self.config.mode.tracks() {
             return effects;
         }
+        let members = &self.rooms.room(r).members;
         // Wake the joiner and the listening local members.
-        for &m in &self.rooms[r as usize].members {
-            if self.is_listening(m) {
-                effects.wake.push(UserIdx(m));
-            }
-        }
-        if remote != LOCAL {
-            if !server_was_in_room {
+        effects
+            .wake
+            .extend(members.iter().copied().filter(|&m| self.users.listening(m)));
+        match remote {
+            Some(remote) if !server_was_in_room => {
                 // A new server: send it the local members' states worth knowing.
                 let week = 7 * 24 * 3_600_000;
-                let states: Vec<_> = self.rooms[r as usize]
-                    .members
+                let states: Vec<_> = members
                     .iter()
-                    .filter(|&&m| self.remote_server[m as usize] == LOCAL)
-                    .filter(|&&m| {
-                        let rec = &self.records[m as usize];
+                    .copied()
+                    .filter(|&m| self.users.is_local(m))
+                    .filter(|&m| {
+                        let rec = self.users.record(m);
                         rec.state != PresenceState::Offline
                             || rec.status_msg.is_some()
                             || rec.last_active_ts.saturating_add(week) > now
                     })
-                    .map(|&m| self.state_of(m))
+                    .map(|m| self.users.state(m))
                     .collect();
                 if !states.is_empty() {
                     effects
@@ -487,12 +334,14 @@ impl Engine {
                         .push((self.servers.resolve(remote).clone(), states));
                 }
             }
-        } else {
-            let state = self.state_of(u);
-            for &(s, _) in &self.rooms[r as usize].servers {
-                effects
-                    .federation
-                    .push((self.servers.resolve(s).clone(), vec![state.clone()]));
+            Some(_) => {}
+            None => {
+                let state = self.users.state(u);
+                for &(s, _) in &self.rooms.room(r).servers {
+                    effects
+                        .federation
+                        .push((self.servers.resolve(s).clone(), vec![state.clone()]));
+                }
             }
         }
         effects
@@ -500,13 +349,11 @@ impl Engine {
 
     /// `user` leaves `room`: they stop sharing presence through it.
     pub fn leave(&mut self, room: &RoomId, user: &UserId) {
-        let (Some(r), Some(u)) = (self.room_idx(room), self.user_idx(user)) else {
+        let (Some(r), Some(u)) = (self.rooms.get(room), self.users.get(user)) else {
             return;
         };
-        let remote = self.remote_server[u.index()];
-        let remote = (remote != LOCAL).then_some(remote);
-        if self.rooms[r.0 as usize].remove_member(u.0, remote) {
-            self.user_rooms[u.index()].retain(|&(x, _)| x != r.0);
+        if self.rooms.room_mut(r).remove_member(u, self.users.home(u)) {
+            self.users.remove_room(u, r);
         }
     }
 
@@ -520,7 +367,7 @@ impl Engine {
         for input in inputs {
             self.apply_one(now, input, &mut batch, &mut applied);
         }
-        self.close_batch(now, batch, applied)
+        self.close_batch(batch, applied)
     }
 
     /// Runs every timer due at `now` (idle, sync, busy and remote timeouts, the
@@ -532,13 +379,11 @@ impl Engine {
         if !self.config.mode.tracks() {
             return Applied::default();
         }
-        for u in due {
-            self.stats.timer_checks += 1;
-            let is_local = self.remote_server[u as usize] == LOCAL;
+        for u in due.into_iter().map(UserIdx) {
             let timed_out = machine::handle_timeout(
-                &self.records[u as usize],
+                self.users.record(u),
                 self.devices.get_mut(&u),
-                is_local,
+                self.users.is_local(u),
                 now,
                 &self.config.timers,
             );
@@ -550,7 +395,7 @@ impl Engine {
                 None => self.reschedule(u, now),
             }
         }
-        self.close_batch(now, batch, Applied::default())
+        self.close_batch(batch, Applied::default())
     }
 
     /// The next time [`Engine::tick`] has work, if any.
@@ -577,7 +422,7 @@ impl Engine {
                 status_msg,
             } if tracks => self.set_state(
                 now,
-                user.0,
+                user,
                 device.as_ref(),
                 state,
                 Some(status_msg),
@@ -590,14 +435,13 @@ impl Engine {
                 device,
                 state,
             } if tracks && state != PresenceState::Offline => {
-                self.devices_mut(user.0, device.as_ref()).syncing += 1;
-                self.set_state(now, user.0, device.as_ref(), state, None, false, batch);
+                self.devices_mut(user, device.as_ref()).syncing += 1;
+                self.set_state(now, user, device.as_ref(), state, None, false, batch);
             }
             Input::SyncEnded { user, device } if tracks => {
-                let u = user.0;
                 if let Some(d) = self
                     .devices
-                    .get_mut(&u)
+                    .get_mut(&user)
                     .and_then(|ds| ds.iter_mut().find(|d| d.id.as_ref() == device.as_ref()))
                 {
                     d.syncing = d.syncing.saturating_sub(1);
@@ -605,34 +449,32 @@ impl Engine {
                     // device's too, so a long sync is not followed by an instant timeout.
                     d.last_sync_ts = now;
                 }
-                let mut new = self.records[u as usize].clone();
+                let mut new = self.users.record(user).clone();
                 new.last_user_sync_ts = now;
-                self.update(now, u, new, false, batch);
+                self.update(now, user, new, false, batch);
             }
             Input::Activity { user, device } if tracks => {
-                let u = user.0;
-                let d = self.devices_mut(u, device.as_ref());
+                let d = self.devices_mut(user, device.as_ref());
                 d.last_active_ts = now;
                 if d.state == PresenceState::Unavailable {
                     d.state = PresenceState::Online;
                 }
-                let combined = machine::combine(&self.devices[&u]);
-                let mut new = self.records[u as usize].clone();
+                let combined = machine::combine(&self.devices[&user]);
+                let mut new = self.users.record(user).clone();
                 new.last_active_ts = now;
                 new.state = combined;
-                self.update(now, u, new, false, batch);
+                self.update(now, user, new, false, batch);
             }
             Input::DeviceRemoved { user, device } if tracks => {
-                let u = user.0;
-                if let Some(ds) = self.devices.get_mut(&u) {
+                if let Some(ds) = self.devices.get_mut(&user) {
                     ds.retain(|d| d.id.as_ref() != Some(&device));
                     let combined = machine::combine(ds);
                     if ds.is_empty() {
-                        self.devices.remove(&u);
+                        self.devices.remove(&user);
                     }
-                    let mut new = self.records[u as usize].clone();
+                    let mut new = self.users.record(user).clone();
                     new.state = combined;
-                    self.update(now, u, new, false, batch);
+                    self.update(now, user, new, false, batch);
                 }
             }
             Input::Force {
@@ -643,22 +485,21 @@ impl Engine {
                 if self.config.mode == PresenceMode::Disabled {
                     return;
                 }
-                let u = user.0;
-                if tracks && self.remote_server[u as usize] == LOCAL {
+                if tracks && self.users.is_local(user) {
                     // A server-side device, so the state times out like any other (the
                     // reference's forced states never time out, its §8.8).
-                    let d = self.devices_mut(u, None);
+                    let d = self.devices_mut(user, None);
                     d.state = state;
                     d.last_active_ts = now;
                     d.last_sync_ts = now;
                 }
-                let mut new = self.records[u as usize].clone();
+                let mut new = self.users.record(user).clone();
                 new.state = state;
                 new.status_msg = status_msg.filter(|s| !s.is_empty());
                 if matches!(state, PresenceState::Online | PresenceState::Busy) {
                     new.last_active_ts = now;
                 }
-                self.update(now, u, new, true, batch);
+                self.update(now, user, new, true, batch);
             }
             Input::Remote { origin, entries } if tracks => {
                 self.apply_remote(now, &origin, entries, batch, applied)
@@ -667,7 +508,7 @@ impl Engine {
         }
     }
 
-    fn devices_mut(&mut self, u: u32, device: Option<&DeviceId>) -> &mut machine::Device {
+    fn devices_mut(&mut self, u: UserIdx, device: Option<&DeviceId>) -> &mut machine::Device {
         machine::device_mut(self.devices.entry(u).or_default(), device)
     }
 
@@ -676,7 +517,7 @@ impl Engine {
     fn set_state(
         &mut self,
         now: Millis,
-        u: u32,
+        u: UserIdx,
         device: Option<&DeviceId>,
         mut state: PresenceState,
         status_msg: Option<Option<Arc<str>>>,
@@ -684,7 +525,7 @@ impl Engine {
         batch: &mut BatchBuilder,
     ) {
         let is_sync = status_msg.is_none();
-        let prev_state = self.records[u as usize].state;
+        let prev_state = self.users.record(u).state;
         // Busy survives syncs (reference tests 49-51): a syncing device cannot clear it.
         if prev_state == PresenceState::Busy && is_sync {
             state = PresenceState::Busy;
@@ -696,7 +537,7 @@ impl Engine {
             d.last_sync_ts = now;
         }
         let combined = machine::combine(&self.devices[&u]);
-        let mut new = self.records[u as usize].clone();
+        let mut new = self.users.record(u).clone();
         new.state = combined;
         if matches!(combined, PresenceState::Online | PresenceState::Busy) {
             new.last_active_ts = now;
@@ -721,8 +562,8 @@ impl Engine {
         for e in entries.into_iter().take(max) {
             match self.validate_remote(origin, &e) {
                 Some((user, state)) => {
-                    let u = self.intern_user(&user).0;
-                    let mut new = self.records[u as usize].clone();
+                    let u = self.intern_user(&user);
+                    let mut new = self.users.record(u).clone();
                     new.state = state;
                     new.last_federation_update_ts = now;
                     if let Some(ago) = e.last_active_ago {
@@ -736,7 +577,6 @@ impl Engine {
             }
         }
         applied.dropped_remote_entries += total.saturating_sub(max);
-        self.stats.dropped_remote_entries += applied.dropped_remote_entries as u64;
     }
 
     fn validate_remote(
@@ -763,80 +603,80 @@ impl Engine {
     }
 
     /// Runs the update rules for one user and records the outcome in the batch.
-    fn update(&mut self, now: Millis, u: u32, new: Record, force: bool, batch: &mut BatchBuilder) {
-        let is_local = self.remote_server[u as usize] == LOCAL;
-        let prev = &self.records[u as usize];
-        let mut outcome = machine::handle_update(prev, new, is_local, now, &self.config.timers);
+    fn update(
+        &mut self,
+        now: Millis,
+        u: UserIdx,
+        new: Record,
+        force: bool,
+        batch: &mut BatchBuilder,
+    ) {
+        let prev = self.users.record(u);
+        let mut outcome =
+            machine::handle_update(prev, new, self.users.is_local(u), now, &self.config.timers);
         if force && !outcome.notify {
             outcome.notify = true;
             outcome.record.last_federation_update_ts = now;
         }
         let changed = *prev != outcome.record;
-        self.records[u as usize] = outcome.record;
+        self.users.set_record(u, outcome.record);
         if outcome.notify {
-            self.stream_pos += 1;
-            let pos = self.stream_pos;
-            self.pos[u as usize] = pos;
+            let pos = self.stream.advance();
+            self.users.set_pos(u, pos);
             batch.notify(u, pos);
         } else if outcome.federation_ping {
             batch.ping(u);
         }
         if changed && !outcome.notify {
-            self.mark_dirty(u);
+            self.dirty.mark(u);
         }
         self.reschedule(u, now);
     }
 
-    fn reschedule(&mut self, u: u32, now: Millis) {
+    fn reschedule(&mut self, u: UserIdx, now: Millis) {
         if !self.config.mode.tracks() {
             return;
         }
-        let is_local = self.remote_server[u as usize] == LOCAL;
         if let Some(at) = machine::next_check(
-            &self.records[u as usize],
+            self.users.record(u),
             self.devices.get(&u),
-            is_local,
+            self.users.is_local(u),
             now,
             &self.config.timers,
         ) {
-            self.timers.schedule(u, at);
-        }
-    }
-
-    fn mark_dirty(&mut self, u: u32) {
-        if self.dirty_stamps.mark(u, self.dirty_gen) {
-            self.dirty.push(u);
+            self.timers.schedule(u.0, at);
         }
     }
 
     /// States that changed without being notified (sync bookkeeping, pings), to persist
     /// lazily with their current stream positions.
     pub fn take_dirty(&mut self) -> Vec<(StreamPos, UserPresenceState)> {
-        self.dirty_gen = self.dirty_stamps.next();
-        std::mem::take(&mut self.dirty)
+        self.dirty
+            .take()
             .into_iter()
-            .map(|u| (self.pos[u as usize], self.state_of(u)))
+            .map(|u| (self.users.pos(u), self.users.state(u)))
             .collect()
     }
 
-    fn close_batch(&mut self, _now: Millis, batch: BatchBuilder, mut applied: Applied) -> Applied {
+    /// Logs a notified change in the global log and the logs of the user's rooms.
+    fn log_change(&mut self, pos: StreamPos, u: UserIdx) {
+        self.stream.log_change(pos, u);
+        for &(r, _) in self.users.rooms(u) {
+            self.rooms.log_change(r, pos, u);
+        }
+    }
+
+    fn close_batch(&mut self, batch: BatchBuilder, mut applied: Applied) -> Applied {
         let (notified, pinged) = batch.finish();
-        self.stats.updates += notified.len() as u64;
         // Stream logs, in position order.
         for &(pos, u) in &notified {
-            self.global_log.push((pos, u));
-            for i in 0..self.user_rooms[u as usize].len() {
-                let r = self.user_rooms[u as usize][i].0;
-                self.log_room_change(r, pos, u);
-            }
+            self.log_change(pos, u);
         }
-        if self.global_log.len() > 2 * self.users.len() + 1024 {
-            compact_log(&mut self.global_log, &mut self.compact_stamps);
-        }
+        self.stream.maybe_compact(self.users.len());
         applied.wake = self.wake_for(&notified);
         applied.federation = self.room_destinations(&notified, &pinged);
         if !notified.is_empty() {
-            let states = notified.iter().map(|&(_, u)| self.state_of(u)).collect();
+            let states = notified.iter().map(|&(_, u)| self.users.state(u)).collect();
             applied.batch = Some(StateBatch::new(states));
         }
         applied.notified = notified;
@@ -844,59 +684,46 @@ impl Engine {
     }
 
     /// Listening local users who share a room with, or are, a notified user.
-    fn wake_for(&mut self, notified: &[(StreamPos, u32)]) -> Vec<UserIdx> {
+    fn wake_for(&mut self, notified: &[(StreamPos, UserIdx)]) -> Vec<UserIdx> {
         let mut wake = Vec::new();
-        let pass = self.room_marks.next();
+        let pass = self.rooms.next_pass();
         let mut touched = Vec::new();
         for &(_, u) in notified {
-            self.wake_bit(u, &mut wake);
-            for &(r, _) in &self.user_rooms[u as usize] {
-                if !self.rooms[r as usize].excluded && self.room_marks.mark(r, pass) {
+            self.users.wake(u, &mut wake);
+            for &(r, _) in self.users.rooms(u) {
+                if self.rooms.touch(r, pass) {
                     touched.push(r);
                 }
             }
         }
         for r in touched {
-            for i in 0..self.rooms[r as usize].members.len() {
-                let m = self.rooms[r as usize].members[i];
-                self.wake_bit(m, &mut wake);
+            for &m in &self.rooms.room(r).members {
+                self.users.wake(m, &mut wake);
             }
         }
-        for w in &wake {
-            self.wake_bits[w.index() / 64] &= !(1 << (w.index() % 64));
-        }
+        self.users.unmark_woken(&wake);
         wake
-    }
-
-    #[inline]
-    fn wake_bit(&mut self, u: u32, wake: &mut Vec<UserIdx>) {
-        let (w, b) = (u as usize / 64, u % 64);
-        let bit = 1u64 << b;
-        if self.listening[w] & bit != 0 && self.wake_bits[w] & bit == 0 {
-            self.wake_bits[w] |= bit;
-            wake.push(UserIdx(u));
-        }
     }
 
     /// Remote servers sharing a room with each notified or pinged local user.
     fn room_destinations(
-        &mut self,
-        notified: &[(StreamPos, u32)],
-        pinged: &[u32],
-    ) -> Vec<(u32, Vec<u32>)> {
-        let mut by_server: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        &self,
+        notified: &[(StreamPos, UserIdx)],
+        pinged: &[UserIdx],
+    ) -> Vec<(u32, Vec<UserIdx>)> {
+        let mut by_server: FxHashMap<u32, Vec<UserIdx>> = FxHashMap::default();
         let mut servers = Vec::new();
         for u in notified
             .iter()
             .map(|&(_, u)| u)
             .chain(pinged.iter().copied())
         {
-            if self.remote_server[u as usize] != LOCAL {
+            if !self.users.is_local(u) {
                 continue;
             }
             servers.clear();
-            for &(r, _) in &self.user_rooms[u as usize] {
-                let room = &self.rooms[r as usize];
+            for &(r, _) in self.users.rooms(u) {
+                let room = self.rooms.room(r);
                 if !room.excluded {
                     servers.extend(room.servers.iter().map(|&(s, _)| s));
                 }
@@ -920,36 +747,32 @@ impl Engine {
         };
         // Local recipients of routed states wake; remote recipients' servers get the states
         // of local users.
-        let mut by_server: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut by_server: HashMap<u32, Vec<UserIdx>> = HashMap::new();
         for (u, set) in applied.federation {
             by_server.entry(u).or_default().extend(set);
         }
         if let Some(batch) = &applied.batch {
-            for w in &effects.wake {
-                self.wake_bits[w.index() / 64] |= 1 << (w.index() % 64);
-            }
+            self.users.mark_woken(&effects.wake);
             for (recipient, set) in routes {
                 if !set.batch().same_batch(batch) || set.is_empty() {
                     continue;
                 }
                 if recipient.is_on(&self.config.server_name) {
-                    if let Some(r) = self.user_idx(recipient) {
-                        self.wake_bit(r.0, &mut effects.wake);
+                    if let Some(r) = self.users.get(recipient) {
+                        self.users.wake(r, &mut effects.wake);
                     }
-                } else if let Ok(server) = ServerName::parse(recipient.server_name()) {
-                    let s = self.servers.intern(&server).0;
+                } else {
+                    let s = self.servers.intern(&recipient.server_name()).0;
                     let entry = by_server.entry(s).or_default();
                     for i in set.indices() {
                         let u = applied.notified[i].1;
-                        if self.remote_server[u as usize] == LOCAL {
+                        if self.users.is_local(u) {
                             entry.push(u);
                         }
                     }
                 }
             }
-            for w in &effects.wake {
-                self.wake_bits[w.index() / 64] &= !(1 << (w.index() % 64));
-            }
+            self.users.unmark_woken(&effects.wake);
             effects.persist = applied
                 .notified
                 .iter()
@@ -965,7 +788,7 @@ impl Engine {
             if users.is_empty() {
                 continue;
             }
-            let states = users.into_iter().map(|u| self.state_of(u)).collect();
+            let states = users.into_iter().map(|u| self.users.state(u)).collect();
             effects
                 .federation
                 .push((self.servers.resolve(s).clone(), states));
@@ -987,41 +810,40 @@ impl Engine {
     ) -> Applied {
         let mut order = Vec::with_capacity(rows.len());
         for (pos, s) in rows {
-            let u = self.intern_user(&s.user_id).0;
-            self.records[u as usize] = Record {
-                state: s.state,
-                currently_active: s.currently_active,
-                last_active_ts: s.last_active_ts,
-                last_federation_update_ts: s.last_federation_update_ts,
-                last_user_sync_ts: s.last_user_sync_ts,
-                status_msg: s.status_msg.filter(|m| !m.is_empty()),
-            };
-            self.pos[u as usize] = pos;
-            self.stream_pos = self.stream_pos.max(pos);
+            let u = self.intern_user(&s.user_id);
+            self.users.set_record(
+                u,
+                Record {
+                    state: s.state,
+                    currently_active: s.currently_active,
+                    last_active_ts: s.last_active_ts,
+                    last_federation_update_ts: s.last_federation_update_ts,
+                    last_user_sync_ts: s.last_user_sync_ts,
+                    status_msg: s.status_msg.filter(|m| !m.is_empty()),
+                },
+            );
+            self.users.set_pos(u, pos);
+            self.stream.advance_to(pos);
             order.push((pos, u));
         }
         for (user, pos) in snapshot_targets {
-            let u = self.intern_user(&user).0;
+            let u = self.intern_user(&user);
             self.snapshot_at.insert(u, pos);
-            self.stream_pos = self.stream_pos.max(pos + 1);
+            self.stream.advance_to(pos + 1);
         }
         order.sort_unstable();
         for &(pos, u) in &order {
-            self.global_log.push((pos, u));
-            for i in 0..self.user_rooms[u as usize].len() {
-                let r = self.user_rooms[u as usize][i].0;
-                self.log_room_change(r, pos, u);
-            }
+            self.log_change(pos, u);
         }
         let mut batch = BatchBuilder::new();
         match self.config.mode {
             PresenceMode::Enabled => {
                 for &(_, u) in &order {
-                    let rec = &self.records[u as usize];
+                    let rec = self.users.record(u);
                     if rec.state == PresenceState::Offline {
                         continue;
                     }
-                    if self.remote_server[u as usize] == LOCAL {
+                    if self.users.is_local(u) {
                         let dev = machine::Device {
                             id: None,
                             state: rec.state,
@@ -1036,9 +858,10 @@ impl Engine {
             }
             PresenceMode::Disabled => {
                 for &(_, u) in &order {
-                    if self.records[u as usize].state != PresenceState::Offline {
+                    let rec = self.users.record(u);
+                    if rec.state != PresenceState::Offline {
                         let new = Record {
-                            last_active_ts: self.records[u as usize].last_active_ts,
+                            last_active_ts: rec.last_active_ts,
                             ..Record::default()
                         };
                         self.update(now, u, new, true, &mut batch);
@@ -1047,7 +870,7 @@ impl Engine {
             }
             PresenceMode::Untracked => {}
         }
-        let mut applied = self.close_batch(now, batch, Applied::default());
+        let mut applied = self.close_batch(batch, Applied::default());
         // The flush is not sent over federation (the reference's sender is off too).
         applied.federation.clear();
         applied
@@ -1061,15 +884,16 @@ impl Engine {
             return effects;
         }
         // A position of its own, so that caught-up devices see the stream move.
-        self.stream_pos += 1;
-        let at = self.stream_pos - 1;
+        let at = self.stream.advance() - 1;
         for &u in users {
-            if self.remote_server[u.index()] != LOCAL {
+            if !self.users.is_local(u) {
                 continue;
             }
-            self.snapshot_at.insert(u.0, at);
-            effects.snapshot_targets.push((self.user_id(u).clone(), at));
-            if self.is_listening(u.0) {
+            self.snapshot_at.insert(u, at);
+            effects
+                .snapshot_targets
+                .push((self.users.id(u).clone(), at));
+            if self.users.listening(u) {
                 effects.wake.push(u);
             }
         }
@@ -1079,9 +903,9 @@ impl Engine {
 
 /// Collects one batch: each user at most once, at its latest position.
 struct BatchBuilder {
-    notified: Vec<(StreamPos, u32)>,
-    pinged: Vec<u32>,
-    slot: FxHashMap<u32, usize>,
+    notified: Vec<(StreamPos, UserIdx)>,
+    pinged: Vec<UserIdx>,
+    slot: FxHashMap<UserIdx, usize>,
 }
 
 impl BatchBuilder {
@@ -1093,7 +917,7 @@ impl BatchBuilder {
         }
     }
 
-    fn notify(&mut self, u: u32, pos: StreamPos) {
+    fn notify(&mut self, u: UserIdx, pos: StreamPos) {
         match self.slot.get(&u) {
             Some(&i) => self.notified[i].0 = pos,
             None => {
@@ -1103,12 +927,12 @@ impl BatchBuilder {
         }
     }
 
-    fn ping(&mut self, u: u32) {
+    fn ping(&mut self, u: UserIdx) {
         self.pinged.push(u);
     }
 
     /// Notified users in stream order, and pinged users that were not notified.
-    fn finish(mut self) -> (Vec<(StreamPos, u32)>, Vec<u32>) {
+    fn finish(mut self) -> (Vec<(StreamPos, UserIdx)>, Vec<UserIdx>) {
         self.notified.sort_unstable();
         self.pinged.sort_unstable();
         self.pinged.dedup();

@@ -15,10 +15,6 @@ impl UserIdx {
     }
 }
 
-/// A dense index for an interned room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomIdx(pub(crate) u32);
-
 /// Values interned to `u32`, looked up by their string form.
 pub(crate) struct Interner<T> {
     items: Vec<T>,

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use presence_router::{PresenceState, StateBatch, StateSet, UserId, UserPresenceState, UserStates};
 
-use crate::{Engine, UserIdx, rooms::StreamPos};
+use crate::{Engine, UserIdx, rooms::StreamPos, stamp::Stamps};
 
 /// How a syncing user's routed presence is given to [`Engine::sync`].
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ pub struct SyncRead {
 pub struct Candidates {
     key: (u8, StreamPos, StreamPos),
     batch: StateBatch,
-    users: Arc<[u32]>,
+    users: Arc<[UserIdx]>,
     upto: StreamPos,
     routes: Option<Arc<UserStates>>,
 }
@@ -71,14 +71,14 @@ impl Engine {
     /// Resolves router-named users to indices; users the server has never seen have no
     /// presence to deliver and are skipped.
     pub fn resolve_users(&self, users: &BTreeSet<UserId>) -> Vec<UserIdx> {
-        users.iter().filter_map(|u| self.user_idx(u)).collect()
+        users.iter().filter_map(|u| self.users.get(u)).collect()
     }
 
     /// The candidates for an `All` reader; cached per (kind, token, position).
     pub fn all_candidates(&mut self, reader: UserIdx, since: Option<StreamPos>) -> Candidates {
-        let upto = self.stream_pos;
+        let upto = self.stream.current();
         let since = since.map(|t| t.min(upto));
-        let snapshot = self.snapshot_owed(reader.0, since);
+        let snapshot = self.snapshot_owed(reader, since);
         let kind = match (since, snapshot) {
             (None, _) => 0,
             (Some(_), true) => 1,
@@ -88,26 +88,25 @@ impl Engine {
         if let Some(c) = self.candidates.entries.iter().find(|c| c.key == key) {
             return c.clone();
         }
-        let pass = self.read_stamps.next();
+        let pass = self.read_marks.next();
         let mut users = Vec::new();
         let include_offline = since.is_none() && self.config.include_offline_users_on_sync;
         if kind != 2 {
-            for &(_, u) in &self.global_log {
-                let online = self.records[u as usize].state != PresenceState::Offline;
-                if (online || include_offline) && self.read_stamps.mark(u, pass) {
+            for &(_, u) in self.stream.log() {
+                let online = self.users.record(u).state != PresenceState::Offline;
+                if (online || include_offline) && self.read_marks.mark(u.0, pass) {
                     users.push(u);
                 }
             }
         }
         if let Some(t) = since {
-            let start = self.global_log.partition_point(|&(p, _)| p <= t);
-            for &(_, u) in &self.global_log[start..] {
-                if self.read_stamps.mark(u, pass) {
+            for &(_, u) in self.stream.since(t) {
+                if self.read_marks.mark(u.0, pass) {
                     users.push(u);
                 }
             }
         }
-        let batch = StateBatch::new(users.iter().map(|&u| self.state_of(u)).collect());
+        let batch = StateBatch::new(users.iter().map(|&u| self.users.state(u)).collect());
         let c = Candidates {
             key,
             batch,
@@ -136,7 +135,7 @@ impl Engine {
         routes
     }
 
-    fn snapshot_owed(&self, u: u32, since: Option<StreamPos>) -> bool {
+    fn snapshot_owed(&self, u: UserIdx, since: Option<StreamPos>) -> bool {
         since.is_some_and(|t| self.snapshot_at.get(&u).is_some_and(|&at| t <= at))
     }
 
@@ -148,12 +147,13 @@ impl Engine {
         since: Option<StreamPos>,
         routed: Routed<'_>,
     ) -> SyncRead {
-        let u = reader.0;
+        let u = reader;
+        let current = self.stream.current();
         let upto = match routed {
-            Routed::All { candidates, .. } => candidates.upto.min(self.stream_pos),
-            Routed::Users(_) => self.stream_pos,
+            Routed::All { candidates, .. } => candidates.upto.min(current),
+            Routed::Users(_) => current,
         };
-        let since = since.map(|t| t.min(self.stream_pos));
+        let since = since.map(|t| t.min(current));
         let snapshot = self.snapshot_owed(u, since);
         if let Some(t) = since
             && t >= upto
@@ -164,79 +164,74 @@ impl Engine {
                 next_token: t.max(upto),
             };
         }
-        let pass = self.read_stamps.next();
+        // Split borrows: the marks are written while users and rooms are read.
+        let (users, rooms, marks) = (&self.users, &self.rooms, &mut self.read_marks);
+        let pass = marks.next();
         let mut out = Vec::new();
-        let rooms = std::mem::take(&mut self.user_rooms[u as usize]);
+        let reader_rooms = users.rooms(u);
         if since.is_none() || snapshot {
             // Full part: current presence of everyone visible, offline left out unless the
             // server is configured to include it on initial syncs.
             let keep_offline = since.is_none() && self.config.include_offline_users_on_sync;
-            let keep = |e: &Engine, m: u32| {
-                keep_offline || e.records[m as usize].state != PresenceState::Offline
-            };
-            if keep(self, u) {
-                self.push(u, pass, &mut out);
+            let keep = |m: UserIdx| keep_offline || users.record(m).state != PresenceState::Offline;
+            if keep(u) {
+                push(marks, u, pass, &mut out);
             }
-            for &(r, _) in &rooms {
-                let room = &self.rooms[r as usize];
+            for &(r, _) in reader_rooms {
+                let room = rooms.room(r);
                 if room.excluded {
                     continue;
                 }
                 for &m in &room.members {
-                    if keep(self, m) && self.read_stamps.mark(m, pass) {
-                        out.push(UserIdx(m));
+                    if keep(m) {
+                        push(marks, m, pass, &mut out);
                     }
                 }
             }
-            if let Routed::Users(users) = routed {
-                for v in users {
-                    if keep(self, v.0) {
-                        self.push(v.0, pass, &mut out);
+            if let Routed::Users(routed_users) = routed {
+                for &v in routed_users {
+                    if keep(v) {
+                        push(marks, v, pass, &mut out);
                     }
                 }
             }
         }
         if let Some(t) = since {
             // Incremental part: every change after `t`, offline included.
-            if self.pos[u as usize] > t {
-                self.push(u, pass, &mut out);
+            if users.pos(u) > t {
+                push(marks, u, pass, &mut out);
             }
             // The reader's own join is not news to itself.
-            self.read_stamps.mark(u, pass);
-            for &(r, joined_at) in &rooms {
+            marks.mark(u.0, pass);
+            for &(r, joined_at) in reader_rooms {
                 let newly_joined = joined_at > t && joined_at <= upto;
-                if !newly_joined && self.room_last[r as usize] <= t {
+                if !newly_joined && rooms.last(r) <= t {
                     // Nothing in this room since the token (excluded rooms never log).
                     continue;
                 }
-                let room = &self.rooms[r as usize];
+                let room = rooms.room(r);
                 if room.excluded {
                     continue;
                 }
                 if newly_joined {
                     // Newly joined: every member is news, offline or not.
                     for &m in &room.members {
-                        if self.read_stamps.mark(m, pass) {
-                            out.push(UserIdx(m));
-                        }
+                        push(marks, m, pass, &mut out);
                     }
                 } else {
                     for m in room.changes(t, upto) {
-                        if self.read_stamps.mark(m, pass) {
-                            out.push(UserIdx(m));
-                        }
+                        push(marks, m, pass, &mut out);
                     }
                 }
             }
-            if let Routed::Users(users) = routed {
-                for v in users {
-                    if self.pos[v.index()] > t {
-                        self.push(v.0, pass, &mut out);
+            if let Routed::Users(routed_users) = routed {
+                for &v in routed_users {
+                    if users.pos(v) > t {
+                        push(marks, v, pass, &mut out);
                     }
                 }
             }
         }
-        self.user_rooms[u as usize] = rooms;
         if let Routed::All {
             candidates,
             states: Some(set),
@@ -246,21 +241,14 @@ impl Engine {
             let keep_offline = since.is_some() || self.config.include_offline_users_on_sync;
             for i in set.indices() {
                 let v = candidates.users[i];
-                if keep_offline || self.records[v as usize].state != PresenceState::Offline {
-                    self.push(v, pass, &mut out);
+                if keep_offline || users.record(v).state != PresenceState::Offline {
+                    push(marks, v, pass, &mut out);
                 }
             }
         }
         SyncRead {
             users: out,
             next_token: upto.max(since.unwrap_or(0)),
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, m: u32, pass: u32, out: &mut Vec<UserIdx>) {
-        if self.read_stamps.mark(m, pass) {
-            out.push(UserIdx(m));
         }
     }
 
@@ -278,7 +266,7 @@ impl Engine {
 #[derive(Debug, Clone)]
 pub struct LocalOnline {
     batch: StateBatch,
-    users: Arc<[u32]>,
+    users: Arc<[UserIdx]>,
 }
 
 impl LocalOnline {
@@ -291,18 +279,18 @@ impl LocalOnline {
 impl Engine {
     /// Every local user's current non-offline state.
     pub fn local_online(&self) -> LocalOnline {
-        let mut users: Vec<u32> = self
-            .global_log
+        let mut users: Vec<UserIdx> = self
+            .stream
+            .log()
             .iter()
             .map(|&(_, u)| u)
             .filter(|&u| {
-                self.remote_server[u as usize] == crate::engine::LOCAL
-                    && self.records[u as usize].state != PresenceState::Offline
+                self.users.is_local(u) && self.users.record(u).state != PresenceState::Offline
             })
             .collect();
         users.sort_unstable();
         users.dedup();
-        let batch = StateBatch::new(users.iter().map(|&u| self.state_of(u)).collect());
+        let batch = StateBatch::new(users.iter().map(|&u| self.users.state(u)).collect());
         LocalOnline {
             batch,
             users: users.into(),
@@ -320,18 +308,18 @@ impl Engine {
         online: &LocalOnline,
         routed: Option<&StateSet>,
     ) -> Vec<UserPresenceState> {
-        let pass = self.read_stamps.next();
+        let pass = self.read_marks.next();
         let mut out = Vec::new();
-        if let Some(t) = self.user_idx(target) {
-            for &(r, _) in &self.user_rooms[t.index()] {
-                let room = &self.rooms[r as usize];
+        if let Some(t) = self.users.get(target) {
+            for &(r, _) in self.users.rooms(t) {
+                let room = self.rooms.room(r);
                 if room.excluded {
                     continue;
                 }
                 for &m in &room.members {
-                    if self.remote_server[m as usize] == crate::engine::LOCAL
-                        && self.records[m as usize].state != PresenceState::Offline
-                        && self.read_stamps.mark(m, pass)
+                    if self.users.is_local(m)
+                        && self.users.record(m).state != PresenceState::Offline
+                        && self.read_marks.mark(m.0, pass)
                     {
                         out.push(m);
                     }
@@ -341,11 +329,19 @@ impl Engine {
         if let Some(set) = routed.filter(|s| s.batch().same_batch(&online.batch)) {
             for i in set.indices() {
                 let m = online.users[i];
-                if self.read_stamps.mark(m, pass) {
+                if self.read_marks.mark(m.0, pass) {
                     out.push(m);
                 }
             }
         }
-        out.into_iter().map(|m| self.state_of(m)).collect()
+        out.into_iter().map(|m| self.users.state(m)).collect()
+    }
+}
+
+/// Adds `m` to `out` unless it is already there in this pass.
+#[inline]
+fn push(marks: &mut Stamps, m: UserIdx, pass: u32, out: &mut Vec<UserIdx>) {
+    if marks.mark(m.0, pass) {
+        out.push(m);
     }
 }

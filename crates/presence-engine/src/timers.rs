@@ -17,16 +17,15 @@ pub(crate) struct TimerQueue {
 }
 
 impl TimerQueue {
-    pub(crate) fn ensure_len(&mut self, n: usize) {
-        if self.queued.len() < n {
-            self.queued.resize(n, 0);
-        }
-    }
-
     /// Makes sure `user` is checked no later than `at`.
     pub(crate) fn schedule(&mut self, user: u32, at: Millis) {
         let at = at.max(1);
-        let q = &mut self.queued[user as usize];
+        let i = user as usize;
+        if self.queued.len() <= i {
+            // First timer of a new user: the column grows here, so it cannot lag the users.
+            self.queued.resize(i + 1, 0);
+        }
+        let q = &mut self.queued[i];
         if *q != 0 && *q <= at {
             return;
         }
@@ -63,7 +62,6 @@ mod tests {
     #[test]
     fn one_live_entry_per_user() {
         let mut t = TimerQueue::default();
-        t.ensure_len(3);
         t.schedule(0, 100);
         t.schedule(0, 200); // later: kept at 100
         t.schedule(1, 300);

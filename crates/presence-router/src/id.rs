@@ -40,19 +40,33 @@ pub enum IdError {
 }
 
 /// A server name: `hostname`, `IPv4`, or `[IPv6]`, with an optional `:port`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerName(Arc<str>);
+///
+/// Cheap to clone (reference counted). A server name is a byte offset into a shared string:
+/// the whole string when parsed on its own, the tail of a user ID when taken from
+/// [`UserId::server_name`]. That way a user's server costs one reference-count increment,
+/// with no allocation and no second validation, on the hot paths (fan-out to remote
+/// servers, inbound EDUs). It keeps the user ID's string alive, which is a few bytes.
+#[derive(Clone)]
+pub struct ServerName {
+    repr: Arc<str>,
+    /// Where the server name starts in `repr`: 0, or the byte after a user ID's first `:`.
+    start: usize,
+}
 
 impl ServerName {
     /// Parses and validates a server name.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         validate_server_name(s)?;
-        Ok(Self(Arc::from(s)))
+        Ok(Self {
+            repr: Arc::from(s),
+            start: 0,
+        })
     }
 
     /// The server name as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // `start` always follows an ASCII ':' (or is 0), so it is a char boundary.
+        &self.repr[self.start..]
     }
 }
 
@@ -60,6 +74,9 @@ impl ServerName {
 ///
 /// Localparts are accepted in the historical grammar (printable ASCII except `:`), because
 /// remote servers may still host such users.
+// One `Arc<str>` and nothing else: user IDs are the most numerous values (every interned
+// user, every state), so [`Self::server_name`] returns an owned view rather than this
+// struct storing one (8 more bytes per ID).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId {
     full: Arc<str>,
@@ -88,19 +105,65 @@ impl UserId {
         &self.full[1..colon]
     }
 
-    /// The server name part (after the first `:`).
-    pub fn server_name(&self) -> &str {
-        &self.full[self.colon() + 1..]
+    /// The server name part (after the first `:`): a view of this ID's string, so no
+    /// allocation and no re-validation.
+    pub fn server_name(&self) -> ServerName {
+        ServerName {
+            repr: self.full.clone(),
+            start: self.colon() + 1,
+        }
     }
 
     /// Whether this user lives on `server`.
     pub fn is_on(&self, server: &ServerName) -> bool {
-        self.server_name() == server.as_str()
+        self.full[self.colon() + 1..] == *server.as_str()
     }
 
     fn colon(&self) -> usize {
         // Validation guarantees a ':' after the sigil; fall back to the end for safety.
         self.full.find(':').unwrap_or(self.full.len())
+    }
+}
+
+// Identity is the string (the offset inside a shared string is storage detail), ordered and
+// hashed exactly as the string was before: `BTreeMap`/`HashMap` keys behave as they did.
+macro_rules! str_identity_impls {
+    ($t:ty) => {
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+        impl Eq for $t {}
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
+            }
+        }
+    };
+}
+
+str_identity_impls!(ServerName);
+
+impl PartialEq<str> for ServerName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ServerName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -287,6 +350,18 @@ mod tests {
         let id = UserId::parse("@alice:localhost:8008").unwrap();
         assert_eq!(id.localpart(), "alice");
         assert_eq!(id.server_name(), "localhost:8008");
+    }
+
+    #[test]
+    fn server_name_of_a_user_is_a_server_name() {
+        let id = UserId::parse("@alice:localhost:8008").unwrap();
+        let parsed = ServerName::parse("localhost:8008").unwrap();
+        assert_eq!(id.server_name(), parsed);
+        assert!(id.is_on(&parsed));
+        let mut set = std::collections::HashSet::new();
+        set.insert(parsed);
+        assert!(set.contains(&id.server_name()), "hashes as the string does");
+        assert_eq!(format!("{:?}", id.server_name()), "\"localhost:8008\"");
     }
 
     #[test]

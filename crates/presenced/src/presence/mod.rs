@@ -476,10 +476,8 @@ impl<S: PresencePersistence> PresenceService<S> {
                 let mut e = self.engine();
                 for target in &remote {
                     let states = e.snapshot_for_remote(target, &online, routes.get(target));
-                    if let (false, Ok(dest)) =
-                        (states.is_empty(), ServerName::parse(target.server_name()))
-                    {
-                        sends.push((dest, states));
+                    if !states.is_empty() {
+                        sends.push((target.server_name(), states));
                     }
                 }
             }
