@@ -289,7 +289,7 @@ impl Engine {
     }
 
     /// `user` joins `room`. Room-mates and the joiner see each other on their next sync, and
-    /// remote servers learn the presence they now need (reference §2.9, room joins).
+    /// remote servers learn the presence they now need (as the reference's `PresenceHandler._handle_state_delta` does for room joins).
     pub fn join(&mut self, now: Millis, room: &RoomId, user: &UserId) -> Effects {
         let r = self.intern_room(room);
         let u = self.intern_user(user);
@@ -445,7 +445,7 @@ impl Engine {
                     .and_then(|ds| ds.iter_mut().find(|d| d.id.as_ref() == device.as_ref()))
                 {
                     d.syncing = d.syncing.saturating_sub(1);
-                    // The reference refreshes only the user's field here (its §8.7); the
+                    // The reference refreshes only the user's field here (in `PresenceHandler.user_syncing`); the
                     // device's too, so a long sync is not followed by an instant timeout.
                     d.last_sync_ts = now;
                 }
@@ -487,7 +487,7 @@ impl Engine {
                 }
                 if tracks && self.users.is_local(user) {
                     // A server-side device, so the state times out like any other (the
-                    // reference's forced states never time out, its §8.8).
+                    // reference's forced states never time out: `handle_timeout`, `ModuleApi.set_presence_for_users`).
                     let d = self.devices_mut(user, None);
                     d.state = state;
                     d.last_active_ts = now;
@@ -526,7 +526,7 @@ impl Engine {
     ) {
         let is_sync = status_msg.is_none();
         let prev_state = self.users.record(u).state;
-        // Busy survives syncs (reference tests 49-51): a syncing device cannot clear it.
+        // Busy survives syncs (the reference's `test_set_presence_from_syncing_keeps_busy` and its multi-device neighbours): a syncing device cannot clear it.
         if prev_state == PresenceState::Busy && is_sync {
             state = PresenceState::Busy;
         }
