@@ -445,8 +445,9 @@ impl Engine {
                     .and_then(|ds| ds.iter_mut().find(|d| d.id.as_ref() == device.as_ref()))
                 {
                     d.syncing = d.syncing.saturating_sub(1);
-                    // The reference refreshes only the user's field here (in `PresenceHandler.user_syncing`); the
-                    // device's too, so a long sync is not followed by an instant timeout.
+                    // The reference refreshes only the user's field here (in
+                    // `PresenceHandler.user_syncing`); the device's too, so a long sync is
+                    // not followed by an instant timeout.
                     d.last_sync_ts = now;
                 }
                 let mut new = self.users.record(user).clone();
