@@ -60,6 +60,8 @@ pub enum ErrorKind {
     UnsupportedRoomVersion,
     /// 403 `M_USER_DEACTIVATED`: the account has been deactivated.
     UserDeactivated,
+    /// 401 `M_USER_LOCKED`: the account has been locked by an administrator.
+    UserLocked,
     /// 500 `M_UNKNOWN`: something failed inside the server.
     Internal,
     /// 503 `M_UNKNOWN`: a service the server depends on is unreachable; retry later.
@@ -89,6 +91,7 @@ impl ErrorKind {
             Self::RoomInUse => "M_ROOM_IN_USE",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::UserLocked => "M_USER_LOCKED",
         }
     }
 
@@ -96,7 +99,7 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             Self::Forbidden | Self::UserDeactivated => StatusCode::FORBIDDEN,
-            Self::UnknownToken | Self::MissingToken | Self::Unauthorized => {
+            Self::UnknownToken | Self::MissingToken | Self::Unauthorized | Self::UserLocked => {
                 StatusCode::UNAUTHORIZED
             }
             Self::BadJson
@@ -245,6 +248,7 @@ mod tests {
                 "M_UNSUPPORTED_ROOM_VERSION",
             ),
             (ErrorKind::UserDeactivated, 403, "M_USER_DEACTIVATED"),
+            (ErrorKind::UserLocked, 401, "M_USER_LOCKED"),
             (ErrorKind::Internal, 500, "M_UNKNOWN"),
             (ErrorKind::Unavailable, 503, "M_UNKNOWN"),
         ];

@@ -64,6 +64,18 @@ pub enum StoreError {
     /// Another SQLite failure (internal).
     #[error("sqlite error")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another backend behind the same interface failed (a Synapse deployment's
+    /// PostgreSQL or Redis, in the writer mode).
+    #[error("{backend}: {reason}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The backend does not offer this operation (yet).
+    #[error("not supported by this backend: {0}")]
+    Unsupported(&'static str),
     /// The store could not start its threads or open its files.
     #[error("store I/O error")]
     Io(#[from] std::io::Error),

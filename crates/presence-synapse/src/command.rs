@@ -23,7 +23,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// What `USER_SYNC` reports about a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum SyncState {
     /// The device's first concurrent sync began (wire `start`).
     Start,

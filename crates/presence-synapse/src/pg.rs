@@ -456,6 +456,15 @@ impl SynapseDb {
         Ok(out)
     }
 
+    /// Whether `user` has an account in the deployment (`users`), deactivated or not.
+    pub async fn user_exists(&self, user: &UserId) -> Result<bool, Error> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user.as_str()])
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// The rooms `user` is currently joined to, sorted.
     pub async fn rooms_for_user(&self, user: &UserId) -> Result<Vec<String>, Error> {
         let client = self.pool.get().await?;

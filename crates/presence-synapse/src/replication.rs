@@ -317,6 +317,12 @@ impl Publisher {
         ))
     }
 
+    /// How many lines are queued and not yet handed to Redis (the one being published
+    /// included only until it is taken from the queue).
+    pub fn queued(&self) -> usize {
+        self.lines.max_capacity() - self.lines.capacity()
+    }
+
     /// Queues `command` for publishing (waits while the queue is full). Commands go out in
     /// the order queued. Fails only once the task has stopped.
     pub async fn publish(&self, command: &Command) -> Result<(), Error> {

@@ -323,6 +323,15 @@ pub enum StartError {
         #[source]
         source: presence_federation::Error,
     },
+    /// The Synapse deployment could not be reached or used (writer mode).
+    #[error("{what}: {source}")]
+    Synapse {
+        /// What was being set up, with the configuration key.
+        what: String,
+        /// Why.
+        #[source]
+        source: presence_synapse::Error,
+    },
     /// A listener failed while serving.
     #[error("listener on {addr} failed: {source}")]
     Serve {

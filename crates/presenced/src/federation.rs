@@ -22,7 +22,7 @@ use presence_router::{ServerName, UserPresenceState};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::Store,
+    app::synapse::Persistence,
     config::Config,
     error::StartError,
     presence::{FederationSender, PresenceService},
@@ -32,7 +32,7 @@ use crate::{
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 /// Inbound presence into the presence service.
-struct ToPresence(PresenceService<Store>);
+struct ToPresence(PresenceService<Persistence>);
 
 #[async_trait]
 impl InboundPresence for ToPresence {
@@ -61,7 +61,7 @@ impl FederationSender for ToOutbox {
 /// outbox stops when `shutdown` is cancelled.
 pub(crate) async fn start(
     config: &Config,
-    presence: &PresenceService<Store>,
+    presence: &PresenceService<Persistence>,
     shutdown: CancellationToken,
 ) -> Result<Option<Federation>, StartError> {
     if !config.federates() {

@@ -23,7 +23,6 @@ use crate::{
     error::StartError,
     http, presence,
 };
-use presence_store::PresenceStore as _;
 
 /// Starts servers from a [`Config`].
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +87,18 @@ impl Server {
             shutdown.background.clone(),
             &mut background_tasks,
         );
+        let mut publisher = None;
+        if let Some(r) = background.replication {
+            background_tasks.spawn(r.subscriber.run(shutdown.background.clone()));
+            background_tasks.spawn(crate::app::synapse::run_replication(
+                state.clone(),
+                r.writer,
+                r.events,
+                shutdown.background.clone(),
+            ));
+            // Stopped last, once what it queued has gone out (see `App::close`).
+            publisher = Some(tokio::spawn(r.publisher.run(shutdown.publisher.clone())));
+        }
         Ok(RunningServer {
             local_addrs,
             shutdown: Shutdown {
@@ -97,6 +108,7 @@ impl Server {
             tasks,
             state,
             background_tasks,
+            publisher,
         })
     }
 }
@@ -104,14 +116,17 @@ impl Server {
 /// How a running server stops, in order: `requested` stops accepting connections and starts
 /// draining the listeners (federation and keys listeners a little later, once the outbox has
 /// handed over what it queued); `hurry` cuts the draining short (the grace period, or a second
-/// signal); then, whatever happened while draining, the background tasks stop (`background`),
-/// the outbox stops (`outbox`), Python stops and the store closes.
+/// signal); then, whatever happened while draining, the background tasks stop (`background`,
+/// the writer mode's replication subscriber among them), the outbox stops (`outbox`), Python
+/// stops, the store closes, and last the writer mode's Redis publisher (`publisher`), once
+/// the rows committed by the final flushes have gone out.
 #[derive(Clone)]
 pub struct Shutdown {
     requested: CancellationToken,
     hurry: CancellationToken,
     background: CancellationToken,
     outbox: CancellationToken,
+    publisher: CancellationToken,
 }
 
 impl Shutdown {
@@ -121,6 +136,7 @@ impl Shutdown {
             hurry: CancellationToken::new(),
             background: CancellationToken::new(),
             outbox: CancellationToken::new(),
+            publisher: CancellationToken::new(),
         }
     }
 
@@ -148,6 +164,7 @@ pub struct RunningServer {
     tasks: JoinSet<Result<(), StartError>>,
     state: App,
     background_tasks: JoinSet<()>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -245,8 +262,10 @@ impl RunningServer {
             None => self.shutdown.outbox.cancel(),
         }
         self.state.python().shutdown().await;
-        if let Err(e) = self.state.store().close().await {
-            tracing::warn!(error = %e, "Closing the database failed.");
+        self.state.close().await;
+        self.shutdown.publisher.cancel();
+        if let Some(publisher) = self.publisher.take() {
+            let _ = publisher.await;
         }
         tracing::info!("Stopped.");
     }

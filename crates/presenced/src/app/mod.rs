@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod rooms;
+pub mod synapse;
 pub mod sync;
 
 use std::sync::Arc;
@@ -22,10 +23,13 @@ use presence_router::{ModuleApi, ModuleCommand};
 use presence_store::{SqliteConfig as StoreConfig, SqliteStore, Synchronous};
 use tokio::sync::mpsc;
 
-use self::auth::{AccessTokens, StoreTokens, TokenCache};
+use self::{
+    auth::{AccessTokens, StoreTokens, TokenCache},
+    synapse::{Persistence, SynapseTokens, SynapseWriter},
+};
 use crate::{
     config::{Config, DatabaseConfig, PresenceMode, SqliteSynchronous},
-    error::StartError,
+    error::{ApiError, StartError},
     notify::Notifier,
     presence::PresenceService,
     ratelimit::RateLimiter,
@@ -42,8 +46,11 @@ pub struct App {
 
 struct Inner {
     config: Config,
-    store: Store,
-    presence: PresenceService<Store>,
+    /// The standalone mode's store; `None` beside Synapse, where accounts and rooms are
+    /// Synapse's.
+    store: Option<Store>,
+    presence: PresenceService<Persistence>,
+    writer: Option<Arc<SynapseWriter>>,
     metrics: PrometheusHandle,
     presence_put_limit: RateLimiter,
     presence_sync_limit: RateLimiter,
@@ -62,40 +69,163 @@ pub struct Background {
     pub module_commands: mpsc::Receiver<ModuleCommand>,
     /// Stops the federation outbox's tasks.
     pub federation_shutdown: tokio_util::sync::CancellationToken,
+    /// The Synapse writer mode's Redis connections, to run beside the listeners.
+    pub replication: Option<Replication>,
+}
+
+/// The writer mode's Redis side: the subscriber and its events, the publisher's task.
+pub struct Replication {
+    /// The subscribing connection.
+    pub subscriber: presence_synapse::replication::Subscriber,
+    /// What it receives.
+    pub events: mpsc::Receiver<presence_synapse::replication::Event>,
+    /// The publishing connection's task.
+    pub publisher: presence_synapse::replication::PublisherTask,
+    /// The writer they serve.
+    pub writer: Arc<SynapseWriter>,
+}
+
+/// Where presence lives, opened at startup.
+enum Backend {
+    Standalone(Store),
+    Synapse(Box<Replication>),
+}
+
+impl Backend {
+    async fn open(config: &Config) -> Result<Self, StartError> {
+        match (&config.database, &config.writer) {
+            (DatabaseConfig::Postgres(pg), Some(writer)) => open_synapse(config, pg, writer)
+                .await
+                .map(|r| Self::Synapse(Box::new(r))),
+            _ => open_store(config).await.map(Self::Standalone),
+        }
+    }
+
+    async fn close(&self) {
+        if let Self::Standalone(store) = self {
+            close_store(store).await;
+        }
+    }
+}
+
+/// Capacity of the replication event channel and of the publisher's queue.
+const REPLICATION_QUEUE: usize = 4096;
+
+async fn open_synapse(
+    config: &Config,
+    pg: &presence_synapse::pg::PgSettings,
+    writer: &crate::config::SynapseWriterConfig,
+) -> Result<Replication, StartError> {
+    use presence_synapse::{
+        SynapseDb,
+        replication::{Publisher, Subscriber},
+    };
+    let synapse = |what: &str, source: presence_synapse::Error| StartError::Synapse {
+        what: what.to_owned(),
+        source,
+    };
+    let db = SynapseDb::connect(pg)
+        .await
+        .map_err(|e| synapse("database (PostgreSQL)", e))?;
+    let schema = db
+        .schema_version()
+        .await
+        .map_err(|e| synapse("database: reading Synapse's schema_version", e))?;
+    if schema != presence_synapse::pg::TESTED_SCHEMA_VERSION {
+        tracing::warn!(
+            schema,
+            tested = presence_synapse::pg::TESTED_SCHEMA_VERSION,
+            "Synapse's database schema differs from the version Presenced was tested with (Synapse 1.163.2)."
+        );
+    }
+    let position = db
+        .current_presence_position()
+        .await
+        .map_err(|e| synapse("database: reading presence_stream_sequence", e))?;
+    let (subscriber, events) =
+        Subscriber::new(&writer.redis, &config.server_name, REPLICATION_QUEUE)
+            .map_err(|e| synapse("redis", e))?;
+    let (publisher, task) = Publisher::new(&writer.redis, &config.server_name, REPLICATION_QUEUE)
+        .map_err(|e| synapse("redis", e))?;
+    if writer.replication_secret.is_none() {
+        tracing::warn!(
+            "worker_replication_secret is not set: anyone who can reach the replication listener can set presence."
+        );
+    }
+    tracing::info!(
+        instance = %writer.worker_name,
+        position,
+        schema,
+        "Connected to the Synapse deployment's database as its presence writer."
+    );
+    Ok(Replication {
+        subscriber,
+        events,
+        publisher: task,
+        writer: Arc::new(SynapseWriter::new(
+            writer.worker_name.clone(),
+            db,
+            publisher,
+            position,
+        )),
+    })
 }
 
 /// Capacity of the module command channel: modules wait when the server is this far behind.
 const MODULE_COMMAND_QUEUE: usize = 64;
 
 impl App {
-    /// Opens the store, builds the routers and the engine, and restores persisted presence.
-    /// If any step fails, what was already opened (the store's writer, the Python
-    /// interpreter) is closed before the error is returned.
+    /// Opens the store (or connects to the Synapse deployment), builds the routers and the
+    /// engine, and restores persisted presence. If any step fails, what was already opened
+    /// (the store's writer, the Python interpreter) is closed before the error is returned.
     pub async fn build(config: Config) -> Result<(Self, Background), StartError> {
-        let store = open_store(&config).await?;
+        let backend = Backend::open(&config).await?;
         let (tx, rx) = mpsc::channel(MODULE_COMMAND_QUEUE);
         let api = ModuleApi::new(config.server_name.clone(), tx);
         let routers = match crate::routers::build(&config, &api).await {
             Ok(routers) => routers,
             Err(e) => {
-                close_store(&store).await;
+                backend.close().await;
                 return Err(e);
             }
         };
         let python = routers.python.clone();
         let federation_shutdown = tokio_util::sync::CancellationToken::new();
-        match Self::assemble(config, store.clone(), routers, federation_shutdown.clone()).await {
+        let (persistence, store, replication) = match backend {
+            Backend::Standalone(store) => {
+                (Persistence::Standalone(store.clone()), Some(store), None)
+            }
+            Backend::Synapse(replication) => (
+                Persistence::Synapse(replication.writer.clone()),
+                None,
+                Some(*replication),
+            ),
+        };
+        let writer = replication.as_ref().map(|r| r.writer.clone());
+        match Self::assemble(
+            config,
+            persistence,
+            store.clone(),
+            writer,
+            routers,
+            federation_shutdown.clone(),
+        )
+        .await
+        {
             Ok(app) => Ok((
                 app,
                 Background {
                     module_commands: rx,
                     federation_shutdown,
+                    replication,
                 },
             )),
             Err(e) => {
                 federation_shutdown.cancel();
                 python.shutdown().await;
-                close_store(&store).await;
+                if let Some(store) = &store {
+                    close_store(store).await;
+                }
                 Err(e)
             }
         }
@@ -103,24 +233,37 @@ impl App {
 
     async fn assemble(
         config: Config,
-        store: Store,
+        persistence: Persistence,
+        store: Option<Store>,
+        writer: Option<Arc<SynapseWriter>>,
         routers: crate::routers::Routers,
         federation_shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Self, StartError> {
         let engine = Engine::new(engine_config(&config));
-        let presence =
-            PresenceService::new(engine, routers.set, store.clone(), Notifier::default());
+        let presence = PresenceService::new(engine, routers.set, persistence, Notifier::default());
         // Connected before the restore, so restored changes reach remote servers too.
         let federation = crate::federation::start(&config, &presence, federation_shutdown).await?;
         presence.restore().await.map_err(StartError::Restore)?;
         let rc = config.rc_presence.per_user;
+        let access_tokens: Arc<dyn AccessTokens> = match (&store, &writer) {
+            (_, Some(writer)) => Arc::new(SynapseTokens(writer.clone())),
+            (Some(store), None) => Arc::new(StoreTokens(store.clone())),
+            (None, None) => {
+                return Err(StartError::Config(crate::config::ConfigError::new(vec![
+                    crate::config::ConfigProblem::new(
+                        "database",
+                        "no presence store is configured",
+                    ),
+                ])));
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 presence_put_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 presence_sync_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 metrics: crate::metrics::install(),
                 tokens: TokenCache::default(),
-                access_tokens: Arc::new(StoreTokens(store.clone())),
+                access_tokens,
                 sync_filters: Default::default(),
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
@@ -129,6 +272,7 @@ impl App {
                 config,
                 store,
                 presence,
+                writer,
             }),
         })
     }
@@ -138,13 +282,30 @@ impl App {
         &self.inner.config
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// The standalone mode's store (404 `M_UNRECOGNIZED` beside Synapse, where the
+    /// endpoints that need it are not served).
+    pub fn store(&self) -> Result<&Store, ApiError> {
+        self.inner.store.as_ref().ok_or_else(ApiError::unrecognized)
+    }
+
+    /// The Synapse writer, in that mode.
+    pub fn writer(&self) -> Option<&Arc<SynapseWriter>> {
+        self.inner.writer.as_ref()
+    }
+
+    /// Closes what the core opened: the standalone store (committing what is queued), or
+    /// the writer's publisher once what it queued has gone out (briefly).
+    pub async fn close(&self) {
+        if let Some(store) = &self.inner.store {
+            close_store(store).await;
+        }
+        if let Some(writer) = self.writer() {
+            writer.drain(std::time::Duration::from_secs(2)).await;
+        }
     }
 
     /// The presence service.
-    pub fn presence(&self) -> &PresenceService<Store> {
+    pub fn presence(&self) -> &PresenceService<Persistence> {
         &self.inner.presence
     }
 
@@ -213,7 +374,12 @@ impl App {
 }
 
 async fn open_store(config: &Config) -> Result<Store, StartError> {
-    let DatabaseConfig::Sqlite(sqlite) = &config.database;
+    let DatabaseConfig::Sqlite(sqlite) = &config.database else {
+        // Config validation pairs PostgreSQL with the writer mode only.
+        return Err(StartError::Config(crate::config::ConfigError::new(vec![
+            crate::config::ConfigProblem::new("database.name", "sqlite3 is required here"),
+        ])));
+    };
     if let Some(dir) = sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StartError::StoreDirectory {
             path: dir.to_owned(),

@@ -310,7 +310,7 @@ impl App {
                 .map_err(|_| ApiError::bad_json("filter is not valid JSON"))?
         } else {
             let stored = self
-                .store()
+                .store()?
                 .get_filter(user, &raw)
                 .await?
                 .ok_or_else(|| ApiError::not_found("No such filter"))?;

@@ -16,6 +16,7 @@ mod error;
 mod parse;
 mod section;
 mod source;
+mod synapse;
 mod units;
 
 #[cfg(test)]
@@ -92,6 +93,23 @@ pub struct Config {
     pub max_request_body_size: usize,
     /// Federation keys (`signing_key_path`, `trusted_key_servers`, ...).
     pub federation: FederationConfig,
+    /// Set when Presenced is the presence stream writer of a Synapse deployment
+    /// (`worker_name` named in `stream_writers.presence`); `None` in the standalone mode.
+    pub writer: Option<SynapseWriterConfig>,
+}
+
+/// The Synapse writer mode: who Presenced is in the deployment and how it reaches the
+/// deployment's Redis. (Its PostgreSQL is `database`.)
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SynapseWriterConfig {
+    /// `worker_name`: the instance name Presenced writes and announces under.
+    pub worker_name: String,
+    /// `worker_replication_secret`: the bearer other processes send to the replication
+    /// endpoints; `None` leaves them open (warned about at startup).
+    pub replication_secret: Option<Secret>,
+    /// `redis`.
+    pub redis: presence_synapse::replication::RedisSettings,
 }
 
 /// A loaded configuration with what the operator should be told about it.
@@ -203,18 +221,22 @@ pub enum ResourceName {
     Keys,
     /// Prometheus metrics.
     Metrics,
+    /// Synapse's HTTP replication endpoints (`/_synapse/replication`), served in the writer
+    /// mode.
+    Replication,
     /// The health check (served on every listener anyway).
     Health,
 }
 
 impl ResourceName {
     /// Every resource Presenced serves.
-    pub const ALL: [ResourceName; 5] = [
+    pub const ALL: [ResourceName; 6] = [
         Self::Client,
         Self::Federation,
         Self::Keys,
         Self::Metrics,
         Self::Health,
+        Self::Replication,
     ];
 
     /// The name used in the configuration file.
@@ -224,6 +246,7 @@ impl ResourceName {
             Self::Federation => "federation",
             Self::Keys => "keys",
             Self::Metrics => "metrics",
+            Self::Replication => "replication",
             Self::Health => "health",
         }
     }
@@ -246,6 +269,8 @@ impl fmt::Display for ResourceName {
 pub enum DatabaseConfig {
     /// `name: sqlite3`.
     Sqlite(SqliteConfig),
+    /// `name: psycopg2`: a Synapse deployment's PostgreSQL (the writer mode only).
+    Postgres(presence_synapse::pg::PgSettings),
 }
 
 /// `database.args` for SQLite.
@@ -590,6 +615,12 @@ impl Default for FederationTimers {
 
 impl Config {
     /// Whether this server federates: some listener serves `federation` or `keys`.
+    /// Whether Presenced is a Synapse deployment's presence writer.
+    pub fn is_writer(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Whether any listener serves federation (or keys).
     pub fn federates(&self) -> bool {
         self.listeners
             .iter()

@@ -22,14 +22,7 @@ const DEFAULT_BIND_ADDRESSES: [&str; 2] = ["::", "0.0.0.0"];
 const DEFAULT_METRICS_BIND_ADDRESS: &str = "0.0.0.0";
 
 /// Resource names the reference homeserver serves but Presenced does not.
-const FOREIGN_RESOURCES: [&str; 6] = [
-    "consent",
-    "media",
-    "openid",
-    "replication",
-    "static",
-    "webclient",
-];
+const FOREIGN_RESOURCES: [&str; 5] = ["consent", "media", "openid", "static", "webclient"];
 
 /// Validates the merged configuration tree.
 pub(super) fn build(root: Map<String, Value>) -> Result<LoadedConfig, ConfigError> {
@@ -50,8 +43,27 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
     let mut top = Section::new(diag, String::new(), Value::Object(root), Leftovers::Report)?;
 
     let server_name = top.require::<ServerName>("server_name");
-    let listeners = read_listeners(&mut top);
-    let database = read_database(&mut top);
+    let writer = super::synapse::read_writer(&mut top);
+    let is_writer = matches!(writer, Some(Some(_))) || top.has("worker_name");
+    let listeners = if is_writer {
+        // Main's listeners are main's: the writer serves its worker_listeners.
+        let _ = top.take_raw("listeners");
+        read_listeners(&mut top, "worker_listeners")
+    } else {
+        read_listeners(&mut top, "listeners")
+    };
+    if !is_writer {
+        for (i, l) in listeners.iter().enumerate() {
+            if l.serves(ResourceName::Replication) {
+                top.warning(
+                    &format!("listeners[{i}].resources"),
+                    "the replication resource is served only as a Synapse deployment's \
+                     presence writer (worker_name in stream_writers.presence); ignored",
+                );
+            }
+        }
+    }
+    let database = read_database(&mut top, is_writer);
     let registration = read_registration(&mut top);
     let password_config = read_password_config(&mut top);
     let password_hash_cost = read_password_hash_cost(&mut top);
@@ -94,26 +106,24 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         max_status_msg_length: max_status_msg_length?,
         max_request_body_size: max_request_body_size?,
         federation,
+        writer: writer?,
     })
 }
 
 // ---------------------------------------------------------------------------------------
 // listeners
 
-fn read_listeners(top: &mut Section<'_>) -> Vec<ListenerConfig> {
+fn read_listeners(top: &mut Section<'_>, key: &str) -> Vec<ListenerConfig> {
     let diag = top.diagnostics();
     let problems_before = diag.problem_count();
-    let entries = top.list("listeners");
+    let entries = top.list(key);
     let listeners: Vec<ListenerConfig> = entries
         .into_iter()
         .filter_map(|(path, value)| read_listener(diag, path, value))
         .collect();
     // Only complain about "no listener" when nothing else already explains it.
     if listeners.is_empty() && diag.problem_count() == problems_before {
-        top.problem(
-            "listeners",
-            "at least one listener of type http is required",
-        );
+        top.problem(key, "at least one listener of type http is required");
     }
     listeners
 }
@@ -195,18 +205,40 @@ fn read_resources(diag: &Diagnostics, path: String, value: Value) -> Option<List
 // ---------------------------------------------------------------------------------------
 // database
 
-fn read_database(top: &mut Section<'_>) -> Option<DatabaseConfig> {
+fn read_database(top: &mut Section<'_>, writer: bool) -> Option<DatabaseConfig> {
     let Some(mut s) = top.section("database", Leftovers::Report) else {
+        if writer && !top.has("database") {
+            top.problem(
+                "database",
+                "is required: the presence writer uses the deployment's PostgreSQL \
+                 (name: psycopg2)",
+            );
+            return None;
+        }
         return (!top.has("database"))
             .then(|| DatabaseConfig::Sqlite(SqliteConfig::new(DEFAULT_SQLITE_PATH)));
     };
     let name = s.require::<String>("name");
     let result = match name.as_deref() {
+        Some("sqlite3") if writer => {
+            s.problem(
+                "name",
+                "a Synapse deployment with workers runs on PostgreSQL (name: psycopg2); \
+                 the presence writer cannot use SQLite",
+            );
+            s.take_raw("args");
+            None
+        }
         Some("sqlite3") => read_sqlite_args(&mut s),
+        Some("psycopg2") if writer => {
+            super::synapse::read_postgres(&mut s).map(DatabaseConfig::Postgres)
+        }
         Some("psycopg2") => {
             s.problem(
                 "name",
-                "PostgreSQL (psycopg2) is not supported yet; use name: sqlite3",
+                "PostgreSQL (psycopg2) is used only as the presence writer of a Synapse \
+                 deployment (worker_name named in stream_writers.presence); the standalone \
+                 mode uses name: sqlite3",
             );
             // Its connection settings are not reported one by one: the whole section is
             // unusable as it stands.

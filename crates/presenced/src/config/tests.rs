@@ -323,12 +323,85 @@ fn missing_required_keys_are_named() {
 }
 
 #[test]
-fn postgres_is_a_clear_not_supported_error() {
+fn postgres_in_the_standalone_mode_points_at_the_writer_mode() {
     let yaml = minimal_with(
         "database:\n  name: psycopg2\n  args: {user: synapse, password: secret, database: synapse, host: db}\n",
     );
     assert_eq!(problem_paths(&yaml), ["database.name"]);
-    assert!(problem_at(&yaml, "database.name").contains("not supported yet"));
+    let message = problem_at(&yaml, "database.name");
+    assert!(
+        message.contains("presence writer of a Synapse") && message.contains("sqlite3"),
+        "{message}"
+    );
+}
+
+/// The shared file of a Synapse deployment plus a worker file naming Presenced the writer.
+const WRITER: &str = "
+server_name: test.local
+listeners:
+  - {port: 8008, type: http, resources: [{names: [client, federation]}]}
+database: {name: psycopg2, args: {user: synapse, dbname: synapse, host: /run/pg, port: 5432, cp_min: 1, cp_max: 3}}
+redis: {enabled: true, host: 127.0.0.1, port: 6379}
+instance_map:
+  main: {host: 127.0.0.1, port: 9093}
+  presenced: {host: 127.0.0.1, port: 9094}
+stream_writers: {presence: presenced}
+worker_replication_secret: s3cret
+worker_app: synapse.app.generic_worker
+worker_name: presenced
+worker_listeners:
+  - {port: 9094, type: http, bind_addresses: ['127.0.0.1'], resources: [{names: [replication]}]}
+  - {port: 9095, type: http, bind_addresses: ['127.0.0.1'], resources: [{names: [client]}]}
+";
+
+#[test]
+fn a_worker_named_as_presence_writer_is_the_writer_mode() {
+    let c = load(WRITER);
+    let writer = c.config.writer.as_ref().expect("writer mode");
+    assert_eq!(writer.worker_name, "presenced");
+    assert_eq!(
+        writer.replication_secret.as_ref().map(Secret::expose),
+        Some("s3cret")
+    );
+    assert!(matches!(c.config.database, DatabaseConfig::Postgres(_)));
+    // Main's listeners are main's: Presenced binds the worker's.
+    let ports: Vec<u16> = c.config.listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [9094, 9095]);
+    assert!(c.config.listeners[0].serves(ResourceName::Replication));
+    // A list of one writer is the same.
+    let listed = WRITER.replace("{presence: presenced}", "{presence: [presenced]}");
+    assert!(load(&listed).config.is_writer());
+}
+
+#[test]
+fn an_inconsistent_deployment_stops_startup_with_the_key() {
+    let cases = [
+        (WRITER.replace("enabled: true, host", "enabled: false, host"), "redis.enabled"),
+        (
+            WRITER.replace(
+                "{name: psycopg2, args: {user: synapse, dbname: synapse, host: /run/pg, port: 5432, cp_min: 1, cp_max: 3}}",
+                "{name: sqlite3, args: {database: x.db}}",
+            ),
+            "database.name",
+        ),
+        (WRITER.replace("{presence: presenced}", "{presence: presence1}"), "stream_writers.presence"),
+        (
+            WRITER.replace("  presenced: {host: 127.0.0.1, port: 9094}\n", ""),
+            "instance_map.presenced",
+        ),
+        (
+            WRITER.replace("  presenced: {host: 127.0.0.1, port: 9094}", "  presenced: {path: /run/w.sock}"),
+            "instance_map.presenced.path",
+        ),
+        (
+            format!("{WRITER}matrix_authentication_service: {{enabled: true}}\n"),
+            "matrix_authentication_service.enabled",
+        ),
+    ];
+    for (yaml, path) in cases {
+        let message = problem_at(&yaml, path);
+        assert!(!message.is_empty(), "{path}");
+    }
 }
 
 #[test]
@@ -336,7 +409,9 @@ fn sqlite_arguments() {
     let c = load(&minimal_with(
         "database: {name: sqlite3, args: {database: /var/lib/presenced/p.db, synchronous: normal, cp_min: 5}}\n",
     ));
-    let DatabaseConfig::Sqlite(sqlite) = &c.config.database;
+    let DatabaseConfig::Sqlite(sqlite) = &c.config.database else {
+        panic!("not sqlite: {:?}", c.config.database)
+    };
     assert_eq!(sqlite.path, PathBuf::from("/var/lib/presenced/p.db"));
     assert_eq!(sqlite.synchronous, SqliteSynchronous::Normal);
     assert_eq!(c.unknown_keys, ["database.args.cp_min"]);

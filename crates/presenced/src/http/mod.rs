@@ -13,6 +13,7 @@ mod admin_rooms;
 pub mod auth;
 mod client;
 mod json;
+mod replication;
 mod response;
 
 use axum::{
@@ -55,12 +56,16 @@ pub fn app_for(state: App, resources: &[ResourceName]) -> Router {
     let mut router = Router::new().route(HEALTH_PATH, get(health));
     // The federation crate's routes carry their own state.
     let mut federation_routes = Router::new();
+    let writer = state.writer().is_some();
     for resource in resources {
         router = match resource {
+            // Beside Synapse, accounts, rooms and /sync stay Synapse's.
+            ResourceName::Client if writer => router.merge(client::writer_routes()),
             ResourceName::Client => router
                 .merge(client::routes())
                 .merge(admin::routes())
                 .merge(admin_rooms::routes()),
+            ResourceName::Replication if writer => router.merge(replication::routes()),
             ResourceName::Metrics => router.route(METRICS_PATH, get(metrics)),
             _ => router,
         };

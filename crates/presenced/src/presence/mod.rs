@@ -282,6 +282,26 @@ impl<S: PresencePersistence> PresenceService<S> {
         .await
     }
 
+    /// A sync happened and is over (a Synapse worker's `set_state(is_sync=True)` relay): the
+    /// device counts as online for `sync_online_timeout` from now, as after any sync.
+    pub async fn synced(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+        state: PresenceState,
+    ) -> Result<(), PresenceError> {
+        let user = self.user(user);
+        self.submit(vec![
+            Input::SyncStarted {
+                user,
+                device: device.clone(),
+                state,
+            },
+            Input::SyncEnded { user, device },
+        ])
+        .await
+    }
+
     /// The sync started by [`Self::sync_started`] ended.
     pub async fn sync_ended(&self, user: &UserId, device: Option<DeviceId>) {
         let user = self.user(user);

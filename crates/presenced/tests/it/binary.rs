@@ -169,7 +169,7 @@ async fn check_config_exit_codes() {
     assert_eq!(code, 1);
     assert!(stdout.is_empty());
     assert!(
-        stderr.contains("database.name: PostgreSQL (psycopg2) is not supported yet"),
+        stderr.contains("database.name: PostgreSQL (psycopg2) is used only as the presence writer"),
         "{stderr}"
     );
 

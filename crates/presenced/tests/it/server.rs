@@ -148,6 +148,7 @@ async fn cleanup_runs_even_when_the_grace_period_runs_out() {
     let app = server.state().clone();
     assert!(
         app.store()
+            .unwrap()
             .user_exists(&presence_router::UserId::parse("@a:test").unwrap())
             .await
             .is_ok()
@@ -159,7 +160,7 @@ async fn cleanup_runs_even_when_the_grace_period_runs_out() {
         "stop waited for the stuck request: {:?}",
         started.elapsed()
     );
-    let after = app.store().set_meta("after-stop", "x").await;
+    let after = app.store().unwrap().set_meta("after-stop", "x").await;
     assert!(
         matches!(after, Err(presence_store::StoreError::Closed)),
         "the store was closed after the grace period: {after:?}"

@@ -223,13 +223,13 @@ pub fn server_user(server: &ServerName) -> Result<UserId, ApiError> {
 /// Records a user's display name (used in the member events of their joins).
 pub async fn set_displayname(state: &App, user: &UserId, name: &str) -> Result<(), ApiError> {
     let key = format!("{DISPLAYNAME_META_PREFIX}{user}");
-    state.store().set_meta(&key, name).await?;
+    state.store()?.set_meta(&key, name).await?;
     Ok(())
 }
 
 async fn displayname(state: &App, user: &UserId) -> Result<Option<String>, ApiError> {
     let key = format!("{DISPLAYNAME_META_PREFIX}{user}");
-    Ok(state.store().get_meta(&key).await?)
+    Ok(state.store()?.get_meta(&key).await?)
 }
 
 /// The room a `roomIdOrAlias` path segment names: 400 `M_INVALID_PARAM` when it is neither,
@@ -238,7 +238,7 @@ pub async fn resolve(state: &App, id_or_alias: &str) -> Result<RoomId, ApiError>
     if id_or_alias.starts_with('#') {
         let alias = RoomAlias::parse(id_or_alias)?;
         return state
-            .store()
+            .store()?
             .resolve_room_alias(alias.as_str())
             .await?
             .ok_or_else(|| ApiError::not_found("Room alias not found"));
@@ -253,7 +253,7 @@ pub fn parse_room_id(s: &str) -> Result<RoomId, ApiError> {
 
 /// 404 `M_NOT_FOUND` unless the room exists.
 async fn existing_room(state: &App, room: &RoomId) -> Result<(), ApiError> {
-    match state.store().get_room(room).await? {
+    match state.store()?.get_room(room).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("Unknown room")),
     }
@@ -264,13 +264,13 @@ async fn membership(
     room: &RoomId,
     user: &UserId,
 ) -> Result<Option<Membership>, ApiError> {
-    Ok(state.store().membership(room, user).await?)
+    Ok(state.store()?.membership(room, user).await?)
 }
 
 /// The joined members of a room.
 pub async fn joined_members_of(state: &App, room: &RoomId) -> Result<Vec<UserId>, ApiError> {
     Ok(state
-        .store()
+        .store()?
         .room_members(room)
         .await?
         .into_iter()
@@ -300,7 +300,7 @@ async fn commit(
         .map(|c| (c.user_id.clone(), c.membership))
         .collect();
     state
-        .store()
+        .store()?
         .apply_room_update(room, RoomUpdate::new(events, changes))
         .await?;
     for (user, m) in &touched {
@@ -366,7 +366,7 @@ async fn check_invitee(state: &App, invitee: &UserId) -> Result<(), ApiError> {
             "Cannot invite users of other servers: rooms are not federated",
         ));
     }
-    if !state.store().user_exists(invitee).await? {
+    if !state.store()?.user_exists(invitee).await? {
         return Err(ApiError::not_found(format!("Unknown user {invitee}")));
     }
     Ok(())
@@ -385,7 +385,7 @@ pub async fn create_room(state: &App, creator: &UserId, new: NewRoom) -> Result<
     }
     if let Some(alias) = &new.alias
         && state
-            .store()
+            .store()?
             .resolve_room_alias(alias.as_str())
             .await?
             .is_some()
@@ -400,7 +400,7 @@ pub async fn create_room(state: &App, creator: &UserId, new: NewRoom) -> Result<
     ))
     .map_err(ApiError::internal)?;
     state
-        .store()
+        .store()?
         .create_room(RoomRecord::new(
             room.clone(),
             creator.clone(),
@@ -410,7 +410,7 @@ pub async fn create_room(state: &App, creator: &UserId, new: NewRoom) -> Result<
         .await?;
     if let Some(alias) = &new.alias
         && !state
-            .store()
+            .store()?
             .create_room_alias(alias.as_str(), &room, creator, ts)
             .await?
     {
@@ -536,7 +536,7 @@ pub async fn join(state: &App, user: &UserId, room: &RoomId) -> Result<(), ApiEr
         state.presence().join(room, user).await?;
         return Ok(());
     }
-    let room_state = state.store().room_state(room).await?;
+    let room_state = state.store()?.room_state(room).await?;
     if join_rule(&room_state) != "public" && current != Some(Membership::Invite) {
         return Err(ApiError::forbidden("You are not invited to this room."));
     }
@@ -645,7 +645,7 @@ pub async fn admin_set_membership(
     let server_user = server_user(&state.config().server_name)?;
     let ts = now_ms();
     let _guard = state.room_locks().lock(room).await;
-    let exists = state.store().get_room(room).await?.is_some();
+    let exists = state.store()?.get_room(room).await?.is_some();
     if !exists && !join {
         // Nobody is in a room that does not exist: nothing to leave.
         return Ok(());
@@ -653,7 +653,7 @@ pub async fn admin_set_membership(
     let mut evs = Vec::new();
     if !exists {
         let record = RoomRecord::new(room.clone(), server_user.clone(), false, ts);
-        match state.store().create_room(record).await {
+        match state.store()?.create_room(record).await {
             Ok(()) => {
                 evs = server_room_events(&server_user, ts)?;
                 tracing::info!(room = %room, "Created a room through the admin API.");
@@ -722,7 +722,7 @@ pub async fn send_event(
         now_ms(),
         Value::Object(content).to_string(),
     );
-    match state.store().append_events(room, vec![ev]).await {
+    match state.store()?.append_events(room, vec![ev]).await {
         Ok(_) => wake_room(state, room, &[]).await?,
         // The same transaction again: answer as the first time.
         Err(StoreError::EventExists) => {}
@@ -741,7 +741,7 @@ pub async fn state_for_member(
     if membership(state, room, user).await? != Some(Membership::Join) {
         return Err(ApiError::forbidden(format!("{user} is not in room {room}")));
     }
-    Ok(state.store().room_state(room).await?)
+    Ok(state.store()?.room_state(room).await?)
 }
 
 /// `GET /rooms/{roomId}/joined_members`: each joined member's display name and avatar, for
@@ -772,7 +772,7 @@ pub async fn joined_members(
 /// `GET /joined_rooms`.
 pub async fn joined_rooms(state: &App, user: &UserId) -> Result<Vec<RoomId>, ApiError> {
     Ok(state
-        .store()
+        .store()?
         .rooms_of(user)
         .await?
         .into_iter()

@@ -33,7 +33,7 @@ const LEAVE_LOOKBACK_PAGES: usize = 10;
 
 /// The current rooms stream position: the latest stored event's stream ordering.
 pub async fn rooms_stream_position(state: &App) -> Result<u64, ApiError> {
-    Ok(state.store().max_stream_ordering().await?)
+    Ok(state.store()?.max_stream_ordering().await?)
 }
 
 /// An empty `rooms` object.
@@ -73,7 +73,7 @@ pub async fn rooms_section(
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
-    for room in state.store().user_rooms(user).await? {
+    for room in state.store()?.user_rooms(user).await? {
         let after = |o: Option<StreamOrdering>| match since {
             None => true,
             Some(s) => o.is_some_and(|o| o > s && o <= pos),
@@ -135,7 +135,7 @@ async fn was_joined_before(
     let mut before = leave.saturating_sub(1);
     for _ in 0..LEAVE_LOOKBACK_PAGES {
         let page = state
-            .store()
+            .store()?
             .recent_events(room, before, LEAVE_LOOKBACK_PAGE)
             .await?;
         if let Some(own) = page.iter().rev().find(|e| {
@@ -161,7 +161,7 @@ async fn timeline(
     up_to: StreamOrdering,
 ) -> Result<(Vec<OrderedEvent>, bool), ApiError> {
     let mut events = state
-        .store()
+        .store()?
         .recent_events(room, up_to, TIMELINE_LIMIT + 1)
         .await?;
     if let Some(s) = since {
@@ -193,7 +193,7 @@ async fn state_at(
     room: &RoomId,
     pos: StreamOrdering,
 ) -> Result<Vec<OrderedEvent>, ApiError> {
-    let mut room_state = state.store().room_state(room).await?;
+    let mut room_state = state.store()?.room_state(room).await?;
     room_state.retain(|e| e.stream_ordering <= pos);
     Ok(room_state)
 }
@@ -247,7 +247,7 @@ async fn joined_room(
 
 /// The room summary: member counts and a few other members to name the room after.
 async fn summary(state: &App, user: &UserId, room: &RoomId) -> Result<Value, ApiError> {
-    let members = state.store().room_members(room).await?;
+    let members = state.store()?.room_members(room).await?;
     let joined = members
         .iter()
         .filter(|(_, m)| *m == Membership::Join)

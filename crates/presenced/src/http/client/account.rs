@@ -87,7 +87,7 @@ async fn create_account(
     displayname: Option<&str>,
 ) -> Result<(), ApiError> {
     // Checked first so a taken name does not cost a password hash.
-    if state.store().user_exists(user).await? {
+    if state.store()?.user_exists(user).await? {
         return Err(ApiError::user_in_use("User ID already taken."));
     }
     let mut new = NewUser::new(user.clone(), now_ms()).with_admin(admin);
@@ -95,7 +95,7 @@ async fn create_account(
         new = new
             .with_password_hash(hash_password(state.config().password_hash_cost, password).await?);
     }
-    match state.store().create_user(new).await {
+    match state.store()?.create_user(new).await {
         Ok(()) => {}
         Err(StoreError::UserExists) => {
             return Err(ApiError::user_in_use("User ID already taken."));
@@ -125,7 +125,7 @@ async fn log_in_device(
     if let Some(name) = display_name {
         new = new.with_display_name(name);
     }
-    state.store().create_device(new, &token).await?;
+    state.store()?.create_device(new, &token).await?;
     // A reused device ID replaced the device's token: forget the cached old one.
     state.tokens().remove_device(user, &device);
     Ok((device, token))
@@ -294,7 +294,7 @@ async fn register(
     let user = match &body.username {
         Some(name) => {
             let user = validate_new_localpart(&name.to_lowercase(), &server)?;
-            if state.store().user_exists(&user).await? {
+            if state.store()?.user_exists(&user).await? {
                 return Err(ApiError::user_in_use("User ID already taken."));
             }
             Some(user)
@@ -345,7 +345,7 @@ async fn check_username_available(
     let username = form_urlencoded_get(query.as_deref().unwrap_or(""), "username")
         .ok_or_else(|| ApiError::invalid_param("Missing parameter: username"))?;
     let user = validate_new_localpart(&username, &state.config().server_name)?;
-    if state.store().user_exists(&user).await? {
+    if state.store()?.user_exists(&user).await? {
         return Err(ApiError::user_in_use("User ID already taken."));
     }
     Ok(Json(json!({"available": true})))
@@ -401,7 +401,7 @@ async fn login(
     let bad = || ApiError::forbidden(BAD_LOGIN);
     let user = login_user(&name, &state.config().server_name).ok_or_else(bad)?;
     let hash = state
-        .store()
+        .store()?
         .get_user(&user)
         .await?
         .and_then(|u| u.password_hash)
@@ -416,7 +416,7 @@ async fn login(
 
 /// Removes a device: its tokens stop working, and presence stops counting it.
 async fn remove_device(state: &App, user: &UserId, device: &DeviceId) -> Result<(), ApiError> {
-    state.store().delete_device(user, device).await?;
+    state.store()?.delete_device(user, device).await?;
     state.tokens().remove_device(user, device);
     state.presence().device_removed(user, device.clone()).await;
     Ok(())
@@ -432,7 +432,7 @@ async fn logout(State(state): State<App>, auth: Requester) -> Result<Json<Value>
 /// `POST /logout/all`: ends every session of the user.
 async fn logout_all(State(state): State<App>, auth: Requester) -> Result<Json<Value>, ApiError> {
     state.tokens().remove(&auth.token);
-    for device in state.store().list_devices(&auth.user_id).await? {
+    for device in state.store()?.list_devices(&auth.user_id).await? {
         remove_device(&state, &auth.user_id, &device.device_id).await?;
     }
     Ok(Json(json!({})))

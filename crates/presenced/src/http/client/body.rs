@@ -12,7 +12,7 @@ use crate::{error::ApiError, http::parse_json_body};
 
 /// The request body, unparsed. Over `max_request_body_size` it is 413 `M_TOO_LARGE`.
 #[derive(Debug, Clone, Default)]
-pub(super) struct RawBody(pub(super) Bytes);
+pub(crate) struct RawBody(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;

@@ -93,7 +93,7 @@ async fn create_filter(
     let user = own_user(&user_id, &auth, "Can only create filters for yourself")?;
     validate(&filter)?;
     let text = Value::Object(filter).to_string();
-    let filter_id = state.store().create_filter(&user, text).await?;
+    let filter_id = state.store()?.create_filter(&user, text).await?;
     Ok(Json(json!({"filter_id": filter_id})))
 }
 
@@ -105,7 +105,7 @@ async fn get_filter(
 ) -> Result<Json<Value>, ApiError> {
     let user = own_user(&user_id, &auth, "Can only get your own filters")?;
     let stored = state
-        .store()
+        .store()?
         .get_filter(&user, &filter_id)
         .await?
         .ok_or_else(|| ApiError::not_found("No such filter"))?;

@@ -13,6 +13,21 @@ use axum::{Router, routing::get};
 
 use super::App;
 
+pub(crate) use body::RawBody;
+
+/// The client-server API routes the presence writer of a Synapse deployment serves: the
+/// `/presence/` routes of every prefix Synapse's worker routing sends to it.
+pub(super) fn writer_routes() -> Router<App> {
+    let mut router = Router::new();
+    for path in presence::WRITER_PATHS {
+        router = router.route(
+            path,
+            get(presence::get_presence).put(presence::set_presence),
+        );
+    }
+    router
+}
+
 /// The client-server API routes.
 pub(super) fn routes() -> Router<App> {
     let mut router = Router::new().route(versions::PATH, get(versions::get_versions));

@@ -30,6 +30,15 @@ pub(super) const PATHS: [&str; 2] = [
     "/_matrix/client/r0/presence/{user_id}/status",
 ];
 
+/// The paths a Synapse deployment routes to its presence writer
+/// (`^/_matrix/client/(api/v1|r0|v3|unstable)/presence/`).
+pub(super) const WRITER_PATHS: [&str; 4] = [
+    "/_matrix/client/v3/presence/{user_id}/status",
+    "/_matrix/client/r0/presence/{user_id}/status",
+    "/_matrix/client/api/v1/presence/{user_id}/status",
+    "/_matrix/client/unstable/presence/{user_id}/status",
+];
+
 const PARSE_ERROR: &str = "Unable to parse state";
 
 /// Parses the `{userId}` path segment: 400 `M_INVALID_PARAM` if it is not a user ID.

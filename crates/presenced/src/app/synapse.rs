@@ -1,0 +1,395 @@
+//! The Synapse writer mode in the core: Presenced as the presence stream writer of a
+//! Synapse deployment.
+//!
+//! - Persistence ([`SynapseWriter`] behind [`Persistence::Synapse`]): presence is committed to
+//!   Synapse's `presence_stream` (stream IDs from its sequence, one row per user, the
+//!   writer's `stream_positions` row raised), and only then published as `RDATA presence`
+//!   rows over Redis, in stream-ID order. A row that is not committed is never announced, and
+//!   the announced position never passes what is committed: the same rule as the standalone
+//!   mode's "visible only once committed".
+//! - Replication over Redis ([`run_replication`]): `POSITION` for `presence` and
+//!   `presence_federation` on every (re)connection and every `REPLICATE`; `USER_SYNC` and
+//!   `CLEAR_USER_SYNC` drive the engine's per-device syncing state, and a process that has
+//!   not been heard from for five minutes has its syncs ended (as the stock writer does).
+//! - Access tokens ([`SynapseTokens`]): Synapse's `access_tokens` and `users` tables.
+//!
+//! Reference: `synapse/handlers/presence.py`, `synapse/replication/tcp/` (see
+//! docs/synapse-writer.md for the protocol as Presenced speaks it).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use presence_engine::StreamPos;
+use presence_router::{DeviceId, RoomId, UserId, UserPresenceState};
+use presence_store::StoreError;
+use presence_synapse::{
+    PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM, SynapseDb,
+    command::{Command, SyncState},
+    pg::TokenLookup,
+    replication::{Event, Publisher},
+    rows::PresenceRow,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, auth::AccessTokens};
+use crate::{error::ApiError, lock, presence::PresencePersistence};
+
+/// How long a process's syncing devices count without any `USER_SYNC` from it (the stock
+/// writer's `EXTERNAL_PROCESS_EXPIRY`).
+const PROCESS_EXPIRY: Duration = Duration::from_secs(5 * 60);
+/// How often silent processes are looked for.
+const EXPIRY_CHECK: Duration = Duration::from_secs(30);
+
+fn backend(e: presence_synapse::Error) -> StoreError {
+    StoreError::Backend {
+        backend: "synapse",
+        reason: e.to_string(),
+    }
+}
+
+/// The presence writer's side of the deployment: its PostgreSQL, its Redis publisher and
+/// what it has announced.
+pub struct SynapseWriter {
+    instance: String,
+    db: SynapseDb,
+    publisher: Publisher,
+    /// The highest presence stream ID committed and published (what POSITION announces).
+    position: AtomicU64,
+    /// Serializes commit + publish, so rows go out in stream-ID order.
+    persist: tokio::sync::Mutex<()>,
+    /// Devices each Synapse process says are syncing, by the process's instance ID.
+    syncs: Mutex<HashMap<String, ProcessSyncs>>,
+}
+
+#[derive(Default)]
+struct ProcessSyncs {
+    last_seen: Option<Instant>,
+    devices: HashSet<(UserId, Option<DeviceId>)>,
+}
+
+impl SynapseWriter {
+    /// Connects the writer: `position` is where the presence stream stands (from the
+    /// sequence).
+    pub fn new(instance: String, db: SynapseDb, publisher: Publisher, position: u64) -> Self {
+        Self {
+            instance,
+            db,
+            publisher,
+            position: AtomicU64::new(position),
+            persist: tokio::sync::Mutex::new(()),
+            syncs: Mutex::default(),
+        }
+    }
+
+    /// The instance name the writer writes and announces under.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The deployment's database.
+    pub fn db(&self) -> &SynapseDb {
+        &self.db
+    }
+
+    /// Waits until the publisher has handed every queued line to Redis, at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.publisher.queued() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The highest committed and published presence stream ID.
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Publishes both streams' positions (on connection and on `REPLICATE`). The
+    /// `presence_federation` stream has no history yet: it stands at 0.
+    async fn announce_positions(&self) {
+        let _serial = self.persist.lock().await;
+        let at = self.position();
+        for command in [
+            Command::position(PRESENCE_STREAM, &self.instance, at, at),
+            Command::position(PRESENCE_FEDERATION_STREAM, &self.instance, 0, 0),
+        ] {
+            if let Err(e) = self.publisher.publish(&command).await {
+                tracing::warn!(error = %e, "Could not queue a POSITION.");
+            }
+        }
+    }
+
+    async fn commit(&self, states: Vec<UserPresenceState>) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let _serial = self.persist.lock().await;
+        let rows = self
+            .db
+            .persist_presence(&self.instance, &states)
+            .await
+            .map_err(backend)?;
+        // Committed: now, and only now, the other processes may hear of it.
+        for (id, state) in &rows {
+            let row = PresenceRow::from(state);
+            let command = Command::rdata(PRESENCE_STREAM, &self.instance, Some(*id), &row)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if let Err(e) = self.publisher.publish(&command).await {
+                tracing::warn!(error = %e, "Could not queue an RDATA row.");
+            }
+            self.position.fetch_max(*id, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+}
+
+/// Where the presence service persists: the standalone store or the deployment's
+/// PostgreSQL. Chosen once at startup.
+#[derive(Clone)]
+pub enum Persistence {
+    /// The standalone mode's SQLite store.
+    Standalone(super::Store),
+    /// A Synapse deployment's PostgreSQL and Redis.
+    Synapse(Arc<SynapseWriter>),
+}
+
+impl PresencePersistence for Persistence {
+    async fn all_joined_memberships(&self) -> Result<Vec<(RoomId, UserId)>, StoreError> {
+        match self {
+            Self::Standalone(s) => s.all_joined_memberships().await,
+            Self::Synapse(w) => {
+                let rows = w.db.joined_members_of_all_rooms().await.map_err(backend)?;
+                let mut skipped = 0usize;
+                let out = rows
+                    .into_iter()
+                    .filter_map(|(room, user)| match RoomId::parse(&room) {
+                        Ok(room) => Some((room, user)),
+                        Err(_) => {
+                            skipped += 1;
+                            None
+                        }
+                    })
+                    .collect();
+                if skipped > 0 {
+                    tracing::warn!(skipped, "Skipped memberships of rooms with unusual IDs.");
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn load_presence(&self) -> Result<Vec<(StreamPos, UserPresenceState)>, StoreError> {
+        match self {
+            Self::Standalone(s) => PresencePersistence::load_presence(s).await,
+            Self::Synapse(w) => w.db.load_presence().await.map_err(backend),
+        }
+    }
+
+    async fn persist_presence(
+        &self,
+        states: Vec<(StreamPos, UserPresenceState)>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Standalone(s) => PresencePersistence::persist_presence(s, states).await,
+            // The deployment numbers rows itself (its sequence): the engine's positions stay
+            // internal to this process.
+            Self::Synapse(w) => w.commit(states.into_iter().map(|(_, s)| s).collect()).await,
+        }
+    }
+
+    async fn set_full_presence_targets(
+        &self,
+        users: Vec<UserId>,
+        pos: StreamPos,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Standalone(s) => {
+                PresencePersistence::set_full_presence_targets(s, users, pos).await
+            }
+            Self::Synapse(_) => Err(StoreError::Unsupported(
+                "full presence snapshots for Synapse's workers",
+            )),
+        }
+    }
+
+    async fn load_full_presence_targets(&self) -> Result<Vec<(UserId, StreamPos)>, StoreError> {
+        match self {
+            Self::Standalone(s) => PresencePersistence::load_full_presence_targets(s).await,
+            // Synapse's workers read `users_to_send_full_presence_to` themselves.
+            Self::Synapse(_) => Ok(Vec::new()),
+        }
+    }
+
+    async fn user_exists(&self, user: &UserId) -> Result<bool, StoreError> {
+        match self {
+            Self::Standalone(s) => PresencePersistence::user_exists(s, user).await,
+            Self::Synapse(w) => w.db.user_exists(user).await.map_err(backend),
+        }
+    }
+}
+
+/// Synapse's access tokens: expired and unknown tokens are `M_UNKNOWN_TOKEN`, a deactivated
+/// account `M_USER_DEACTIVATED`, as Synapse answers.
+pub struct SynapseTokens(pub Arc<SynapseWriter>);
+
+#[async_trait]
+impl AccessTokens for SynapseTokens {
+    async fn resolve(&self, token: &str) -> Result<Option<(UserId, DeviceId, bool)>, ApiError> {
+        let now = crate::presence::now_ms();
+        let lookup = self
+            .0
+            .db
+            .user_for_access_token(token, now)
+            .await
+            .map_err(ApiError::internal)?;
+        match lookup {
+            TokenLookup::Valid(info) => {
+                if info.locked {
+                    return Err(ApiError::new(
+                        crate::error::ErrorKind::UserLocked,
+                        "This account has been locked",
+                    ));
+                }
+                // Tokens without a device (some admin tokens) count as one device.
+                let device = info
+                    .device_id
+                    .clone()
+                    .or_else(|| DeviceId::parse("NO_DEVICE").ok());
+                Ok(device.map(|device| (info.user_id.clone(), device, info.admin)))
+            }
+            TokenLookup::Deactivated(_) => Err(ApiError::new(
+                crate::error::ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Consumes the replication channel until `shutdown`: announces positions, feeds the
+/// engine from `USER_SYNC` / `CLEAR_USER_SYNC`, and ends the syncs of silent processes.
+pub async fn run_replication(
+    app: App,
+    writer: Arc<SynapseWriter>,
+    mut events: mpsc::Receiver<Event>,
+    shutdown: CancellationToken,
+) {
+    let mut expiry = tokio::time::interval(EXPIRY_CHECK);
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = expiry.tick() => {
+                expire_processes(&app, &writer).await;
+                continue;
+            }
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        match event {
+            Event::Connected => {
+                tracing::info!("Subscribed to the deployment's replication channel.");
+                // Ask the other writers for their positions, then give ours.
+                if let Err(e) = writer.publisher.publish(&Command::Replicate).await {
+                    tracing::warn!(error = %e, "Could not queue REPLICATE.");
+                }
+                writer.announce_positions().await;
+            }
+            Event::Disconnected { reason } => {
+                tracing::warn!(%reason, "Lost the replication channel; reconnecting.");
+            }
+            Event::Command(command) => handle_command(&app, &writer, command).await,
+            _ => {}
+        }
+    }
+}
+
+async fn handle_command(app: &App, writer: &SynapseWriter, command: Command) {
+    if command.is_echo_of(&writer.instance) {
+        return;
+    }
+    match command {
+        Command::Replicate => writer.announce_positions().await,
+        Command::UserSync {
+            instance_id,
+            user_id,
+            device_id,
+            state,
+            ..
+        } => {
+            let key = (user_id.clone(), device_id.clone());
+            let changed = {
+                let mut syncs = lock(&writer.syncs);
+                let process = syncs.entry(instance_id).or_default();
+                process.last_seen = Some(Instant::now());
+                match state {
+                    SyncState::Start => process.devices.insert(key),
+                    SyncState::End => process.devices.remove(&key),
+                }
+            };
+            if !changed {
+                return;
+            }
+            let presence = app.presence();
+            match state {
+                SyncState::Start => {
+                    if let Err(e) = presence
+                        .sync_started(&user_id, device_id, presence_router::PresenceState::Online)
+                        .await
+                    {
+                        tracing::warn!(error = %e, user = %user_id, "Could not record a syncing device.");
+                    }
+                }
+                SyncState::End => presence.sync_ended(&user_id, device_id).await,
+            }
+        }
+        Command::ClearUserSync { instance_id } => {
+            let gone = lock(&writer.syncs).remove(&instance_id);
+            if let Some(process) = gone {
+                end_syncs(app, process.devices).await;
+            }
+        }
+        Command::Rdata { .. } => {
+            // Remember the instance as alive: RDATA says nothing of its syncs, though.
+        }
+        _ => {}
+    }
+}
+
+async fn end_syncs(app: &App, devices: HashSet<(UserId, Option<DeviceId>)>) {
+    for (user, device) in devices {
+        app.presence().sync_ended(&user, device).await;
+    }
+}
+
+async fn expire_processes(app: &App, writer: &SynapseWriter) {
+    let expired: Vec<(String, ProcessSyncs)> = {
+        let mut syncs = lock(&writer.syncs);
+        let silent: Vec<String> = syncs
+            .iter()
+            .filter(|(_, p)| p.last_seen.is_some_and(|t| t.elapsed() > PROCESS_EXPIRY))
+            .map(|(id, _)| id.clone())
+            .collect();
+        silent
+            .into_iter()
+            .filter_map(|id| syncs.remove(&id).map(|p| (id, p)))
+            .collect()
+    };
+    for (instance_id, process) in expired {
+        tracing::info!(
+            instance_id,
+            devices = process.devices.len(),
+            "A Synapse process went silent; ending its syncs."
+        );
+        end_syncs(app, process.devices).await;
+    }
+}
