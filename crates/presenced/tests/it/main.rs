@@ -14,3 +14,4 @@ mod python;
 mod rooms;
 mod server;
 mod support;
+mod synapse_writer;

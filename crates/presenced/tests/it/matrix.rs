@@ -258,18 +258,7 @@ impl Client {
             )
             .await;
         let nonce = nonce["nonce"].as_str().unwrap().to_owned();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).unwrap();
-        let role: &[u8] = if admin { b"admin" } else { b"notadmin" };
-        mac.update(
-            &[
-                nonce.as_bytes(),
-                localpart.as_bytes(),
-                password.as_bytes(),
-                role,
-            ]
-            .join(&0u8),
-        );
-        let mac = hex::encode(mac.finalize().into_bytes());
+        let mac = registration_mac(SHARED_SECRET, &nonce, localpart, password, admin);
         let body = json!({"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac});
         let (status, data) = self
             .request(
@@ -373,6 +362,29 @@ impl Client {
             .await;
         (s, d["errcode"].as_str().map(str::to_owned))
     }
+}
+
+/// The `mac` of a shared-secret registration (`/_synapse/admin/v1/register`): hex HMAC-SHA1,
+/// keyed by the secret, of nonce, localpart, password and `admin`/`notadmin`, NUL-separated.
+pub(crate) fn registration_mac(
+    secret: &str,
+    nonce: &str,
+    localpart: &str,
+    password: &str,
+    admin: bool,
+) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    let role: &[u8] = if admin { b"admin" } else { b"notadmin" };
+    mac.update(
+        &[
+            nonce.as_bytes(),
+            localpart.as_bytes(),
+            password.as_bytes(),
+            role,
+        ]
+        .join(&0u8),
+    );
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// A request body: JSON, or raw text sent as JSON.
