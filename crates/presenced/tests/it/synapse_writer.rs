@@ -11,6 +11,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     fs::OpenOptions,
     io::Write as _,
     path::{Path, PathBuf},
@@ -339,8 +340,19 @@ async fn health(base: &str) -> Result<(), String> {
     match http.get(format!("{base}/health")).send().await {
         Ok(r) if r.status() == StatusCode::OK => Ok(()),
         Ok(r) => Err(format!("{base}/health answered {}", r.status())),
-        Err(e) => Err(format!("{base}/health: {e}")),
+        Err(e) => Err(format!("{base}/health: {}", error_chain(&e))),
     }
+}
+
+/// An error and its causes (reqwest's own message hides why a request failed).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 // ---- clients --------------------------------------------------------------------------------
@@ -376,12 +388,13 @@ struct Scenario {
     d: &'static Deployment,
     writer: Writer,
     http: reqwest::Client,
-    test: &'static str,
+    tag: &'static str,
 }
 
 impl Scenario {
-    /// `None` when skipped; else waits for the writer slot and starts Presenced.
-    async fn start(test: &'static str) -> Option<Self> {
+    /// `None` when skipped; else waits for the writer slot and starts Presenced. `tag`, a short
+    /// name for the test, goes into its users' localparts.
+    async fn start(test: &'static str, tag: &'static str) -> Option<Self> {
         let d = deployment(test)?;
         let writer = Writer::start(d, test).await;
         let http = reqwest::Client::builder()
@@ -392,7 +405,7 @@ impl Scenario {
             d,
             writer,
             http,
-            test,
+            tag,
         })
     }
 
@@ -427,7 +440,7 @@ impl Scenario {
         }
         let resp = match req.send().await {
             Ok(resp) => resp,
-            Err(e) => self.fail(&format!("{method} {url}: {e}")),
+            Err(e) => self.fail(&format!("{method} {url}: {}", error_chain(&e))),
         };
         let status = resp.status();
         let bytes = resp.bytes().await.unwrap_or_default();
@@ -445,9 +458,9 @@ impl Scenario {
         data
     }
 
-    /// Registers `{role}-{test}-{run}` on main with the shared-secret admin API.
+    /// Registers `{role}-{tag}-{run}` on main with the shared-secret admin API.
     async fn register(&self, role: &str) -> Account {
-        let localpart = format!("{role}-{}-{}", self.test, run_id());
+        let localpart = format!("{role}-{}-{}", self.tag, run_id());
         let url = format!("{}/_synapse/admin/v1/register", self.d.main_url());
         let (status, nonce) = self.call(Method::GET, &url, None, None).await;
         self.check(status == StatusCode::OK, || {
@@ -685,7 +698,8 @@ fn txn_id() -> String {
 
 #[tokio::test]
 async fn a_room_mate_sees_a_put_on_the_worker_in_sync() {
-    let Some(s) = Scenario::start("a_room_mate_sees_a_put_on_the_worker_in_sync").await else {
+    let Some(s) = Scenario::start("a_room_mate_sees_a_put_on_the_worker_in_sync", "roommate").await
+    else {
         return;
     };
     let (alice, bob) = (s.register("alice").await, s.register("bob").await);
@@ -720,7 +734,7 @@ async fn a_room_mate_sees_a_put_on_the_worker_in_sync() {
 
 #[tokio::test]
 async fn an_outsider_does_not_see_presence() {
-    let Some(s) = Scenario::start("an_outsider_does_not_see_presence").await else {
+    let Some(s) = Scenario::start("an_outsider_does_not_see_presence", "outsider").await else {
         return;
     };
     let (alice, bob) = (s.register("alice").await, s.register("bob").await);
@@ -768,8 +782,11 @@ async fn an_outsider_does_not_see_presence() {
 /// Slow: about 45 s of waiting for Synapse's sync timeout.
 #[tokio::test]
 async fn syncing_brings_a_user_online_and_stopping_takes_them_offline() {
-    let Some(s) =
-        Scenario::start("syncing_brings_a_user_online_and_stopping_takes_them_offline").await
+    let Some(s) = Scenario::start(
+        "syncing_brings_a_user_online_and_stopping_takes_them_offline",
+        "syncing",
+    )
+    .await
     else {
         return;
     };
@@ -833,9 +850,11 @@ async fn syncing_brings_a_user_online_and_stopping_takes_them_offline() {
 
 #[tokio::test]
 async fn presenced_client_listener_serves_presence_status_to_room_mates_only() {
-    let Some(s) =
-        Scenario::start("presenced_client_listener_serves_presence_status_to_room_mates_only")
-            .await
+    let Some(s) = Scenario::start(
+        "presenced_client_listener_serves_presence_status_to_room_mates_only",
+        "client",
+    )
+    .await
     else {
         return;
     };
@@ -894,8 +913,11 @@ async fn presenced_client_listener_serves_presence_status_to_room_mates_only() {
 
 #[tokio::test]
 async fn a_restarted_writer_keeps_state_and_resumes_the_stream() {
-    let Some(mut s) =
-        Scenario::start("a_restarted_writer_keeps_state_and_resumes_the_stream").await
+    let Some(mut s) = Scenario::start(
+        "a_restarted_writer_keeps_state_and_resumes_the_stream",
+        "restart",
+    )
+    .await
     else {
         return;
     };
@@ -949,7 +971,11 @@ async fn a_restarted_writer_keeps_state_and_resumes_the_stream() {
 
 #[tokio::test]
 async fn replication_endpoints_refuse_a_wrong_or_missing_secret() {
-    let Some(s) = Scenario::start("replication_endpoints_refuse_a_wrong_or_missing_secret").await
+    let Some(s) = Scenario::start(
+        "replication_endpoints_refuse_a_wrong_or_missing_secret",
+        "replauth",
+    )
+    .await
     else {
         return;
     };
@@ -1067,8 +1093,11 @@ async fn replication_endpoints_refuse_a_wrong_or_missing_secret() {
 
 #[tokio::test]
 async fn inbound_federation_presence_is_accepted_through_fed_send_edu() {
-    let Some(s) =
-        Scenario::start("inbound_federation_presence_is_accepted_through_fed_send_edu").await
+    let Some(s) = Scenario::start(
+        "inbound_federation_presence_is_accepted_through_fed_send_edu",
+        "fededu",
+    )
+    .await
     else {
         return;
     };
