@@ -242,14 +242,21 @@ impl RoomId {
             return Err(IdError::TooLong);
         }
         let rest = s.strip_prefix('!').ok_or(IdError::MissingSigil)?;
-        let (opaque, server) = rest.split_once(':').ok_or(IdError::MissingColon)?;
+        // Room version 12 IDs are `!` and the create event's hash, with no server name;
+        // earlier versions are `!opaque:server`.
+        let (opaque, server) = match rest.split_once(':') {
+            Some((opaque, server)) => (opaque, Some(server)),
+            None => (rest, None),
+        };
         if opaque.is_empty() {
             return Err(IdError::EmptyLocalpart);
         }
         if !opaque.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
             return Err(IdError::InvalidLocalpart);
         }
-        validate_server_name(server)?;
+        if let Some(server) = server {
+            validate_server_name(server)?;
+        }
         Ok(Self(Arc::from(s)))
     }
 
@@ -258,7 +265,7 @@ impl RoomId {
         &self.0
     }
 
-    /// The server name part.
+    /// The server name part (empty for room version 12 IDs, which have none).
     pub fn server_name(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, s)| s)
     }
@@ -389,6 +396,11 @@ mod tests {
         assert_eq!(r.server_name(), "example.org");
         assert!(RoomId::parse("#alias:example.org").is_err());
         assert!(RoomId::parse("!:example.org").is_err());
+        // Room version 12: the create event's hash, no server name.
+        let v12 = RoomId::parse("!FLwoJLFKadcQVTt9VxqDL4fB6Hrp9rGFcM0pnSfGeJI").unwrap();
+        assert_eq!(v12.server_name(), "");
+        assert!(RoomId::parse("!").is_err());
+        assert!(RoomId::parse("!a b").is_err());
         assert!(DeviceId::parse("ABCDEF").is_ok());
         assert!(DeviceId::parse("").is_err());
     }

@@ -274,6 +274,35 @@ impl AccessTokens for SynapseTokens {
     }
 }
 
+impl App {
+    /// `target`'s presence if `reader` may see it (itself, a shared room, or routed). Beside
+    /// Synapse, rooms are read from the deployment's `current_state_events` at the time of
+    /// the request, so memberships made after startup count at once.
+    pub async fn visible_presence(
+        &self,
+        reader: &UserId,
+        target: &UserId,
+    ) -> Result<Option<UserPresenceState>, ApiError> {
+        if let Some(writer) = self.writer()
+            && reader != target
+        {
+            let db = writer.db();
+            let (mine, theirs) = (
+                db.rooms_for_user(reader)
+                    .await
+                    .map_err(ApiError::internal)?,
+                db.rooms_for_user(target)
+                    .await
+                    .map_err(ApiError::internal)?,
+            );
+            if mine.iter().any(|r| theirs.binary_search(r).is_ok()) {
+                return Ok(Some(self.presence().state_of(target)));
+            }
+        }
+        Ok(self.presence().presence_for(reader, target).await)
+    }
+}
+
 /// Consumes the replication channel until `shutdown`: announces positions, feeds the
 /// engine from `USER_SYNC` / `CLEAR_USER_SYNC`, and ends the syncs of silent processes.
 pub async fn run_replication(

@@ -428,6 +428,13 @@ impl<S: PresencePersistence> PresenceService<S> {
         self.engine().current_token()
     }
 
+    /// `target`'s current presence, whoever asks.
+    pub fn state_of(&self, target: &UserId) -> UserPresenceState {
+        let mut e = self.engine();
+        let t = e.intern_user(target);
+        e.presence(t)
+    }
+
     /// `target`'s presence if `reader` may see it: exactly when `reader` would receive its
     /// updates (itself, a shared room, or routed).
     pub async fn presence_for(

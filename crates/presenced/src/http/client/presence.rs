@@ -115,9 +115,8 @@ pub(super) async fn get_presence(
         return Ok(Json(json!({"presence": "offline"})));
     }
     let presence = state
-        .presence()
-        .presence_for(&auth.user_id, &target)
-        .await
+        .visible_presence(&auth.user_id, &target)
+        .await?
         .ok_or_else(|| ApiError::forbidden("You are not allowed to see their presence."))?;
     Ok(Json(Value::Object(format::content(&presence, now_ms()))))
 }
