@@ -16,7 +16,10 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::OnceLock,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -525,9 +528,21 @@ impl Scenario {
         self.ok(Method::GET, &url, who, None).await
     }
 
+    /// An initial `/sync` (no `since`) computed now. Synapse keeps a completed `/sync` response
+    /// for two minutes (`caches.sync_response_cache_duration`) and answers the same request
+    /// (user, device, `since`, `timeout`, filter…) from it; an initial sync ignores `timeout`,
+    /// so a fresh value per request makes it a new request.
+    async fn initial_sync(&self, who: &Account, params: &str) -> Value {
+        static FRESH: AtomicU64 = AtomicU64::new(0);
+        let timeout = FRESH.fetch_add(1, Ordering::Relaxed);
+        let sep = if params.is_empty() { "" } else { "&" };
+        self.sync(who, &format!("timeout={timeout}{sep}{params}"))
+            .await
+    }
+
     /// Starts `who`'s `/sync` stream with an initial sync (which also brings `who` online).
     async fn watch(&self, who: &Account) -> Watch {
-        let body = self.sync(who, "timeout=0").await;
+        let body = self.initial_sync(who, "").await;
         Watch {
             account: who.clone(),
             since: body["next_batch"].as_str().unwrap().to_owned(),
@@ -771,7 +786,7 @@ async fn an_outsider_does_not_see_presence() {
             carol_sync.seen_of(&alice)
         )
     });
-    let fresh = presence_events(&s.sync(&carol, "timeout=0").await);
+    let fresh = presence_events(&s.initial_sync(&carol, "").await);
     s.check(
         fresh.iter().all(|e| e["sender"] != alice.user_id.as_str()),
         || format!("carol's initial /sync showed alice's presence: {fresh:?}"),
@@ -807,7 +822,7 @@ async fn syncing_brings_a_user_online_and_stopping_takes_them_offline() {
     );
 
     // No PUT: alice's sync alone (through the worker's presence_set_state) brings her online.
-    let body = s.sync(&alice, "timeout=0&set_presence=online").await;
+    let body = s.initial_sync(&alice, "set_presence=online").await;
     let since = body["next_batch"].as_str().unwrap().to_owned();
     s.sync(
         &alice,
@@ -937,7 +952,7 @@ async fn a_restarted_writer_keeps_state_and_resumes_the_stream() {
     // A fresh /sync (no since) shows alice's state unchanged.
     let t = Instant::now();
     loop {
-        let fresh = presence_events(&s.sync(&bob, "timeout=0").await);
+        let fresh = presence_events(&s.initial_sync(&bob, "").await);
         let of_alice: Vec<&Value> = fresh
             .iter()
             .filter(|e| e["sender"] == alice.user_id.as_str())
