@@ -272,7 +272,8 @@ launch_synapse() {
     say "Synapse: $name ($app)"
     # Not daemonized: Synapse only writes pid files when it daemonizes, so we record $! (the
     # exec keeps the subshell's pid).
-    (cd "$SYNAPSE_DEPLOYMENT_DIR" && exec "$SYNAPSE_PYTHON" -m "$app" "${args[@]}" \
+    (cd "$SYNAPSE_DEPLOYMENT_DIR" && PYTHONPATH="$SYNAPSE_PYTHONPATH" \
+        exec "$SYNAPSE_PYTHON" -m "$app" "${args[@]}" \
         >"$SYNAPSE_LOG_DIR/$name.stdout" 2>&1 </dev/null) &
     echo "$!" >"$SYNAPSE_DEPLOYMENT_DIR/pids/$name.pid"
     launched[$name]="$EPOCHREALTIME"
@@ -331,7 +332,7 @@ write_configs() {
     local dir="$1"
     local repl_secret reg_secret macaroon_secret form_secret
     read -r repl_secret reg_secret macaroon_secret form_secret < <(secrets 4)
-    read -r pg redis main_client main_repl sync_client w_repl w_client < <(free_ports 7)
+    read -r pg redis main_client main_repl sync_client w_repl w_client w_metrics < <(free_ports 8)
     local q
     {
         echo "# Written by scripts/synapse-deployment.sh start; source it."
@@ -349,6 +350,9 @@ write_configs() {
             "PRESENCED_WRITER_YAML=$dir/presenced-writer.yaml" \
             "PRESENCED_WRITER_REPLICATION_PORT=$w_repl" \
             "PRESENCED_WRITER_CLIENT_PORT=$w_client" \
+            "PRESENCED_WRITER_METRICS_PORT=$w_metrics" \
+            "SYNAPSE_PYTHONPATH=$repo/crates/presence-python/tests/python:$repo/crates/presenced/tests/python" \
+            "SYNAPSE_ROUTED_WATCHER=@routed-watcher:$server_name" \
             "SYNAPSE_PG_HOST=$dir/pg/run" \
             "SYNAPSE_PG_PORT=$pg" \
             "SYNAPSE_PG_DB=synapse" \
@@ -401,7 +405,18 @@ instance_map:
   $writer_name: {host: 127.0.0.1, port: $w_repl}
 stream_writers:
   presence: $writer_name
-presence: {enabled: true}
+# The example presence router, loaded by every process (Synapse's and Presenced): the routed
+# watcher receives everyone's presence without sharing a room.
+presence:
+  enabled: true
+  presence_router:
+    module: example_router.ExamplePresenceRouter
+    config: {always_send_to_users: ['$SYNAPSE_ROUTED_WATCHER'], blacklisted_users: []}
+# A module of another kind, written against Synapse's internals: Synapse loads it, Presenced
+# skips it with a warning.
+modules:
+  - module: deployment_modules.InternalsSpamChecker
+    config: {}
 # Tests hammer one user at a time: the defaults (rc_presence is 0.1/s) would give 429s.
 rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}
 rc_message: {per_second: 1000, burst_count: 1000}
@@ -436,6 +451,8 @@ worker_listeners:
   - {type: http, port: $w_repl, bind_addresses: ['127.0.0.1'], resources: [{names: [replication]}]}
   - {type: http, port: $w_client, bind_addresses: ['127.0.0.1'], x_forwarded: true,
      resources: [{names: [client]}]}
+  # Synapse's own worker ignores it (no enable_metrics); Presenced serves /metrics there.
+  - {type: metrics, port: $w_metrics, bind_addresses: ['127.0.0.1']}
 worker_log_config: '$dir/synapse/$writer_name.log.config'
 EOF
 }

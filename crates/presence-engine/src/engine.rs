@@ -347,6 +347,31 @@ impl Engine {
         effects
     }
 
+    /// The users joined to `room`, in no particular order (none for an unknown room).
+    pub fn members(&self, room: &RoomId) -> Vec<UserId> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| {
+            let members = &self.rooms.room(r).members;
+            members.iter().map(|&u| self.users.id(u).clone()).collect()
+        })
+    }
+
+    /// How many memberships the engine holds.
+    pub fn membership_count(&self) -> usize {
+        self.rooms.iter().map(|(_, room)| room.members.len()).sum()
+    }
+
+    /// Every `(room, member)` membership the engine holds, ordered by room index.
+    pub fn memberships(&self) -> Vec<(RoomId, UserId)> {
+        self.rooms
+            .iter()
+            .flat_map(|(id, room)| {
+                room.members
+                    .iter()
+                    .map(move |&u| (id.clone(), self.users.id(u).clone()))
+            })
+            .collect()
+    }
+
     /// `user` leaves `room`: they stop sharing presence through it.
     pub fn leave(&mut self, room: &RoomId, user: &UserId) {
         let (Some(r), Some(u)) = (self.rooms.get(room), self.users.get(user)) else {

@@ -59,4 +59,9 @@ impl<T: AsRef<str> + Clone> Interner<T> {
     pub(crate) fn resolve(&self, idx: u32) -> &T {
         &self.items[idx as usize]
     }
+
+    /// The item at a `usize` position (as from enumerating a parallel column).
+    pub(crate) fn resolve_index(&self, i: usize) -> &T {
+        &self.items[i]
+    }
 }

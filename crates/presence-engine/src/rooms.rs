@@ -163,6 +163,14 @@ impl Rooms {
         self.ids.get(id.as_str())
     }
 
+    /// Every room with its ID, in index order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&RoomId, &Room)> {
+        self.rooms
+            .iter()
+            .enumerate()
+            .map(|(i, room)| (self.ids.resolve_index(i), room))
+    }
+
     /// The index of `id`, adding the room (with no members) if new.
     pub(crate) fn intern(&mut self, id: &RoomId, excluded: impl FnOnce() -> bool) -> u32 {
         let (idx, new) = self.ids.intern(id);

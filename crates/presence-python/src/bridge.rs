@@ -570,7 +570,7 @@ impl Bridge {
         );
         let loaded = match loaded {
             Ok(v) => v,
-            Err(e) => return Err(self.load_failure(py, &e, &request.module)),
+            Err(e) => return Err(self.load_failure(py, &e, request)),
         };
         if loaded.is_none() {
             return Ok(false);
@@ -590,7 +590,8 @@ impl Bridge {
         Ok(true)
     }
 
-    fn load_failure(&self, py: Python<'_>, error: &PyErr, module: &str) -> LoadFailure {
+    fn load_failure(&self, py: Python<'_>, error: &PyErr, request: &LoadRequest) -> LoadFailure {
+        let module = request.module.as_str();
         let glue = self.glue.bind(py);
         let exc = error.value(py);
         // The underlying exception's traceback helps more than the message alone.
@@ -600,7 +601,11 @@ impl Bridge {
             .call_method1("describe", (shown,))
             .and_then(|d| d.extract::<(String, String)>())
         {
-            tracing::error!(module, "Loading a Python module failed.\n{traceback}");
+            if request.quiet {
+                tracing::debug!(module, "Loading a Python module failed.\n{traceback}");
+            } else {
+                tracing::error!(module, "Loading a Python module failed.\n{traceback}");
+            }
         }
         let is_load_failure = glue
             .getattr("LoadFailure")

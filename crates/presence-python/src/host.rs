@@ -190,6 +190,8 @@ pub(crate) struct LoadRequest {
     pub(crate) module: String,
     pub(crate) config: Value,
     pub(crate) api: ModuleApi,
+    /// The caller reports a failure itself: the traceback is logged at debug, not as an error.
+    pub(crate) quiet: bool,
     pub(crate) reply: Sender<Result<bool, LoadFailure>>,
 }
 
@@ -451,6 +453,31 @@ impl PythonHost {
         config: &Value,
         api: &ModuleApi,
     ) -> Result<Option<PythonRouter>, ConfigError> {
+        self.load_with(form, path, module, config, api, false)
+    }
+
+    /// [`load`](Self::load) for a module whose failure the caller tolerates and reports
+    /// itself (it skips the module): the Python traceback is logged at debug only.
+    pub fn load_optional(
+        &self,
+        form: ModuleForm,
+        path: &str,
+        module: &str,
+        config: &Value,
+        api: &ModuleApi,
+    ) -> Result<Option<PythonRouter>, ConfigError> {
+        self.load_with(form, path, module, config, api, true)
+    }
+
+    fn load_with(
+        &self,
+        form: ModuleForm,
+        path: &str,
+        module: &str,
+        config: &Value,
+        api: &ModuleApi,
+        quiet: bool,
+    ) -> Result<Option<PythonRouter>, ConfigError> {
         let shared = &self.shared;
         let stopped = || {
             LoadFailure {
@@ -470,6 +497,7 @@ impl PythonHost {
             module: module.to_owned(),
             config: config.clone(),
             api: api.clone(),
+            quiet,
             reply,
         }));
         match answer.recv_timeout(shared.options.load_timeout) {

@@ -479,6 +479,20 @@ impl SynapseDb {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
+    /// Whether `user` is currently joined to `room_id`.
+    pub async fn is_joined(&self, room_id: &str, user: &UserId) -> Result<bool, Error> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM current_state_events \
+                 WHERE type = 'm.room.member' AND room_id = $1 AND state_key = $2 \
+                 AND membership = 'join'",
+                &[&room_id, &user.as_str()],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// The users currently joined to `room_id`, sorted.
     pub async fn users_in_room(&self, room_id: &str) -> Result<Vec<UserId>, Error> {
         let client = self.pool.get().await?;

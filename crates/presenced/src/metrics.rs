@@ -60,6 +60,16 @@ pub const FEDERATION_TXN_REJECTED: &str = "presenced_federation_transactions_rej
 pub const FEDERATION_PRESENCE_RECEIVED: &str = "presenced_federation_presence_received_total";
 /// HTTP requests refused with 429.
 pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
+/// Users the presence engine holds (local and remote).
+pub const USERS: &str = "presenced_users";
+/// Room memberships the presence engine holds.
+pub const ROOM_MEMBERSHIPS: &str = "presenced_room_memberships";
+/// Beside Synapse: replication commands received over Redis, by command.
+pub const REPLICATION_COMMANDS_IN: &str = "presenced_replication_commands_received_total";
+/// Beside Synapse: `RDATA presence` rows published.
+pub const REPLICATION_RDATA_OUT: &str = "presenced_replication_rdata_published_total";
+/// Beside Synapse: devices each Synapse process reports as syncing, by its instance ID.
+pub const REPLICATION_SYNCING_DEVICES: &str = "presenced_replication_syncing_devices";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -122,6 +132,30 @@ pub fn router_stats<'a>(
     }
 }
 
+/// Records the engine's size.
+pub fn engine_size(users: usize, memberships: usize) {
+    metrics::gauge!(USERS).set(users as f64);
+    metrics::gauge!(ROOM_MEMBERSHIPS).set(memberships as f64);
+}
+
+/// Counts one replication command received (beside Synapse).
+pub fn replication_command_in(command: &'static str) {
+    metrics::counter!(REPLICATION_COMMANDS_IN, "command" => command).increment(1);
+}
+
+/// Counts `RDATA presence` rows published (beside Synapse).
+pub fn replication_rdata_out(rows: u64) {
+    metrics::counter!(REPLICATION_RDATA_OUT).increment(rows);
+}
+
+/// Records how many devices each Synapse process reports as syncing.
+pub fn replication_syncing_devices<'a>(processes: impl IntoIterator<Item = (&'a str, usize)>) {
+    for (instance, devices) in processes {
+        let labels = [("instance_id", instance.to_owned())];
+        metrics::gauge!(REPLICATION_SYNCING_DEVICES, &labels).set(devices as f64);
+    }
+}
+
 /// Records the federation counters as they are now.
 pub fn federation_stats(
     out: &presence_federation::OutboxStats,
@@ -137,6 +171,23 @@ pub fn federation_stats(
 
 /// Gives every metric its `# HELP` line (once, when the recorder is installed).
 fn describe() {
+    metrics::describe_gauge!(USERS, "Users the presence engine holds (local and remote).");
+    metrics::describe_gauge!(
+        ROOM_MEMBERSHIPS,
+        "Room memberships the presence engine holds."
+    );
+    metrics::describe_counter!(
+        REPLICATION_COMMANDS_IN,
+        "Replication commands received over Redis, by command (beside Synapse)."
+    );
+    metrics::describe_counter!(
+        REPLICATION_RDATA_OUT,
+        "RDATA presence rows published (beside Synapse)."
+    );
+    metrics::describe_gauge!(
+        REPLICATION_SYNCING_DEVICES,
+        "Devices a Synapse process reports as syncing, by its instance ID (beside Synapse)."
+    );
     metrics::describe_counter!(PRESENCE_UPDATES, "Notified presence updates persisted.");
     metrics::describe_counter!(
         PRESENCE_DELIVERIES,

@@ -48,9 +48,30 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
         let router = if built_in || !cfg!(feature = "python") {
             registry.build(&path, &module.module, &module.config, api)?
         } else {
-            match python.load(config, &path, &module.module, &module.config, api)? {
-                Some(router) => router,
-                None => continue,
+            match python.load(config, &path, &module.module, &module.config, api) {
+                Ok(Some(router)) => router,
+                // Beside Synapse, `modules:` is the deployment's list: it also holds spam
+                // checkers, auth providers and the like, written against Synapse's internals.
+                // They are Synapse's business; Presenced only needs the presence routers.
+                Ok(None) if config.is_writer() => {
+                    tracing::warn!(
+                        module = %module.module,
+                        at = %path,
+                        "Module registers no presence router callbacks; Presenced does not use it."
+                    );
+                    continue;
+                }
+                Ok(None) => continue,
+                Err(e) if config.is_writer() && path.starts_with("modules[") => {
+                    tracing::warn!(
+                        module = %module.module,
+                        at = %path,
+                        error = %e,
+                        "Skipping a module Presenced cannot load (Synapse's processes still load it)."
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
         };
         tracing::info!(module = %module.module, at = %path, "Loaded presence router.");
@@ -106,7 +127,14 @@ mod python {
             } else {
                 ModuleForm::Legacy
             };
-            let router: Option<PythonRouter> = host.load(form, path, module, module_config, api)?;
+            // Beside Synapse a `modules:` entry that fails is skipped, with one warning from
+            // the caller; the traceback would read as a startup failure.
+            let router: Option<PythonRouter> = if config.is_writer() && form == ModuleForm::Modules
+            {
+                host.load_optional(form, path, module, module_config, api)?
+            } else {
+                host.load(form, path, module, module_config, api)?
+            };
             Ok(router.map(|router| {
                 self.routers
                     .push((module.to_owned(), router.stats().clone()));

@@ -352,6 +352,11 @@ impl App {
     /// Reads the counters components keep themselves (routers, Python, federation) into the
     /// metrics, just before they are rendered: the one place component stats are collected.
     pub fn collect_metrics(&self) {
+        let (users, memberships) = self.presence().size();
+        crate::metrics::engine_size(users, memberships);
+        if let Some(writer) = self.writer() {
+            writer.record_metrics();
+        }
         crate::metrics::router_stats(self.presence().routers().stats());
         self.python().record_metrics();
         if let Some(federation) = self.federation() {

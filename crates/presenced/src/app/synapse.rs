@@ -20,7 +20,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -30,11 +30,11 @@ use presence_engine::StreamPos;
 use presence_router::{DeviceId, RoomId, UserId, UserPresenceState};
 use presence_store::StoreError;
 use presence_synapse::{
-    PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM, SynapseDb,
+    EVENTS_STREAM, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM, SynapseDb,
     command::{Command, SyncState},
     pg::TokenLookup,
     replication::{Event, Publisher},
-    rows::PresenceRow,
+    rows::{EventsRow, PresenceRow},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,9 @@ pub struct SynapseWriter {
     persist: tokio::sync::Mutex<()>,
     /// Devices each Synapse process says are syncing, by the process's instance ID.
     syncs: Mutex<HashMap<String, ProcessSyncs>>,
+    /// The engine's memberships may have missed changes (a lost connection, a failed read):
+    /// they are compared with `current_state_events` at the next check.
+    membership_stale: AtomicBool,
 }
 
 #[derive(Default)]
@@ -86,6 +89,7 @@ impl SynapseWriter {
             position: AtomicU64::new(position),
             persist: tokio::sync::Mutex::new(()),
             syncs: Mutex::default(),
+            membership_stale: AtomicBool::new(false),
         }
     }
 
@@ -110,6 +114,14 @@ impl SynapseWriter {
     /// The highest committed and published presence stream ID.
     pub fn position(&self) -> u64 {
         self.position.load(Ordering::Acquire)
+    }
+
+    /// Records the devices each Synapse process reports as syncing.
+    pub fn record_metrics(&self) {
+        let syncs = lock(&self.syncs);
+        crate::metrics::replication_syncing_devices(
+            syncs.iter().map(|(id, p)| (id.as_str(), p.devices.len())),
+        );
     }
 
     /// Publishes both streams' positions (on connection and on `REPLICATE`). The
@@ -146,6 +158,7 @@ impl SynapseWriter {
                 tracing::warn!(error = %e, "Could not queue an RDATA row.");
             }
             self.position.fetch_max(*id, Ordering::AcqRel);
+            crate::metrics::replication_rdata_out(1);
         }
         Ok(())
     }
@@ -317,6 +330,9 @@ pub async fn run_replication(
             () = shutdown.cancelled() => return,
             _ = expiry.tick() => {
                 expire_processes(&app, &writer).await;
+                if writer.membership_stale.swap(false, Ordering::AcqRel) {
+                    reconcile_memberships(&app, &writer).await;
+                }
                 continue;
             }
             event = events.recv() => match event {
@@ -332,6 +348,9 @@ pub async fn run_replication(
                     tracing::warn!(error = %e, "Could not queue REPLICATE.");
                 }
                 writer.announce_positions().await;
+                // Membership changes made while unsubscribed (or before the first
+                // subscription, while memberships were being loaded) reached nobody.
+                reconcile_memberships(&app, &writer).await;
             }
             Event::Disconnected { reason } => {
                 tracing::warn!(%reason, "Lost the replication channel; reconnecting.");
@@ -346,6 +365,15 @@ async fn handle_command(app: &App, writer: &SynapseWriter, command: Command) {
     if command.is_echo_of(&writer.instance) {
         return;
     }
+    crate::metrics::replication_command_in(match &command {
+        Command::Rdata { .. } => "RDATA",
+        Command::Position { .. } => "POSITION",
+        Command::Replicate => "REPLICATE",
+        Command::UserSync { .. } => "USER_SYNC",
+        Command::ClearUserSync { .. } => "CLEAR_USER_SYNC",
+        // Unknown names stay out of the labels: they are not bounded.
+        _ => "other",
+    });
     match command {
         Command::Replicate => writer.announce_positions().await,
         Command::UserSync {
@@ -387,10 +415,108 @@ async fn handle_command(app: &App, writer: &SynapseWriter, command: Command) {
                 end_syncs(app, process.devices).await;
             }
         }
-        Command::Rdata { .. } => {
-            // Remember the instance as alive: RDATA says nothing of its syncs, though.
+        Command::Rdata { stream, row, .. } if stream == EVENTS_STREAM => {
+            match EventsRow::from_json(row.get()) {
+                Ok(row) => follow_membership(app, writer, &row).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Ignoring an events row Presenced cannot read.")
+                }
+            }
         }
         _ => {}
+    }
+}
+
+/// Keeps the engine's memberships in step with the deployment's current state. An `events`
+/// `state` row for `m.room.member` says that a membership changed, not to what, so the
+/// membership is read back from `current_state_events` (the event persister writes it before
+/// it announces the row).
+async fn follow_membership(app: &App, writer: &SynapseWriter, row: &EventsRow) {
+    let result = match row {
+        EventsRow::StateAll { room_id } => reconcile_room(app, writer, room_id).await,
+        _ => match row.member_state_change() {
+            Some((room, user)) => {
+                let (Ok(room), Ok(user)) = (RoomId::parse(room), UserId::parse(user)) else {
+                    return;
+                };
+                match writer.db.is_joined(room.as_str(), &user).await {
+                    Ok(true) => {
+                        apply_join(app, &room, &user).await;
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        app.presence().leave(&room, &user);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "Could not read a membership change; memberships will be re-read.");
+        writer.membership_stale.store(true, Ordering::Release);
+    }
+}
+
+async fn apply_join(app: &App, room: &RoomId, user: &UserId) {
+    if let Err(e) = app.presence().join(room, user).await {
+        tracing::warn!(error = %e, %room, %user, "Could not record a join.");
+    }
+}
+
+/// Re-reads one room's members (after a `state-all` row: its whole state may have changed).
+async fn reconcile_room(
+    app: &App,
+    writer: &SynapseWriter,
+    room: &str,
+) -> Result<(), presence_synapse::Error> {
+    let Ok(room_id) = RoomId::parse(room) else {
+        return Ok(());
+    };
+    let now: HashSet<UserId> = writer.db.users_in_room(room).await?.into_iter().collect();
+    let held: HashSet<UserId> = app.presence().members(&room_id).into_iter().collect();
+    for user in held.difference(&now) {
+        app.presence().leave(&room_id, user);
+    }
+    for user in now.difference(&held) {
+        apply_join(app, &room_id, user).await;
+    }
+    Ok(())
+}
+
+/// Compares every membership the engine holds with `current_state_events` and applies the
+/// difference.
+async fn reconcile_memberships(app: &App, writer: &SynapseWriter) {
+    let rows = match writer.db.joined_members_of_all_rooms().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not read the deployment's memberships; will retry.");
+            writer.membership_stale.store(true, Ordering::Release);
+            return;
+        }
+    };
+    let now: HashSet<(RoomId, UserId)> = rows
+        .into_iter()
+        .filter_map(|(room, user)| RoomId::parse(&room).ok().map(|room| (room, user)))
+        .collect();
+    let held: HashSet<(RoomId, UserId)> = app.presence().memberships().into_iter().collect();
+    let (mut joined, mut left) = (0usize, 0usize);
+    for (room, user) in held.difference(&now) {
+        app.presence().leave(room, user);
+        left += 1;
+    }
+    for (room, user) in now.difference(&held) {
+        apply_join(app, room, user).await;
+        joined += 1;
+    }
+    if joined + left > 0 {
+        tracing::info!(
+            joined,
+            left,
+            "Brought memberships up to date with the deployment."
+        );
     }
 }
 

@@ -869,3 +869,24 @@ fn the_general_ip_blacklist_applies_unless_the_federation_one_is_set() {
             .starts_with("must not be less than")
     );
 }
+
+#[test]
+fn the_shipped_synapse_examples_load_as_the_writer_mode() {
+    let dir = repo_root().join("contrib/synapse");
+    let loaded = match Config::load(&[
+        dir.join("homeserver.yaml"),
+        dir.join("presenced-writer.yaml"),
+    ]) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    let c = loaded.config;
+    let writer = c.writer.as_ref().expect("the examples are the writer mode");
+    assert_eq!(writer.worker_name, "presenced");
+    assert!(writer.replication_secret.is_some());
+    assert!(matches!(c.database, DatabaseConfig::Postgres(_)));
+    let ports: Vec<u16> = c.listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [9094, 9095]);
+    assert_eq!(c.module_entries().len(), 1);
+}

@@ -354,6 +354,22 @@ impl<S: PresencePersistence> PresenceService<S> {
         self.announce(&effects, &wake).await
     }
 
+    /// The users the engine holds as joined to `room`.
+    pub fn members(&self, room: &RoomId) -> Vec<UserId> {
+        self.engine().members(room)
+    }
+
+    /// How many users and memberships the engine holds.
+    pub fn size(&self) -> (usize, usize) {
+        let e = self.engine();
+        (e.user_count(), e.membership_count())
+    }
+
+    /// Every membership the engine holds.
+    pub fn memberships(&self) -> Vec<(RoomId, UserId)> {
+        self.engine().memberships()
+    }
+
     /// `user` left `room`.
     pub fn leave(&self, room: &RoomId, user: &UserId) {
         self.engine().leave(room, user);

@@ -49,6 +49,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
 /// Lines of Presenced's log quoted in a failure.
 const LOG_TAIL_LINES: usize = 60;
 
+/// The password of the deployment's routed watcher (`SYNAPSE_ROUTED_WATCHER`), which outlives
+/// test runs on a reused deployment; the nio script is given the same one.
+const ROUTED_WATCHER_PASSWORD: &str = "pw-routed-watcher";
+
 /// Held by the test whose Presenced is the deployment's writer: one writer at a time.
 static WRITER_SLOT: Mutex<()> = Mutex::const_new(());
 
@@ -131,6 +135,13 @@ impl Deployment {
     fn replication_url(&self) -> String {
         let port = self.var("PRESENCED_WRITER_REPLICATION_PORT");
         format!("http://127.0.0.1:{port}")
+    }
+
+    fn metrics_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/metrics",
+            self.var("PRESENCED_WRITER_METRICS_PORT")
+        )
     }
 
     fn presenced_client_url(&self) -> String {
@@ -216,6 +227,9 @@ impl Writer {
             .args(["-c", d.var("SYNAPSE_HOMESERVER_YAML")])
             .args(["-c", d.var("PRESENCED_WRITER_YAML")])
             .current_dir(d.dir())
+            // Where the deployment's Python modules are (the example router, and a module
+            // only Synapse can load), as for Synapse's processes.
+            .env("PYTHONPATH", d.var("SYNAPSE_PYTHONPATH"))
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
@@ -464,6 +478,18 @@ impl Scenario {
     /// Registers `{role}-{tag}-{run}` on main with the shared-secret admin API.
     async fn register(&self, role: &str) -> Account {
         let localpart = format!("{role}-{}-{}", self.tag, run_id());
+        match self.try_register(&localpart, "pw-presenced-test").await {
+            Ok(account) => account,
+            Err((status, data)) => self.fail(&format!("registering {localpart}: {status} {data}")),
+        }
+    }
+
+    /// Shared-secret registration of `localpart` on main: the account, or the refusal.
+    async fn try_register(
+        &self,
+        localpart: &str,
+        password: &str,
+    ) -> Result<Account, (StatusCode, Value)> {
         let url = format!("{}/_synapse/admin/v1/register", self.d.main_url());
         let (status, nonce) = self.call(Method::GET, &url, None, None).await;
         self.check(status == StatusCode::OK, || {
@@ -471,17 +497,75 @@ impl Scenario {
         });
         let nonce = nonce["nonce"].as_str().unwrap();
         let secret = self.d.var("SYNAPSE_SHARED_SECRET");
-        let password = "pw-presenced-test";
-        let mac = registration_mac(secret, nonce, &localpart, password, false);
+        let mac = registration_mac(secret, nonce, localpart, password, false);
         let body = json!({"nonce": nonce, "username": localpart, "password": password,
                           "admin": false, "mac": mac});
         let (status, data) = self.call(Method::POST, &url, None, Some(&body)).await;
-        self.check(status == StatusCode::OK, || {
-            format!("registering {localpart}: POST {url} -> {status} {data}")
-        });
-        Account {
+        if status != StatusCode::OK {
+            return Err((status, data));
+        }
+        Ok(Account {
             user_id: data["user_id"].as_str().unwrap().to_owned(),
             token: data["access_token"].as_str().unwrap().to_owned(),
+        })
+    }
+
+    /// The user the deployment's example router sends everyone's presence to: registered on
+    /// first use, logged in on a deployment that already has it.
+    async fn routed_watcher(&self) -> Account {
+        let user_id = self.d.var("SYNAPSE_ROUTED_WATCHER");
+        let localpart = user_id
+            .strip_prefix('@')
+            .and_then(|rest| rest.split(':').next())
+            .unwrap();
+        match self.try_register(localpart, ROUTED_WATCHER_PASSWORD).await {
+            Ok(account) => return account,
+            Err((_, data)) if data["errcode"] == "M_USER_IN_USE" => {}
+            Err((status, data)) => self.fail(&format!("registering {localpart}: {status} {data}")),
+        }
+        let url = format!("{}/_matrix/client/v3/login", self.d.main_url());
+        let body = json!({"type": "m.login.password", "password": ROUTED_WATCHER_PASSWORD,
+                          "identifier": {"type": "m.id.user", "user": localpart}});
+        let (status, data) = self.call(Method::POST, &url, None, Some(&body)).await;
+        self.check(status == StatusCode::OK, || {
+            format!("logging in {user_id}: {status} {data}")
+        });
+        Account {
+            user_id: user_id.to_owned(),
+            token: data["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The value of an unlabelled metric on Presenced's metrics listener.
+    async fn metric(&self, name: &str) -> f64 {
+        let url = self.d.metrics_url();
+        let text = match self.http.get(&url).send().await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(e) => self.fail(&format!("GET {url}: {}", error_chain(&e))),
+        };
+        let value = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(name))
+            .find_map(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok());
+        match value {
+            Some(v) => v,
+            None => self.fail(&format!("{url} has no {name}:\n{text}")),
+        }
+    }
+
+    /// Waits (10 s at most) until the metric `name` is `want`.
+    async fn wait_metric(&self, name: &str, want: f64) {
+        let t = Instant::now();
+        loop {
+            let got = self.metric(name).await;
+            if got == want {
+                return;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                self.fail(&format!("{name} stayed {got}, want {want}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -1133,5 +1217,145 @@ async fn inbound_federation_presence_is_accepted_through_fed_send_edu() {
             format!("POST {url} {body} -> {status} {data}, want 200 with a JSON object")
         });
     }
+    // As the stock writer does, the remote state is written to the presence stream, where
+    // the workers read it; the entry of the server that did not send it is not.
+    let carol = Account {
+        user_id: "@carol:remote.example".to_owned(),
+        token: String::new(),
+    };
+    s.check_row(&carol, "unavailable", "remote").await;
+    let mallory = Account {
+        user_id: "@mallory:elsewhere.example".to_owned(),
+        token: String::new(),
+    };
+    if let Some(rows) = s.presence_rows(&mallory) {
+        s.check(rows.is_empty(), || {
+            format!("an entry for another server's user reached presence_stream: {rows:?}")
+        });
+    }
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_example_router_routes_presence_to_a_user_who_shares_no_room() {
+    let Some(s) = Scenario::start(
+        "the_example_router_routes_presence_to_a_user_who_shares_no_room",
+        "routed",
+    )
+    .await
+    else {
+        return;
+    };
+    let watcher = s.routed_watcher().await;
+    let (alice, carol) = (s.register("alice").await, s.register("carol").await);
+    let mut watcher_sync = s.watch(&watcher).await;
+    let status_msg = format!("routed {}", run_id());
+    let want = json!({"presence": "online", "status_msg": status_msg});
+    s.put_presence(s.d.worker_url(), &alice, want.clone()).await;
+    // The sync worker runs the same router itself for /sync.
+    s.wait_for(&mut watcher_sync, &alice, &want, SEEN_WITHIN)
+        .await;
+    // Presenced loaded it too (the Python module), and answers GET by it.
+    let base = s.d.presenced_client_url();
+    let (status, body) = s.get_presence(&base, "v3", &watcher, &alice).await;
+    s.check(status == StatusCode::OK && has_fields(&body, &want), || {
+        format!("the routed watcher GET alice's presence on Presenced -> {status} {body}")
+    });
+    let (status, body) = s.get_presence(&base, "v3", &carol, &alice).await;
+    s.check(status == StatusCode::FORBIDDEN, || {
+        format!("carol (neither routed nor a room-mate) GET alice's presence -> {status} {body}")
+    });
+    // The deployment's other module (a spam checker importing Synapse's internals) is
+    // Synapse's: Presenced skips it with one warning naming it.
+    let log = std::fs::read_to_string(&s.writer.log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("deployment_modules.InternalsSpamChecker"))
+        .collect();
+    s.check(warnings.len() == 1 && warnings[0].contains("WARN"), || {
+        format!("want one warning naming deployment_modules.InternalsSpamChecker, got {warnings:?}")
+    });
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn memberships_follow_the_events_stream() {
+    let Some(s) = Scenario::start("memberships_follow_the_events_stream", "members").await else {
+        return;
+    };
+    const MEMBERSHIPS: &str = "presenced_room_memberships";
+    let before = s.metric(MEMBERSHIPS).await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    let room = s.share_room(&alice, &bob).await;
+    s.wait_metric(MEMBERSHIPS, before + 2.0).await;
+    let url = format!(
+        "{}/_matrix/client/v3/rooms/{}/leave",
+        s.d.main_url(),
+        q(&room)
+    );
+    s.ok(Method::POST, &url, &bob, Some(&json!({}))).await;
+    s.wait_metric(MEMBERSHIPS, before + 1.0).await;
+    s.finish().await;
+}
+
+/// The Python with matrix-nio (`PRESENCED_TEST_PYTHON`), as for the standalone nio test.
+fn nio_python() -> Option<PathBuf> {
+    match std::env::var_os("PRESENCED_TEST_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI must set PRESENCED_TEST_PYTHON to a Python with matrix-nio (see .ci/run)")
+        }
+        _ => {
+            eprintln!("skipped: set PRESENCED_TEST_PYTHON to a Python with matrix-nio installed");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn matrix_nio_on_the_worker_sees_presence_presenced_made() {
+    let Some(s) = Scenario::start(
+        "matrix_nio_on_the_worker_sees_presence_presenced_made",
+        "nio",
+    )
+    .await
+    else {
+        return;
+    };
+    let Some(python) = nio_python() else {
+        s.finish().await;
+        return;
+    };
+    let watcher = s.d.var("SYNAPSE_ROUTED_WATCHER");
+    let watcher_localpart = watcher
+        .strip_prefix('@')
+        .and_then(|rest| rest.split(':').next())
+        .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/nio_presence.py");
+    let run = tokio::process::Command::new(python)
+        .arg(script)
+        .args(["--base-url", s.d.worker_url()])
+        .args(["--register-url", s.d.main_url()])
+        .args(["--presence-url", &s.d.presenced_client_url()])
+        .args(["--shared-secret", s.d.var("SYNAPSE_SHARED_SECRET")])
+        .args(["--server-name", s.d.var("SYNAPSE_SERVER_NAME")])
+        .args(["--watcher", watcher_localpart])
+        .args(["--watcher-password", ROUTED_WATCHER_PASSWORD])
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(Duration::from_secs(120), run).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => s.fail("the matrix-nio script did not finish within 120 s"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    s.check(
+        out.status.success() && stdout.contains("both saw alice online"),
+        || {
+            format!(
+                "matrix-nio against the sync worker failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            )
+        },
+    );
     s.finish().await;
 }
