@@ -83,6 +83,7 @@ ensure_packages() {
     local missing=() log="$1/logs/apt.log"
     pg_bindir >/dev/null || missing+=(postgresql)
     { command -v redis-server && command -v redis-cli; } >/dev/null || missing+=(redis-server)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ! venv_ready; then
         command -v pg_config >/dev/null || missing+=(libpq-dev)
         { command -v cc && command -v make; } >/dev/null || missing+=(build-essential)
@@ -159,6 +160,24 @@ load_env() {
     PGBIN="$(pg_bindir)" || die "PostgreSQL binaries not found"
 }
 
+# ---- TLS -------------------------------------------------------------------------------------
+
+# A throwaway CA and a server certificate for 127.0.0.1 and localhost: PostgreSQL and Redis
+# also accept TLS (beside clear text, which Synapse's processes use), for the tests of
+# Presenced's TLS connections (SYNAPSE_TLS_CA, SYNAPSE_REDIS_TLS_PORT).
+make_certs() {
+    local t="$1/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=presenced test CA" \
+        -keyout "$t/ca.key" -out "$t/ca.crt" >/dev/null 2>&1 || die "openssl: CA"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$t/server.key" -out "$t/server.csr" >/dev/null 2>&1 || die "openssl: CSR"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/san.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 30 -extfile "$t/san.ext" -out "$t/server.crt" >/dev/null 2>&1 || die "openssl: sign"
+    chmod 644 "$t"/*.crt "$t/server.key"
+}
+
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
 start_postgres() {
@@ -204,7 +223,14 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 64MB
 max_connections = 100
+ssl = on
+ssl_cert_file = '$d/server.crt'
+ssl_key_file = '$d/server.key'
 EOF
+    # PostgreSQL insists that its key belongs to it and nobody else can read it.
+    cp "$dir/tls/server.crt" "$dir/tls/server.key" "$d/"
+    chmod 600 "$d/server.key"
+    [ "$(id -u)" != 0 ] || chown postgres:postgres "$d/server.crt" "$d/server.key"
     echo "   done in $(since "$t")"
     say "PostgreSQL: start"
     start_postgres
@@ -226,6 +252,9 @@ start_redis() {
     mkdir -p "$SYNAPSE_DEPLOYMENT_DIR/redis"
     # No persistence: Synapse only uses Redis pub/sub (and a cache it tolerates losing).
     redis-server --port "$SYNAPSE_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --tls-port "$SYNAPSE_REDIS_TLS_PORT" --tls-cert-file "$SYNAPSE_DEPLOYMENT_DIR/tls/server.crt" \
+        --tls-key-file "$SYNAPSE_DEPLOYMENT_DIR/tls/server.key" \
+        --tls-ca-cert-file "$SYNAPSE_TLS_CA" --tls-auth-clients no \
         --daemonize yes --pidfile "$SYNAPSE_DEPLOYMENT_DIR/pids/redis.pid" \
         --logfile "$SYNAPSE_LOG_DIR/redis.log" --dir "$SYNAPSE_DEPLOYMENT_DIR/redis" \
         || { show_logs "$SYNAPSE_LOG_DIR/redis.log"; die "redis-server did not start"; }
@@ -335,7 +364,7 @@ write_configs() {
     local dir="$1"
     local repl_secret reg_secret macaroon_secret form_secret
     read -r repl_secret reg_secret macaroon_secret form_secret < <(secrets 4)
-    read -r pg redis main_client main_repl sync_client w_repl w_client w_metrics < <(free_ports 8)
+    read -r pg redis main_client main_repl sync_client w_repl w_client w_metrics redis_tls < <(free_ports 9)
     local q
     {
         echo "# Written by scripts/synapse-deployment.sh start; source it."
@@ -363,6 +392,8 @@ write_configs() {
             "SYNAPSE_PG_DSN=host=$dir/pg/run port=$pg user=synapse dbname=synapse" \
             "SYNAPSE_REDIS_HOST=127.0.0.1" \
             "SYNAPSE_REDIS_PORT=$redis" \
+            "SYNAPSE_REDIS_TLS_PORT=$redis_tls" \
+            "SYNAPSE_TLS_CA=$dir/tls/ca.crt" \
             "SYNAPSE_VENV=$venv" \
             "SYNAPSE_PYTHON=$venv/bin/python" \
             "SYNAPSE_LOG_DIR=$dir/logs" \
@@ -484,6 +515,7 @@ cmd_start() {
     write_configs "$dir"
     # From here on, a failure stops what was started (the logs stay in <dir>).
     trap 'echo "== start failed: stopping what was started" >&2; cmd_stop "$SYNAPSE_DEPLOYMENT_DIR" >&2' EXIT
+    make_certs "$dir"
     init_postgres "$dir"
     say "Redis"
     start_redis

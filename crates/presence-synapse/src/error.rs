@@ -42,6 +42,9 @@ pub enum Error {
         /// The limit it ran into.
         after: std::time::Duration,
     },
+    /// TLS could not be set up (certificates, protocol versions).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A PostgreSQL query failed.
     #[error("PostgreSQL error")]
     Postgres(#[from] tokio_postgres::Error),

@@ -7,6 +7,7 @@
 //! - [`pg`]: Synapse's own PostgreSQL tables (read, and `presence_stream` written), never
 //!   migrated by us.
 //! - [`replication`]: the Redis transport (one subscriber and one publisher connection).
+//! - `tls`: TLS to PostgreSQL with libpq's `sslmode` meanings (Redis's is the redis crate's).
 //!
 //! The protocol is described in `shared/reference/synapse-worker-protocol.md`; the crate does
 //! no presence logic of its own, the server wires it to the engine.
@@ -17,6 +18,7 @@ mod json;
 pub mod pg;
 pub mod replication;
 pub mod rows;
+mod tls;
 
 pub use command::{Command, CommandError, SyncState};
 pub use error::Error;

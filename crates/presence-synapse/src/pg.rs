@@ -124,21 +124,16 @@ pub enum TokenLookup {
 impl SynapseDb {
     /// Builds the pool and checks that one connection can be opened.
     pub async fn connect(settings: &PgSettings) -> Result<Self, Error> {
-        if settings.ssl_mode.requires_tls() {
-            return Err(Error::Unsupported {
-                key: "database.args.sslmode".to_owned(),
-                reason: "TLS to PostgreSQL is not implemented yet; use a Unix socket or \
-                         sslmode prefer/disable on a trusted network"
-                    .to_owned(),
-            });
-        }
-        let manager = Manager::from_config(
-            settings.to_pg_config(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match crate::tls::postgres_connector(
+            settings.tls_mode(),
+            settings.ssl_root_cert.as_deref(),
+        )? {
+            Some(tls) => Manager::from_config(settings.to_pg_config(), tls, manager_config()),
+            None => Manager::from_config(settings.to_pg_config(), NoTls, manager_config()),
+        };
         let connect_timeout = settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         // The timeouts need the runtime named: deadpool measures them with its timer.
         let pool = Pool::builder(manager)

@@ -67,8 +67,13 @@ pub struct RedisSettings {
     pub username: Option<String>,
     /// `password` (or the file named by `password_path`, read by the caller).
     pub password: Option<String>,
-    /// `use_tls`: refused by [`Subscriber::new`]/[`Publisher::new`] for now.
+    /// `use_tls`: TLS over TCP, the server's certificate checked against `ca_file` (or the
+    /// system's roots) and its name.
     pub use_tls: bool,
+    /// `ca_file`: the CA certificates (PEM) for `use_tls`.
+    pub ca_file: Option<PathBuf>,
+    /// `certificate_file` and `private_key_file`: a client certificate for `use_tls`.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
     /// Keys of the section that Presenced does not use, for a startup report.
     pub ignored_keys: Vec<String>,
 }
@@ -85,6 +90,8 @@ impl RedisSettings {
             username: None,
             password: None,
             use_tls: false,
+            ca_file: None,
+            client_certificate: None,
             ignored_keys: Vec::new(),
         }
     }
@@ -122,13 +129,57 @@ impl RedisSettings {
                 .as_bool()
                 .ok_or_else(|| config("redis.use_tls", "must be true or false"))?,
         };
+        let ca_file = string(map, "ca_file")?.map(PathBuf::from);
+        let client_certificate = match (
+            string(map, "certificate_file")?,
+            string(map, "private_key_file")?,
+        ) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(config(
+                    "redis.private_key_file",
+                    "is required with certificate_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config(
+                    "redis.certificate_file",
+                    "is required with private_key_file",
+                ));
+            }
+        };
+        if use_tls && string(map, "ca_path")?.is_some() && ca_file.is_none() {
+            return Err(Error::Unsupported {
+                key: "redis.ca_path".to_owned(),
+                reason: "a directory of CA certificates is not read; name one file in \
+                         redis.ca_file"
+                    .to_owned(),
+            });
+        }
+        if use_tls && matches!(addr, RedisAddr::Unix(_)) {
+            return Err(config(
+                "redis.use_tls",
+                "cannot be used with `path` (a Unix socket)",
+            ));
+        }
         let username = string(map, "username")?;
         let password = string(map, "password")?;
         if username.is_some() && password.is_none() {
             return Err(config("redis.username", "requires `password` (as Synapse)"));
         }
         const USED: &[&str] = &[
-            "enabled", "host", "port", "path", "dbid", "use_tls", "username", "password",
+            "enabled",
+            "host",
+            "port",
+            "path",
+            "dbid",
+            "use_tls",
+            "username",
+            "password",
+            "ca_file",
+            "certificate_file",
+            "private_key_file",
         ];
         let mut ignored_keys: Vec<String> = map
             .keys()
@@ -142,20 +193,22 @@ impl RedisSettings {
             username,
             password,
             use_tls,
+            ca_file,
+            client_certificate,
             ignored_keys,
         })
     }
 
     fn client(&self) -> Result<redis::Client, Error> {
-        if self.use_tls {
-            return Err(Error::Unsupported {
-                key: "redis.use_tls".to_owned(),
-                reason: "TLS to Redis is not implemented yet".to_owned(),
-            });
-        }
-        let addr = match &self.addr {
-            RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
-            RedisAddr::Unix(p) => ConnectionAddr::Unix(p.clone()),
+        let addr = match (&self.addr, self.use_tls) {
+            (RedisAddr::Tcp { host, port }, false) => ConnectionAddr::Tcp(host.clone(), *port),
+            (RedisAddr::Tcp { host, port }, true) => ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            },
+            (RedisAddr::Unix(p), _) => ConnectionAddr::Unix(p.clone()),
         };
         let mut redis = RedisConnectionInfo::default().set_db(self.dbid);
         if let Some(u) = &self.username {
@@ -165,7 +218,34 @@ impl RedisSettings {
             redis = redis.set_password(p);
         }
         let info = addr.into_connection_info()?.set_redis_settings(redis);
-        Ok(redis::Client::open(info)?)
+        if !self.use_tls {
+            return Ok(redis::Client::open(info)?);
+        }
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| Error::Config {
+                key: key.to_owned(),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })
+        };
+        let root_cert = self
+            .ca_file
+            .as_ref()
+            .map(|p| read("redis.ca_file", p))
+            .transpose()?;
+        let client_tls = match &self.client_certificate {
+            Some((cert, key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("redis.certificate_file", cert)?,
+                client_key: read("redis.private_key_file", key)?,
+            }),
+            None => None,
+        };
+        Ok(redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )?)
     }
 }
 
@@ -501,6 +581,8 @@ fn string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, Error>
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use serde_json::json;
 
     use super::*;
@@ -521,14 +603,25 @@ mod tests {
             }
         );
         let u = RedisSettings::from_config(
-            &json!({"path": "/run/redis.sock", "dbid": 2, "password": "pw", "ca_file": "x"}),
+            &json!({"path": "/run/redis.sock", "dbid": 2, "password": "pw", "ca_path": "x"}),
         )
         .unwrap();
         assert_eq!(u.addr, RedisAddr::Unix(PathBuf::from("/run/redis.sock")));
         assert_eq!((u.dbid, u.password.as_deref()), (2, Some("pw")));
-        assert_eq!(u.ignored_keys, ["ca_file"]);
-        let tls = RedisSettings::from_config(&json!({"use_tls": true})).unwrap();
-        assert!(matches!(tls.client(), Err(Error::Unsupported { .. })));
+        assert_eq!(u.ignored_keys, ["ca_path"]);
+        let tls = RedisSettings::from_config(
+            &json!({"use_tls": true, "port": 6380, "ca_file": "/nonexistent/ca.pem"}),
+        )
+        .unwrap();
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(Path::new("/nonexistent/ca.pem"))
+        );
+        // An unreadable CA file is named at startup, not at the first connection.
+        match tls.client() {
+            Err(Error::Config { key, .. }) => assert_eq!(key, "redis.ca_file"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -540,6 +633,14 @@ mod tests {
             (json!({"use_tls": "yes"}), "redis.use_tls"),
             (json!({"username": "u"}), "redis.username"),
             (json!({"host": []}), "redis.host"),
+            (
+                json!({"certificate_file": "c.pem"}),
+                "redis.private_key_file",
+            ),
+            (
+                json!({"use_tls": true, "path": "/run/redis.sock"}),
+                "redis.use_tls",
+            ),
             (json!("localhost"), "redis"),
         ] {
             match RedisSettings::from_config(&v) {

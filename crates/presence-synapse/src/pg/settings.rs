@@ -78,9 +78,11 @@ pub struct PgSettings {
     pub cp_min: usize,
     /// `cp_max`: the pool's maximum size.
     pub cp_max: usize,
-    /// `sslmode`. Modes that require TLS are refused by [`crate::SynapseDb::connect`] for now;
-    /// the others connect in clear text (as `prefer` does when the server has no TLS).
+    /// `sslmode`: `require`, `verify-ca` and `verify-full` connect with TLS (libpq's
+    /// meanings); `disable`, `allow` and `prefer` in clear text.
     pub ssl_mode: SslMode,
+    /// `sslrootcert`: the CA certificates (PEM) the server's certificate is checked against.
+    pub ssl_root_cert: Option<PathBuf>,
     /// `application_name`, shown in `pg_stat_activity`.
     pub application_name: Option<String>,
     /// `connect_timeout`, in seconds.
@@ -108,6 +110,7 @@ impl PgSettings {
             cp_min: DEFAULT_CP_MIN,
             cp_max: DEFAULT_CP_MAX,
             ssl_mode: SslMode::default(),
+            ssl_root_cert: None,
             application_name: None,
             connect_timeout: None,
             ignored_keys: Vec::new(),
@@ -172,6 +175,18 @@ impl PgSettings {
                     .map_err(|_| config(&key("connect_timeout"), "must not be negative"))
             })
             .transpose()?;
+        // Client certificates are not read: refuse rather than fail authentication later.
+        for unsupported in ["sslcert", "sslkey"] {
+            if map.get(unsupported).is_some_and(|v| !v.is_null()) {
+                return Err(Error::Unsupported {
+                    key: key(unsupported),
+                    reason: "client certificates for PostgreSQL are not supported; use \
+                             password or trust authentication"
+                        .to_owned(),
+                });
+            }
+        }
+        let ssl_root_cert = string(map, "sslrootcert")?.map(PathBuf::from);
         const USED: &[&str] = &[
             "user",
             "password",
@@ -182,6 +197,7 @@ impl PgSettings {
             "cp_min",
             "cp_max",
             "sslmode",
+            "sslrootcert",
             "application_name",
             "connect_timeout",
         ];
@@ -200,6 +216,7 @@ impl PgSettings {
             cp_min,
             cp_max,
             ssl_mode,
+            ssl_root_cert,
             application_name: string(map, "application_name")?,
             connect_timeout,
             ignored_keys,
@@ -237,7 +254,16 @@ impl PgSettings {
         Ok(s)
     }
 
-    /// The tokio-postgres configuration (always without TLS: see [`Self::ssl_mode`]).
+    /// The `sslmode` that applies: a Unix socket is never encrypted (libpq ignores `sslmode`
+    /// there too).
+    pub fn tls_mode(&self) -> SslMode {
+        match self.host {
+            PgHost::Socket(_) => SslMode::Disable,
+            PgHost::Tcp(_) => self.ssl_mode,
+        }
+    }
+
+    /// The tokio-postgres configuration; TLS itself is the connector's (see `crate::tls`).
     pub(crate) fn to_pg_config(&self) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         cfg.user(&self.user).dbname(&self.dbname).port(self.port);
@@ -254,7 +280,11 @@ impl PgSettings {
         if let Some(t) = self.connect_timeout {
             cfg.connect_timeout(t);
         }
-        cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        cfg.ssl_mode(if self.tls_mode().requires_tls() {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
         cfg
     }
 }

@@ -486,13 +486,16 @@ async fn membership_from_current_state() {
 }
 
 #[tokio::test]
-async fn settings_refuse_tls_and_bad_servers() {
+async fn settings_refuse_missing_ca_and_bad_servers() {
     let t = TestDb::new().await;
     let mut s = t.settings.clone();
-    s.ssl_mode = SslMode::Require;
+    // verify-full over TCP needs a CA to check against: named at connect, not at a query.
+    s.host = presence_synapse::PgHost::Tcp("127.0.0.1".to_owned());
+    s.ssl_mode = SslMode::VerifyFull;
+    s.ssl_root_cert = Some("/nonexistent/root.crt".into());
     assert!(matches!(
         SynapseDb::connect(&s).await,
-        Err(Error::Unsupported { ref key, .. }) if key == "database.args.sslmode"
+        Err(Error::Config { ref key, .. }) if key == "database.args.sslrootcert"
     ));
     let mut s: PgSettings = t.settings.clone();
     s.dbname = "presence_synapse_no_such_db".to_owned();

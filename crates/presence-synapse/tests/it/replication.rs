@@ -188,11 +188,14 @@ async fn reconnects_after_redis_restarts() {
 }
 
 #[tokio::test]
-async fn tls_is_refused_clearly() {
-    let settings = RedisSettings::from_config(&serde_json::json!({"use_tls": true})).unwrap();
+async fn an_unreadable_tls_ca_file_is_named() {
+    let settings = RedisSettings::from_config(
+        &serde_json::json!({"use_tls": true, "ca_file": "/nonexistent/ca.pem"}),
+    )
+    .unwrap();
     let server_name = ServerName::parse("test.local").unwrap();
     assert!(matches!(
         Subscriber::new(&settings, &server_name, 4),
-        Err(Error::Unsupported { ref key, .. }) if key == "redis.use_tls"
+        Err(Error::Config { ref key, .. }) if key == "redis.ca_file"
     ));
 }

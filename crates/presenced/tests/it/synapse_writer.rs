@@ -182,13 +182,16 @@ struct Writer {
     child: Option<Child>,
     log: PathBuf,
     started: u32,
+    /// More command-line arguments (e.g. a third `-c` file).
+    extra: Vec<String>,
     // Last: released after `drop` has stopped the process.
     _slot: MutexGuard<'static, ()>,
 }
 
 impl Writer {
-    /// Waits for the writer slot, then starts Presenced and waits until it is healthy.
-    async fn start(deployment: &'static Deployment, test: &str) -> Self {
+    /// Waits for the writer slot, then starts Presenced (with `extra` command-line arguments)
+    /// and waits until it is healthy.
+    async fn start_with(deployment: &'static Deployment, test: &str, extra: Vec<String>) -> Self {
         let slot = WRITER_SLOT.lock().await;
         let log =
             Path::new(deployment.var("SYNAPSE_LOG_DIR")).join(format!("presenced-{test}.log"));
@@ -198,6 +201,7 @@ impl Writer {
             child: None,
             log,
             started: 0,
+            extra,
             _slot: slot,
         };
         writer.spawn().await;
@@ -228,6 +232,7 @@ impl Writer {
         let child = Command::new(env!("CARGO_BIN_EXE_presenced"))
             .args(["-c", d.var("SYNAPSE_HOMESERVER_YAML")])
             .args(["-c", d.var("PRESENCED_WRITER_YAML")])
+            .args(&self.extra)
             .current_dir(d.dir())
             // Where the deployment's Python modules are (the example router, and a module
             // only Synapse can load), as for Synapse's processes.
@@ -418,8 +423,18 @@ impl Scenario {
     /// `None` when skipped; else waits for the writer slot and starts Presenced. `tag`, a short
     /// name for the test, goes into its users' localparts.
     async fn start(test: &'static str, tag: &'static str) -> Option<Self> {
+        Self::start_with(test, tag, |_| Vec::new()).await
+    }
+
+    /// [`Self::start`] with more command-line arguments for Presenced, made from the
+    /// deployment.
+    async fn start_with(
+        test: &'static str,
+        tag: &'static str,
+        extra: impl FnOnce(&'static Deployment) -> Vec<String>,
+    ) -> Option<Self> {
         let d = deployment(test)?;
-        let writer = Writer::start(d, test).await;
+        let writer = Writer::start_with(d, test, extra(d)).await;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()

@@ -424,26 +424,36 @@ async fn every_listener_answers_health_and_the_client_listener_cors() {
         headers.contains("authorization") && headers.contains("content-type"),
         || format!("preflight: access-control-allow-headers {headers:?}"),
     );
-    // The production series are there, each with its help text.
-    let text = reqwest::get(s.d.metrics_url())
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for series in [
-        "presenced_replication_commands_sent_total",
-        "presenced_replication_commands_received_total",
-        "presenced_http_request_duration_seconds",
-    ] {
-        s.check(text.contains(&format!("# HELP {series} ")), || {
-            format!("/metrics has no # HELP line for {series}:\n{text}")
-        });
+    // The production series are there, each with its help text (the other processes'
+    // answers to Presenced's REPLICATE may take a moment to be counted).
+    let wanted = [
+        "# HELP presenced_replication_commands_sent_total ",
+        "# HELP presenced_replication_commands_received_total ",
+        "# HELP presenced_http_request_duration_seconds ",
+        "presenced_replication_commands_sent_total{command=\"POSITION\"}",
+        "presenced_replication_commands_received_total{command=\"POSITION\"}",
+    ];
+    let t = Instant::now();
+    loop {
+        let text = reqwest::get(s.d.metrics_url())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !text.contains(w))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            s.fail(&format!("/metrics lacks {missing:?}:\n{text}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    s.check(
-        text.contains("presenced_replication_commands_sent_total{command=\"POSITION\"}"),
-        || format!("/metrics counts no POSITION sent at startup:\n{text}"),
-    );
     s.finish().await;
 }
 
@@ -578,4 +588,55 @@ async fn a_running_stock_writer_is_refused() {
         output.contains("another process already writes presence as \"presenced\""),
         "the refusal does not say a writer of that name is running:\n{output}"
     );
+}
+
+#[tokio::test]
+async fn postgres_and_redis_over_tls_when_the_shared_file_asks() {
+    // A third file replaces `database` and `redis` with TLS connections: PostgreSQL over
+    // loopback TCP with `sslmode: verify-full`, Redis on its TLS port, both checked against
+    // the deployment's test CA. Synapse's own processes stay on clear text.
+    let Some(s) = Scenario::start_with(
+        "postgres_and_redis_over_tls_when_the_shared_file_asks",
+        "tls",
+        |d| {
+            let ca = d.var("SYNAPSE_TLS_CA");
+            let file = d.dir().join("presenced-tls.yaml");
+            let yaml = format!(
+                "database:\n  name: psycopg2\n  args: {{user: synapse, dbname: synapse, \
+                 host: localhost, port: {pg}, sslmode: verify-full, sslrootcert: '{ca}', \
+                 application_name: presenced-tls-test}}\n\
+                 redis: {{enabled: true, host: localhost, port: {redis}, use_tls: true, \
+                 ca_file: '{ca}'}}\n",
+                pg = d.var("SYNAPSE_PG_PORT"),
+                redis = d.var("SYNAPSE_REDIS_TLS_PORT"),
+            );
+            std::fs::write(&file, yaml).unwrap();
+            vec!["-c".to_owned(), file.display().to_string()]
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    // Every connection Presenced holds to PostgreSQL is encrypted.
+    if let Some(out) = s.d.psql(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'presenced-tls-test'",
+    ) {
+        let rows: Vec<&str> = out.lines().collect();
+        s.check(!rows.is_empty() && rows.iter().all(|r| *r == "t"), || {
+            format!("Presenced's PostgreSQL connections, ssl per connection: {rows:?}")
+        });
+    }
+    // Writes reach PostgreSQL and RDATA reaches the sync worker through Redis's TLS port.
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    s.share_room(&alice, &bob).await;
+    let mut bob_sync = s.watch(&bob).await;
+    let content = json!({"presence": "online", "status_msg": "over TLS"});
+    s.put_presence(&s.d.presenced_client_url(), &alice, content.clone())
+        .await;
+    s.wait_for(&mut bob_sync, &alice, &content, SEEN_WITHIN)
+        .await;
+    s.check_row(&alice, "online", "over TLS").await;
+    s.finish().await;
 }
