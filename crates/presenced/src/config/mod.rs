@@ -215,7 +215,8 @@ pub struct ListenerResources {
 pub enum ResourceName {
     /// The client-server API (`/_matrix/client`).
     Client,
-    /// The server-server API (`/_matrix/federation`).
+    /// The server-server API (`/_matrix/federation`), and the server keys too, as the
+    /// reference serves them on this resource.
     Federation,
     /// Server keys (`/_matrix/key`).
     Keys,
