@@ -244,3 +244,91 @@ async fn server_options_with_check_config_are_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--print-listen-addrs"), "{stderr}");
 }
+
+/// The `presenced: ...` line a failed command printed.
+fn failure_line(stderr: &str) -> Option<&str> {
+    stderr.lines().find(|l| l.starts_with("presenced: "))
+}
+
+/// Runs `check-config` and the server on the same configuration: both must fail, with the
+/// same message, containing `expected`.
+pub(crate) async fn check_config_and_startup_fail_alike(
+    ws: &Workspace,
+    config: &str,
+    expected: &str,
+) -> String {
+    let path = ws.write("presenced.yaml", config);
+    let path = path.to_str().unwrap();
+    let (code, stdout, check) = ws.run(&["check-config", "-c", path]).await;
+    assert_eq!(code, 1, "check-config passed:\n{config}\n{stdout}{check}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(check.contains(expected), "{expected:?} not in:\n{check}");
+    let (code, _, start) = ws.run(&["-c", path]).await;
+    assert_eq!(code, 1, "{start}");
+    assert!(
+        failure_line(&start).is_some_and(|l| l.contains(expected)),
+        "{expected:?} not in:\n{start}"
+    );
+    assert_eq!(failure_line(&check), failure_line(&start));
+    check
+}
+
+/// check-config builds the routers as startup does, so a router the server refuses fails
+/// check-config too, with the same message. A mistyped built-in name lists the built-ins by
+/// full name and alias (and, with the `python` feature, is not tried as a Python module).
+#[tokio::test]
+async fn check_config_fails_on_the_router_configs_startup_refuses() {
+    let ws = Workspace::new();
+    let example = |config: &str| {
+        config_yaml(&format!(
+            "modules:\n  - {{module: presenced.routers.ExamplePresenceRouter, config: {config}}}\n"
+        ))
+    };
+    let cases = [
+        (
+            example("{always_send_to_users: '@a:test'}"),
+            "modules[0].config.always_send_to_users: ",
+        ),
+        (
+            example("{blacklisted_users: ['@ok:test', 'not-a-user']}"),
+            "modules[0].config.blacklisted_users[1]: ",
+        ),
+        (
+            example("{always_send_to: []}"),
+            "modules[0].config.always_send_to: unknown field `always_send_to`",
+        ),
+        (
+            config_yaml("presence: {presence_router: {module: exmaple}}\n"),
+            "presence.presence_router.module: unknown presence router module \"exmaple\"; \
+             known modules: presenced.routers.ExamplePresenceRouter (alias: example), or a \
+             Python class path",
+        ),
+        (
+            config_yaml("modules: [{module: presenced.routers.NoSuchRouter}]\n"),
+            "modules[0].module: unknown presence router module \
+             \"presenced.routers.NoSuchRouter\"; known modules: \
+             presenced.routers.ExamplePresenceRouter (alias: example), or a Python class path",
+        ),
+    ];
+    for (config, expected) in cases {
+        let stderr = check_config_and_startup_fail_alike(&ws, &config, expected).await;
+        // Neither name is ever imported as a Python module.
+        assert!(!stderr.contains("No module named"), "{stderr}");
+        assert!(!stderr.contains("dotted"), "{stderr}");
+    }
+
+    // The same router with a good config passes, saying nothing but that.
+    let good = ws.write(
+        "good.yaml",
+        &example("{always_send_to_users: ['@a:test'], blacklisted_users: []}"),
+    );
+    let (code, stdout, stderr) = ws
+        .run(&["check-config", "-c", good.to_str().unwrap()])
+        .await;
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "The configuration is valid.\n"),
+        "{stderr}"
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}
