@@ -332,3 +332,47 @@ async fn check_config_fails_on_the_router_configs_startup_refuses() {
     );
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// A stock homeserver.yaml points `database` at Synapse's own SQLite file: Presenced says so
+/// and exits 1 before writing anything (no migration, no WAL switch, the file unchanged).
+#[tokio::test]
+async fn a_synapse_sqlite_database_is_refused_and_left_unchanged() {
+    let ws = Workspace::new();
+    let db = ws.path().join("homeserver.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        // As Synapse's `synapse/storage/schema/common/schema_version.sql` creates it.
+        conn.execute_batch(
+            "CREATE TABLE schema_version(Lock CHAR(1) NOT NULL DEFAULT 'X' UNIQUE, \
+                 version INTEGER NOT NULL, upgraded BOOL NOT NULL);
+             INSERT INTO schema_version VALUES ('X', 92, 1);
+             CREATE TABLE events(stream_ordering INTEGER PRIMARY KEY, event_id TEXT);",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let config = ws.write(
+        "homeserver.yaml",
+        "server_name: test
+listeners: [{port: 0, type: http, bind_addresses: ['127.0.0.1'], resources: [{names: [client]}]}]
+database: {name: sqlite3, args: {database: homeserver.db}}
+",
+    );
+    let (code, _, stderr) = ws.run(&["-c", config.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    let line = failure_line(&stderr).unwrap_or_default();
+    assert!(
+        line.contains("homeserver.db: the file is a Synapse database, not a Presenced one; it was left unchanged."),
+        "{stderr}"
+    );
+    assert!(line.contains("database.args.database"), "{stderr}");
+    assert!(line.contains("writer mode"), "{stderr}");
+    assert!(!stderr.contains("migration"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file changed");
+    let mut files: Vec<String> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["homeserver.db", "homeserver.yaml"]);
+}
