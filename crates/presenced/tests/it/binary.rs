@@ -376,3 +376,54 @@ database: {name: sqlite3, args: {database: homeserver.db}}
     files.sort();
     assert_eq!(files, ["homeserver.db", "homeserver.yaml"]);
 }
+
+/// Each router call is logged at debug (router, states in, recipients out, time), here as
+/// JSON lines (`--log-format json`).
+#[tokio::test]
+async fn router_calls_are_logged_at_debug() {
+    let ws = Workspace::new();
+    let config = ws.write("presenced.yaml", &crate::matrix::test_config(""));
+    let server = RunningBinary::start_with(
+        &ws,
+        &config,
+        &[
+            "--log-level",
+            "info,presence_router=debug",
+            "--log-format",
+            "json",
+        ],
+    )
+    .await;
+    let c = crate::matrix::Client::new(&server.base_url());
+    let alice = c.register("alice", "password", false).await.unwrap();
+    let (status, errcode) = c
+        .put_presence(&alice, &alice.user_id, json!({"presence": "online"}))
+        .await;
+    assert_eq!((status, errcode), (StatusCode::OK, None));
+    c.sync(&alice, "timeout=0&set_presence=offline").await;
+    server.signal("TERM");
+    let (code, stderr) = server.wait().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let calls: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "Presence router call.")
+        .collect();
+    let routed = calls
+        .iter()
+        .find(|l| l["fields"]["method"] == "get_users_for_states")
+        .unwrap_or_else(|| panic!("no get_users_for_states call logged:\n{stderr}"));
+    assert_eq!(routed["level"], "DEBUG");
+    let fields = &routed["fields"];
+    assert_eq!(fields["router"], "presenced.routers.ExamplePresenceRouter");
+    assert_eq!(fields["states"], 1, "{routed}");
+    // The example router sends everyone's presence to its two `always_send_to_users`.
+    assert_eq!(fields["recipients"], 2, "{routed}");
+    assert!(fields["elapsed_us"].is_u64(), "{routed}");
+    let interested = calls
+        .iter()
+        .find(|l| l["fields"]["method"] == "get_interested_users")
+        .unwrap_or_else(|| panic!("no get_interested_users call logged:\n{stderr}"));
+    assert_eq!(interested["fields"]["user"], alice.user_id.as_str());
+    assert_eq!(interested["fields"]["interested"], "0", "{interested}");
+}
