@@ -427,3 +427,31 @@ async fn router_calls_are_logged_at_debug() {
     assert_eq!(interested["fields"]["user"], alice.user_id.as_str());
     assert_eq!(interested["fields"]["interested"], "0", "{interested}");
 }
+
+/// The example configuration's shared secret is public: the server says so at startup (and
+/// not for a secret of the operator's own).
+#[tokio::test]
+async fn the_public_example_secret_is_warned_about_at_startup() {
+    let ws = Workspace::new();
+    for (secret, warned) in [
+        ("CHANGE-ME-example-only-not-a-secret", true),
+        ("a-secret-of-my-own", false),
+    ] {
+        let config = ws.write(
+            "presenced.yaml",
+            &config_yaml(&format!("registration_shared_secret: {secret}\n")),
+        );
+        let server = RunningBinary::start(&ws, &config).await;
+        server.signal("TERM");
+        let (code, stderr) = server.wait().await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let warning = stderr.lines().find(|l| {
+            l.contains("The shared secret is the example configuration's, which is public")
+        });
+        assert_eq!(warning.is_some(), warned, "{secret}:\n{stderr}");
+        if let Some(line) = warning {
+            assert!(line.contains("WARN"), "{line}");
+            assert!(line.contains("registration_shared_secret"), "{line}");
+        }
+    }
+}
