@@ -1,7 +1,8 @@
 //! Presence routers written in Python for the reference homeserver, loaded by the real server
 //! from its configuration and exercised over HTTP: the seed's example router in both
 //! configuration forms against the recorded conformance scenarios, routers in the style of the
-//! reference's own tests (its section 7.1), and routers that break the contract.
+//! reference's own tests (Synapse's `tests/events/test_presence_router.py`), and routers that
+//! break the contract.
 
 use std::{path::PathBuf, time::Duration};
 
