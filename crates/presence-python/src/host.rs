@@ -618,7 +618,7 @@ impl PythonHost {
 }
 
 /// Whether `name` can be a Python class path: dotted identifiers, at least two.
-fn is_python_class_path(name: &str) -> bool {
+pub fn is_python_class_path(name: &str) -> bool {
     let mut parts = 0;
     for part in name.split('.') {
         let mut chars = part.chars();

@@ -37,6 +37,6 @@ mod shim;
 mod watchdog;
 
 pub use error::PythonError;
-pub use host::{ModuleForm, PythonHost, PythonHostStats};
+pub use host::{ModuleForm, PythonHost, PythonHostStats, is_python_class_path};
 pub use options::{PythonOptions, TwistedMode};
 pub use router::{PythonRouter, PythonRouterStats};

@@ -93,6 +93,9 @@ pub type RouterFactory =
 #[derive(Clone, Default)]
 pub struct RouterRegistry {
     factories: BTreeMap<String, RouterFactory>,
+    /// Each registration's names, full name first then its aliases, in registration order:
+    /// what the unknown-module error lists.
+    modules: Vec<Vec<String>>,
     fallback: Option<(String, FallbackFactory)>,
 }
 
@@ -110,7 +113,8 @@ impl RouterRegistry {
         Self::default()
     }
 
-    /// Registers a [`RouterModule`] under each of `names`.
+    /// Registers a [`RouterModule`] under each of `names`: its full name first, then its
+    /// aliases (the unknown-module error lists them that way).
     pub fn register<M: RouterModule>(&mut self, names: &[&str]) {
         let factory: RouterFactory = Arc::new(|config, api| {
             let parsed = M::parse_config(config)?;
@@ -119,11 +123,46 @@ impl RouterRegistry {
         for name in names {
             self.factories.insert((*name).to_owned(), factory.clone());
         }
+        self.add_module(names);
     }
 
     /// Registers a raw factory under `name`.
     pub fn register_factory(&mut self, name: &str, factory: RouterFactory) {
         self.factories.insert(name.to_owned(), factory);
+        self.add_module(&[name]);
+    }
+
+    fn add_module(&mut self, names: &[&str]) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        // A name registered again is replaced: it belongs to the latest registration only.
+        for module in &mut self.modules {
+            module.retain(|n| !names.contains(n));
+        }
+        self.modules.retain(|m| !m.is_empty());
+        if !names.is_empty() {
+            self.modules.push(names);
+        }
+    }
+
+    /// Whether `name` is registered (a full name or an alias).
+    pub fn contains(&self, name: &str) -> bool {
+        self.factories.contains_key(name)
+    }
+
+    /// Every registered module by its full name and aliases, e.g.
+    /// `presenced.routers.ExamplePresenceRouter (alias: example)`, comma separated.
+    pub fn describe_modules(&self) -> String {
+        let described: Vec<String> = self
+            .modules
+            .iter()
+            .map(|names| match names.split_first() {
+                Some((full, [])) => full.clone(),
+                Some((full, [alias])) => format!("{full} (alias: {alias})"),
+                Some((full, aliases)) => format!("{full} (aliases: {})", aliases.join(", ")),
+                None => String::new(),
+            })
+            .collect();
+        described.join(", ")
     }
 
     /// Sets the factory consulted for names that are not registered; `description` appears in
@@ -154,15 +193,24 @@ impl RouterRegistry {
         {
             return result.map_err(|e| e.at(&format!("{path}.config")));
         }
-        let mut known: Vec<&str> = self.names().collect();
+        Err(self.unknown(path, name))
+    }
+
+    /// The error for a module name that is neither registered nor handled by the fallback:
+    /// it lists every registered module by full name and alias, then the fallback.
+    pub fn unknown(&self, path: &str, name: &str) -> ConfigError {
+        let mut known = self.describe_modules();
         if let Some((description, _)) = &self.fallback {
-            known.push(description);
+            if !known.is_empty() {
+                known.push_str(", or ");
+            }
+            known.push_str(description);
         }
-        Err(ConfigError::UnknownModule {
+        ConfigError::UnknownModule {
             path: format!("{path}.module"),
             name: name.to_owned(),
-            known: known.join(", "),
-        })
+            known,
+        }
     }
 }
 
@@ -201,5 +249,67 @@ mod tests {
 
         let ok = parse_typed_config::<Cfg>(&Value::Null).unwrap();
         assert!(ok.users.is_empty());
+    }
+
+    struct Nothing;
+
+    #[crate::async_trait]
+    impl crate::PresenceRouter for Nothing {
+        async fn get_users_for_states(
+            &self,
+            _: &crate::StateBatch,
+        ) -> Result<crate::UserStates, crate::RouterError> {
+            Ok(crate::UserStates::new())
+        }
+
+        async fn get_interested_users(
+            &self,
+            _: &crate::UserId,
+        ) -> Result<crate::InterestedUsers, crate::RouterError> {
+            Ok(crate::InterestedUsers::Users(Default::default()))
+        }
+    }
+
+    impl RouterModule for Nothing {
+        type Config = ();
+
+        fn parse_config(_: &Value) -> Result<(), ConfigError> {
+            Ok(())
+        }
+
+        fn new((): (), _: ModuleApi) -> Self {
+            Self
+        }
+    }
+
+    #[test]
+    fn unknown_modules_list_every_module_by_full_name_and_alias() {
+        let mut registry = RouterRegistry::new();
+        registry.register::<Nothing>(&["pkg.routers.Nothing", "nothing", "none"]);
+        registry.register::<Nothing>(&["pkg.routers.Other", "other"]);
+        registry.register::<Nothing>(&["pkg.routers.Bare"]);
+        assert!(registry.contains("none") && !registry.contains("nope"));
+        let api = ModuleApi::detached(crate::ServerName::parse("hs").unwrap());
+        let err = registry
+            .build("modules[2]", "nothnig", &Value::Null, &api)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "modules[2].module: unknown presence router module \"nothnig\"; known modules: \
+             pkg.routers.Nothing (aliases: nothing, none), pkg.routers.Other (alias: other), \
+             pkg.routers.Bare"
+        );
+
+        registry.set_fallback("a Python class path", Arc::new(|_, _, _| None));
+        // Registering a name again moves it to the new registration.
+        registry.register::<Nothing>(&["pkg.routers.Bare", "other"]);
+        let err = registry.unknown("presence.presence_router", "x");
+        assert_eq!(
+            err.to_string(),
+            "presence.presence_router.module: unknown presence router module \"x\"; known \
+             modules: pkg.routers.Nothing (aliases: nothing, none), pkg.routers.Other, \
+             pkg.routers.Bare (alias: other), or a Python class path"
+        );
     }
 }

@@ -18,7 +18,9 @@ use std::{
 
 use futures::FutureExt;
 
-use crate::{InterestedUsers, PresenceRouter, RouterError, StateBatch, UserId, UserStates};
+use crate::{
+    InterestedUsers, PresenceRouter, RouterError, StateBatch, StateSet, UserId, UserStates,
+};
 
 /// The default time budget of one router call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -86,15 +88,25 @@ impl RouterSet {
             return merged;
         }
         for m in &self.members {
-            let answer = self
+            let (answer, elapsed) = self
                 .call(
                     m,
                     "get_users_for_states",
                     m.router.get_users_for_states(batch),
                 )
-                .await
-                .and_then(|answer| check_batch(m, answer, batch));
+                .await;
+            let answer = answer.and_then(|answer| check_batch(m, answer, batch));
             let Some(answer) = answer else { continue };
+            // Every routing decision, for an operator asking "why did (not) X see Y".
+            tracing::debug!(
+                router = %m.name,
+                method = "get_users_for_states",
+                states = batch.len(),
+                recipients = answer.len(),
+                routed = answer.values().map(StateSet::len).sum::<usize>(),
+                elapsed_us = micros(elapsed),
+                "Presence router call."
+            );
             if merged.is_empty() {
                 merged = answer;
                 continue;
@@ -121,14 +133,28 @@ impl RouterSet {
     pub async fn get_interested_users(&self, user: &UserId) -> InterestedUsers {
         let mut merged = std::collections::BTreeSet::new();
         for m in &self.members {
-            match self
+            let (answer, elapsed) = self
                 .call(
                     m,
                     "get_interested_users",
                     m.router.get_interested_users(user),
                 )
-                .await
-            {
+                .await;
+            if let Some(answer) = &answer {
+                let interested = match answer {
+                    InterestedUsers::All => "all".to_owned(),
+                    InterestedUsers::Users(users) => users.len().to_string(),
+                };
+                tracing::debug!(
+                    router = %m.name,
+                    method = "get_interested_users",
+                    user = %user,
+                    interested,
+                    elapsed_us = micros(elapsed),
+                    "Presence router call."
+                );
+            }
+            match answer {
                 Some(InterestedUsers::All) => return InterestedUsers::All,
                 Some(InterestedUsers::Users(users)) => {
                     if merged.is_empty() {
@@ -144,12 +170,13 @@ impl RouterSet {
     }
 
     /// Runs one call with the time budget, catching panics; `None` if the answer is dropped.
+    /// Also returns how long the call took.
     async fn call<T>(
         &self,
         m: &Member,
         method: &'static str,
         fut: impl Future<Output = Result<T, RouterError>> + Send,
-    ) -> Option<T> {
+    ) -> (Option<T>, Duration) {
         let start = Instant::now();
         m.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
@@ -164,7 +191,7 @@ impl RouterSet {
             Ordering::Relaxed,
         );
         let err = match outcome {
-            Some(Ok(Ok(v))) => return Some(v),
+            Some(Ok(Ok(v))) => return (Some(v), elapsed),
             Some(Ok(Err(e))) => {
                 // A router that keeps its own budget (a Python router) reports the overrun.
                 if matches!(e, RouterError::TimedOut) {
@@ -189,8 +216,13 @@ impl RouterSet {
             elapsed_ms = elapsed.as_millis() as u64,
             "Presence router call failed; its answer is ignored for this call."
         );
-        None
+        (None, elapsed)
     }
+}
+
+/// `d` in whole microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Drops an answer holding a set from another batch, counting it as a failed call: a router

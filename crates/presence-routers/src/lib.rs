@@ -15,6 +15,10 @@ pub use example::{
     EXAMPLE_ROUTER_ALIAS, EXAMPLE_ROUTER_NAME, ExamplePresenceRouter, ExampleRouterConfig,
 };
 
+/// The namespace of the built-in routers' full names (`presenced.routers.ExamplePresenceRouter`).
+/// A name in it that is not registered is a mistyped built-in, never a Python module.
+pub const BUILTIN_NAMESPACE: &str = "presenced.routers.";
+
 /// Registers every built-in router in `registry`: the example router under
 /// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`].
 pub fn register_builtin(registry: &mut RouterRegistry) {

@@ -45,6 +45,20 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: u32,
     },
+    /// The file holds another program's database (no Presenced schema version, but tables),
+    /// a Synapse database above all. Refused before anything is written to it: the file is
+    /// left exactly as it was.
+    #[error("{}", if *synapse {
+        "the file is a Synapse database, not a Presenced one".to_owned()
+    } else {
+        format!("the file holds another program's database ({tables} tables), not a Presenced one")
+    })]
+    ForeignDatabase {
+        /// Whether it has Synapse's tables (`schema_version`, `applied_schema_deltas`, ...).
+        synapse: bool,
+        /// How many tables it has.
+        tables: usize,
+    },
     /// A schema migration failed; the database is left at `version - 1`.
     #[error("schema migration to version {version} failed")]
     Migration {

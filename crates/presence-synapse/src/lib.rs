@@ -9,8 +9,10 @@
 //! - [`replication`]: the Redis transport (one subscriber and one publisher connection).
 //! - `tls`: TLS to PostgreSQL with libpq's `sslmode` meanings (Redis's is the redis crate's).
 //!
-//! The protocol is described in `shared/reference/synapse-worker-protocol.md`; the crate does
-//! no presence logic of its own, the server wires it to the engine.
+//! The protocol is Synapse's own: `docs/tcp_replication.md` and
+//! `synapse/replication/tcp/commands.py` in its repository (the stream rows in
+//! `synapse/replication/tcp/streams/`). The crate does no presence logic of its own, the
+//! server wires it to the engine.
 
 pub mod command;
 mod error;

@@ -27,6 +27,8 @@ use crate::{
 
 /// The log filter when neither `--log-level` nor `RUST_LOG` is given.
 const DEFAULT_LOG_FILTER: &str = "info";
+/// The log filter of `check-config` when neither `--log-level` nor `RUST_LOG` is given.
+const CHECK_CONFIG_LOG_FILTER: &str = "warn";
 /// How long open requests may run after a shutdown signal, unless `--shutdown-timeout` says.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The exit code for an invalid configuration or a failed start.
@@ -136,7 +138,7 @@ impl Cli {
             return ExitCode::from(EXIT_USAGE);
         }
         match self.command {
-            Some(Command::CheckConfig) => check_config(&self.global.config_paths),
+            Some(Command::CheckConfig) => check_config(&self.global),
             Some(Command::Register(args)) => {
                 match register::register(args, &self.global.config_paths) {
                     Ok(()) => ExitCode::SUCCESS,
@@ -152,16 +154,27 @@ impl Cli {
     }
 }
 
-/// `check-config`: problems on stderr and exit 1, or warnings on stderr and exit 0.
-fn check_config(paths: &[PathBuf]) -> ExitCode {
-    match Config::load(paths) {
-        Ok(loaded) => {
-            print_warnings(&loaded);
-            println!("The configuration is valid.");
-            ExitCode::SUCCESS
-        }
-        Err(e) => config_failure(&e),
+/// `check-config`: problems on stderr and exit 1, or warnings on stderr and exit 0. The
+/// presence routers are built as startup builds them (Python modules imported), so a router
+/// the server would refuse fails here with the same message.
+fn check_config(global: &GlobalArgs) -> ExitCode {
+    let loaded = match Config::load(&global.config_paths) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_failure(&e),
+    };
+    print_warnings(&loaded);
+    // Warnings only by default: what loading the routers logs at info is startup chatter.
+    init_logging(
+        global.log_level.as_deref(),
+        global.log_format,
+        CHECK_CONFIG_LOG_FILTER,
+    );
+    if let Err(e) = crate::routers::check(&loaded.config) {
+        eprintln!("presenced: {e}");
+        return ExitCode::from(EXIT_FAILURE);
     }
+    println!("The configuration is valid.");
+    ExitCode::SUCCESS
 }
 
 fn print_warnings(loaded: &LoadedConfig) {
@@ -186,7 +199,11 @@ fn config_failure(error: &ConfigError) -> ExitCode {
 
 /// Runs the server until SIGTERM or SIGINT.
 fn run_server(global: &GlobalArgs, run: &RunArgs) -> ExitCode {
-    init_logging(global.log_level.as_deref(), global.log_format);
+    init_logging(
+        global.log_level.as_deref(),
+        global.log_format,
+        DEFAULT_LOG_FILTER,
+    );
     let loaded = match Config::load(&global.config_paths) {
         Ok(loaded) => loaded,
         Err(e) => return config_failure(&e),
@@ -254,20 +271,16 @@ async fn serve_until_signal(mut config: Config, run: RunArgs) -> Result<(), Stri
     result.map_err(|e| e.to_string())
 }
 
-/// Installs the log subscriber: `--log-level`, else `RUST_LOG`, else `info`; to stderr.
-fn init_logging(filter: Option<&str>, format: LogFormat) {
+/// Installs the log subscriber: `--log-level`, else `RUST_LOG`, else `default`; to stderr.
+fn init_logging(filter: Option<&str>, format: LogFormat, default: &str) {
     let filter = match filter {
-        Some(text) => {
-            EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
-        }
+        Some(text) => EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new(default)),
         None => match std::env::var(EnvFilter::DEFAULT_ENV) {
             Ok(text) => EnvFilter::try_new(&text).unwrap_or_else(|e| {
-                eprintln!(
-                    "presenced: ignoring invalid RUST_LOG ({e}); logging at {DEFAULT_LOG_FILTER}"
-                );
-                EnvFilter::new(DEFAULT_LOG_FILTER)
+                eprintln!("presenced: ignoring invalid RUST_LOG ({e}); logging at {default}");
+                EnvFilter::new(default)
             }),
-            Err(_) => EnvFilter::new(DEFAULT_LOG_FILTER),
+            Err(_) => EnvFilter::new(default),
         },
     };
     let builder = tracing_subscriber::fmt()

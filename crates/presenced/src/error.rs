@@ -310,6 +310,28 @@ pub enum StartError {
         #[source]
         source: presence_store::StoreError,
     },
+    /// The database file is another program's (Synapse's, above all); it was not changed.
+    #[error(
+        "{}: {}; it was left unchanged. Presenced keeps its own data and needs a database file \
+         of its own: point database.args.database at a new file{}",
+        path.display(),
+        source,
+        if *synapse {
+            ". To run beside Synapse instead, make Presenced the deployment's presence writer \
+             on Synapse's PostgreSQL database (the writer mode, docs/synapse-writer.md)"
+        } else {
+            ""
+        }
+    )]
+    ForeignDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// Whether it is Synapse's.
+        synapse: bool,
+        /// What the store found.
+        #[source]
+        source: presence_store::StoreError,
+    },
     /// Persisted presence could not be loaded.
     #[error("cannot restore presence from the database: {0}")]
     Restore(#[source] crate::presence::PresenceError),

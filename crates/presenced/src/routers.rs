@@ -31,21 +31,36 @@ pub async fn build(config: &Config, api: &ModuleApi) -> Result<Routers, StartErr
         .map_err(StartError::RouterTask)?
 }
 
+/// Builds every configured router exactly as [`build`] does (Python modules imported and
+/// constructed, configs validated), then stops them: `check-config` fails where startup
+/// would. Blocking; call it outside an async runtime.
+pub fn check(config: &Config) -> Result<(), StartError> {
+    // Kept alive until the routers are stopped, so a module that sends a command while it
+    // loads sees a server, as it would at startup.
+    let (tx, _commands) = tokio::sync::mpsc::channel(MODULE_COMMAND_QUEUE);
+    let api = ModuleApi::new(config.server_name.clone(), tx);
+    let routers = build_blocking(config, &api)?;
+    routers.python.shutdown_blocking();
+    Ok(())
+}
+
+/// Room for module commands sent while `check` loads the routers (nobody reads them).
+const MODULE_COMMAND_QUEUE: usize = 64;
+
 fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartError> {
     let mut registry = RouterRegistry::new();
     presence_routers::register_builtin(&mut registry);
-    if !cfg!(feature = "python") {
-        // Only changes the unknown-module error, so it says how to get Python routers.
-        registry.set_fallback(
-            "a Python class path (in builds with the `python` feature)",
-            Arc::new(|_, _, _| None),
-        );
-    }
+    // Only changes the unknown-module error, so it says what else a name may be.
+    let other_names = if cfg!(feature = "python") {
+        "a Python class path (package.module.Class)"
+    } else {
+        "a Python class path (in builds with the `python` feature)"
+    };
+    registry.set_fallback(other_names, Arc::new(|_, _, _| None));
     let mut python = PythonModules::default();
     let mut set = RouterSet::new(config.presence.router_call_timeout);
     for (path, module) in config.module_entries() {
-        let built_in = registry.names().any(|name| name == module.module);
-        let router = if built_in || !cfg!(feature = "python") {
+        let router = if !is_python_candidate(&registry, &module.module) {
             registry.build(&path, &module.module, &module.config, api)?
         } else {
             match python.load(config, &path, &module.module, &module.config, api) {
@@ -80,6 +95,15 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
     Ok(Routers { set, python })
 }
 
+/// Whether `name` goes to Python: not a built-in, not in the built-ins' namespace (a
+/// mistyped built-in, which must list the built-ins rather than fail an import), and shaped
+/// like a class path (`exmaple` is a typo, not a module). Never in builds without Python.
+fn is_python_candidate(registry: &RouterRegistry, name: &str) -> bool {
+    !registry.contains(name)
+        && !name.starts_with(presence_routers::BUILTIN_NAMESPACE)
+        && python::is_class_path(name)
+}
+
 #[cfg(feature = "python")]
 mod python {
     use std::{
@@ -87,6 +111,7 @@ mod python {
         time::Duration,
     };
 
+    pub(super) use presence_python::is_python_class_path as is_class_path;
     use presence_python::{
         ModuleForm, PythonHost, PythonOptions, PythonRouter, PythonRouterStats, TwistedMode,
     };
@@ -168,13 +193,15 @@ mod python {
         /// Stops the interpreter's event loop (modules' background work is cancelled) and
         /// waits briefly for its thread.
         pub async fn shutdown(&self) {
-            let Some(host) = self.host.clone() else {
-                return;
-            };
-            let ended = tokio::task::spawn_blocking(move || host.shutdown(Duration::from_secs(5)))
-                .await
-                .unwrap_or(false);
-            if !ended {
+            let this = self.clone();
+            // Ending the wait early only skips the warning; the process goes on stopping.
+            let _ = tokio::task::spawn_blocking(move || this.shutdown_blocking()).await;
+        }
+
+        /// [`Self::shutdown`], blocking the calling thread.
+        pub fn shutdown_blocking(&self) {
+            let Some(host) = &self.host else { return };
+            if !host.shutdown(Duration::from_secs(5)) {
                 tracing::warn!("The Python interpreter did not stop within 5 s; leaving it.");
             }
         }
@@ -211,6 +238,11 @@ mod python {
 
     use crate::{config::Config, error::StartError};
 
+    /// No name is loaded as Python in this build.
+    pub(super) fn is_class_path(_: &str) -> bool {
+        false
+    }
+
     /// Nothing: this build runs no Python. (A field, so that both builds construct it with
     /// `default()`.)
     #[derive(Clone, Default)]
@@ -235,6 +267,9 @@ mod python {
 
         /// Nothing to stop.
         pub async fn shutdown(&self) {}
+
+        /// Nothing to stop.
+        pub fn shutdown_blocking(&self) {}
     }
 }
 

@@ -1,5 +1,7 @@
-//! Routers in the style of the reference homeserver's own presence router tests (its
-//! section 7.1): a router giving configured users everybody's presence, and one calling
+//! Routers in the style of the reference homeserver's own presence router tests
+//! (`tests/events/test_presence_router.py` in Synapse's repository, its
+//! `PresenceRouterTestModule` and `LegacyPresenceRouterTestModule`): a router giving
+//! configured users everybody's presence, and one calling
 //! `send_local_online_presence_to` from a looping background call.
 
 use std::time::Duration;

@@ -36,6 +36,7 @@ pub(super) fn open_writer(
     synchronous: Synchronous,
     busy_timeout: Duration,
 ) -> Result<Connection, StoreError> {
+    refuse_foreign(path)?;
     let mut conn = Connection::open_with_flags(path, base_flags() | OpenFlags::SQLITE_OPEN_CREATE)?;
     conn.busy_timeout(busy_timeout)?;
     // WAL lets readers run while the writer commits, and makes a commit one sequential append.
@@ -53,6 +54,68 @@ pub(super) fn open_writer(
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn, MIGRATIONS)?;
     Ok(conn)
+}
+
+/// Tables only Synapse's schema has (`synapse/storage/schema/common/schema_version.sql`
+/// and `main/full_schemas/*/full.sql.sqlite`): any of them marks a Synapse database.
+const SYNAPSE_TABLES: &[&str] = &[
+    "schema_version",
+    "schema_compat_version",
+    "applied_schema_deltas",
+    "applied_module_schemas",
+    "event_json",
+    "state_groups_state",
+];
+
+/// Refuses a file that already holds another program's database, before anything touches
+/// it (switching to WAL alone rewrites the header): an operator reusing a homeserver.yaml
+/// points `database` at Synapse's own file. Such a file has tables but no schema version of
+/// ours. It is read through a read-only connection, so it stays byte-for-byte as it was.
+fn refuse_foreign(path: &Path) -> Result<(), StoreError> {
+    // Missing or empty: a new database.
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return Ok(());
+    }
+    // `immutable`: no locks and no `-shm`/`-wal` files, which even a read-only connection to
+    // a WAL database would create. What is probed (the schema version and the table names)
+    // is in the main file; a Presenced database's `user_version` is there as soon as its
+    // first migration committed.
+    let conn = Connection::open_with_flags(
+        immutable_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    if current_version(&conn)? != 0 {
+        return Ok(());
+    }
+    let mut tables = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+    )?;
+    let tables = tables
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::ForeignDatabase {
+        synapse: tables.iter().any(|t| SYNAPSE_TABLES.contains(&t.as_str())),
+        tables: tables.len(),
+    })
+}
+
+/// `file:PATH?immutable=1`, with the bytes a URI path cannot hold (and every non-ASCII byte)
+/// percent-encoded.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for byte in path.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'?' | b'#' | b'%' | 0..=0x20 | 0x7f.. => uri.push_str(&format!("%{byte:02X}")),
+            _ => uri.push(char::from(*byte)),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Opens a read-only-in-practice connection for the read pool.

@@ -373,6 +373,101 @@ async fn a_database_from_a_newer_build_is_refused() {
     }
 }
 
+/// The directory's files and their bytes, so a test can say that nothing was written.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// An existing Synapse SQLite database (`homeserver.db`) is recognised before anything is
+/// written: no migration, no WAL switch, every file left byte-for-byte as it was. Synapse's
+/// own `synapse/storage/schema/common/schema_version.sql` creates `schema_version`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synapse_database_is_refused_and_left_untouched() {
+    for (journal, name) in [("DELETE", "homeserver.db"), ("WAL", "home server ü?#%.db")] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        {
+            let conn = Connection::open(&path).unwrap();
+            let _: String = conn
+                .pragma_update_and_check(None, "journal_mode", journal, |r| r.get(0))
+                .unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version(Lock CHAR(1) NOT NULL DEFAULT 'X' UNIQUE, \
+                     version INTEGER NOT NULL, upgraded BOOL NOT NULL);
+                 INSERT INTO schema_version VALUES ('X', 92, 1);
+                 CREATE TABLE users(name TEXT, password_hash TEXT, creation_ts BIGINT);
+                 INSERT INTO users VALUES ('@alice:example.org', 'x', 1);",
+            )
+            .unwrap();
+        }
+        let before = snapshot(dir.path());
+        let err = SqliteStore::open(SqliteConfig::new(&path))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::ForeignDatabase {
+                    synapse: true,
+                    tables: 2
+                }
+            ),
+            "{journal}: {err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the file is a Synapse database, not a Presenced one"
+        );
+        assert!(
+            snapshot(dir.path()) == before,
+            "{journal}: the files changed"
+        );
+    }
+}
+
+/// Another program's database is refused the same way; an empty file is a new database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_database_is_refused_and_an_empty_file_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes(body TEXT);")
+        .unwrap();
+    let before = snapshot(dir.path());
+    let err = SqliteStore::open(SqliteConfig::new(&path))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::ForeignDatabase {
+                synapse: false,
+                tables: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(snapshot(dir.path()) == before, "the files changed");
+
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let store = SqliteStore::open(SqliteConfig::new(&empty)).await.unwrap();
+    assert_eq!(
+        store.read(schema::current_version).await.unwrap(),
+        SqliteStore::schema_version()
+    );
+    store.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_runs_no_migration_and_keeps_the_version() {
     let dir = tempfile::tempdir().unwrap();

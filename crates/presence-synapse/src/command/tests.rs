@@ -1,5 +1,6 @@
-//! Tests against the lines captured from stock Synapse 1.163.2
-//! (`shared/reference/synapse-worker-protocol.md`), malformed input, and properties.
+//! Tests against the lines captured from stock Synapse 1.163.2 (the commands of Synapse's
+//! `synapse/replication/tcp/commands.py`, as its `docs/tcp_replication.md` describes them),
+//! malformed input, and properties.
 
 use proptest::prelude::*;
 

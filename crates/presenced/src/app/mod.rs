@@ -433,9 +433,18 @@ async fn open_store(config: &Config) -> Result<Store, StartError> {
     };
     let store = SqliteStore::open(store_config)
         .await
-        .map_err(|source| StartError::StoreOpen {
-            path: sqlite.path.clone(),
-            source,
+        .map_err(|source| match source {
+            presence_store::StoreError::ForeignDatabase { synapse, .. } => {
+                StartError::ForeignDatabase {
+                    path: sqlite.path.clone(),
+                    synapse,
+                    source,
+                }
+            }
+            source => StartError::StoreOpen {
+                path: sqlite.path.clone(),
+                source,
+            },
         })?;
     tracing::info!(path = %sqlite.path.display(), "Opened the SQLite database.");
     Ok(store)

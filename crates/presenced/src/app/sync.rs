@@ -75,6 +75,79 @@ pub struct SyncResult {
     pub presence: Vec<UserPresenceState>,
 }
 
+/// The parts of a filter `/sync` applies: its presence section and the room IDs of its room
+/// section.
+#[derive(Debug, Default)]
+pub(crate) struct SyncFilter {
+    pub(crate) presence: PresenceFilter,
+    pub(crate) room: RoomFilter,
+}
+
+impl SyncFilter {
+    /// Reads a filter definition; a section of the wrong shape is a 400 `M_BAD_JSON`.
+    pub(crate) fn from_filter(filter: &Value) -> Result<Self, ApiError> {
+        Ok(Self {
+            presence: PresenceFilter::from_filter(filter)?,
+            room: RoomFilter::from_filter(filter)?,
+        })
+    }
+}
+
+/// `room.rooms` and `room.not_rooms` of a filter: which rooms the rooms section shows
+/// (spec "Filtering": `not_rooms` wins over `rooms`; without `rooms`, every room).
+#[derive(Debug, Default)]
+pub(crate) struct RoomFilter {
+    rooms: Option<Vec<String>>,
+    not_rooms: Vec<String>,
+}
+
+impl RoomFilter {
+    fn from_filter(filter: &Value) -> Result<Self, ApiError> {
+        let Some(room) = filter.get("room") else {
+            return Ok(Self::default());
+        };
+        let room = room
+            .as_object()
+            .ok_or_else(|| ApiError::bad_json("filter.room must be an object"))?;
+        Ok(Self {
+            rooms: string_list(room, "room", "rooms")?,
+            not_rooms: string_list(room, "room", "not_rooms")?.unwrap_or_default(),
+        })
+    }
+
+    /// Whether the rooms section shows `room_id`.
+    pub(crate) fn keeps(&self, room_id: &str) -> bool {
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|rs| rs.iter().any(|r| r == room_id))
+    }
+}
+
+/// `section.key` of a filter as a list of strings; absent or null is `None`.
+fn string_list(
+    section: &serde_json::Map<String, Value>,
+    name: &str,
+    key: &str,
+) -> Result<Option<Vec<String>>, ApiError> {
+    match section.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    ApiError::bad_json(format!("filter.{name}.{key} must hold strings"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ApiError::bad_json(format!(
+            "filter.{name}.{key} must be a list"
+        ))),
+    }
+}
+
 /// The presence section of a filter (spec "Filtering"; `*` is a wildcard in `types`).
 #[derive(Debug, Default)]
 pub(crate) struct PresenceFilter {
@@ -94,23 +167,7 @@ impl PresenceFilter {
         let p = p
             .as_object()
             .ok_or_else(|| ApiError::bad_json("filter.presence must be an object"))?;
-        let list = |key: &str| -> Result<Option<Vec<String>>, ApiError> {
-            match p.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|v| {
-                        v.as_str().map(str::to_owned).ok_or_else(|| {
-                            ApiError::bad_json(format!("filter.presence.{key} must hold strings"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Some),
-                Some(_) => Err(ApiError::bad_json(format!(
-                    "filter.presence.{key} must be a list"
-                ))),
-            }
-        };
+        let list = |key: &str| string_list(p, "presence", key);
         let limit = match p.get("limit") {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_u64().filter(|&n| n >= 1).ok_or_else(|| {
@@ -181,7 +238,7 @@ pub(crate) struct SyncFilters {
 }
 
 /// (requester, the `filter` parameter still percent-encoded) → the parsed filter.
-type FilterMap = HashMap<(UserId, String), Arc<PresenceFilter>>;
+type FilterMap = HashMap<(UserId, String), Arc<SyncFilter>>;
 
 const SYNC_FILTER_CACHE_LIMIT: usize = 10_000;
 
@@ -226,13 +283,18 @@ impl App {
                     next_token: self.presence().current_token(),
                 }
             };
-            let (rooms, rooms_next) =
-                super::rooms::sync::rooms_section(self, user, rooms_since, request.full_state)
-                    .await?;
+            let (rooms, rooms_next) = super::rooms::sync::filtered_rooms_section(
+                self,
+                user,
+                rooms_since,
+                request.full_state,
+                &filter.room,
+            )
+            .await?;
             let rooms_news = super::rooms::sync::has_news(&rooms);
             let mut shown = presence.states;
-            if filter.wants_presence() {
-                shown.retain(|s| filter.keeps(&s.user_id));
+            if filter.presence.wants_presence() {
+                shown.retain(|s| filter.presence.keeps(&s.user_id));
             } else {
                 shown.clear();
             }
@@ -248,7 +310,7 @@ impl App {
             }
         };
         drop(waiting);
-        if let Some(limit) = filter.limit {
+        if let Some(limit) = filter.presence.limit {
             shown.truncate(limit);
         }
         Ok(SyncResult {
@@ -296,7 +358,7 @@ impl App {
         &self,
         user: &UserId,
         encoded: Option<&str>,
-    ) -> Result<Arc<PresenceFilter>, ApiError> {
+    ) -> Result<Arc<SyncFilter>, ApiError> {
         let Some(encoded) = encoded else {
             return Ok(Arc::default());
         };
@@ -305,18 +367,20 @@ impl App {
             return Ok(found.clone());
         }
         let raw = percent_decode(encoded);
+        // The reference's answers (`synapse/rest/client/sync.py`, `SyncRestServlet.on_GET`):
+        // 400 M_NOT_JSON for an inline definition that does not parse, 400 M_INVALID_PARAM
+        // for a filter ID that names no filter of this user.
         let definition: Value = if raw.trim_start().starts_with('{') {
-            serde_json::from_str(&raw)
-                .map_err(|_| ApiError::bad_json("filter is not valid JSON"))?
+            serde_json::from_str(&raw).map_err(|_| ApiError::not_json("Invalid filter JSON"))?
         } else {
             let stored = self
                 .store()?
                 .get_filter(user, &raw)
                 .await?
-                .ok_or_else(|| ApiError::not_found("No such filter"))?;
+                .ok_or_else(|| ApiError::invalid_param("No such filter"))?;
             serde_json::from_str(&stored).map_err(ApiError::internal)?
         };
-        let filter = Arc::new(PresenceFilter::from_filter(&definition)?);
+        let filter = Arc::new(SyncFilter::from_filter(&definition)?);
         let mut cache = self.sync_filters().lock();
         if cache.len() >= SYNC_FILTER_CACHE_LIMIT {
             cache.clear();
@@ -417,5 +481,37 @@ mod tests {
         assert!(!f.keeps(&UserId::parse("@foo:bar").unwrap()));
         assert!(PresenceFilter::from_filter(&json!({"presence": {"senders": "x"}})).is_err());
         assert!(glob("m.pre*ce", "m.presence") && !glob("m.room.*", "m.presence"));
+    }
+
+    #[test]
+    fn room_filter_rules() {
+        let f = SyncFilter::from_filter(&json!({"presence": {}}))
+            .unwrap()
+            .room;
+        assert!(f.keeps("!a:hs"), "no room section: every room");
+        let f = SyncFilter::from_filter(&json!({"room": {"rooms": []}}))
+            .unwrap()
+            .room;
+        assert!(!f.keeps("!a:hs"), "an empty list: no room");
+        let f = SyncFilter::from_filter(
+            &json!({"room": {"rooms": ["!a:hs", "!b:hs"], "not_rooms": ["!b:hs"]}}),
+        )
+        .unwrap()
+        .room;
+        assert!(f.keeps("!a:hs"));
+        assert!(!f.keeps("!b:hs"), "not_rooms wins");
+        assert!(!f.keeps("!c:hs"));
+        let f = SyncFilter::from_filter(&json!({"room": {"not_rooms": ["!b:hs"]}}))
+            .unwrap()
+            .room;
+        assert!(f.keeps("!a:hs") && !f.keeps("!b:hs"));
+        for bad in [
+            json!({"room": []}),
+            json!({"room": {"rooms": "!a:hs"}}),
+            json!({"room": {"not_rooms": [1]}}),
+        ] {
+            let err = SyncFilter::from_filter(&bad).unwrap_err();
+            assert_eq!(err.kind().errcode(), "M_BAD_JSON", "{bad}");
+        }
     }
 }

@@ -141,10 +141,30 @@ impl LoadedConfig {
         for warning in &self.warnings {
             tracing::warn!(key = %warning.path, "Configuration: {}.", warning.message);
         }
+        if self.config.uses_public_example_secret() {
+            tracing::warn!(
+                key = "registration_shared_secret",
+                "The shared secret is the example configuration's, which is public: anyone who \
+                 can reach the client API can register users, admins included. Set a secret of \
+                 your own (e.g. `openssl rand -hex 32`)."
+            );
+        }
     }
 }
 
+/// The `registration_shared_secret` of the shipped example configuration
+/// (`presenced.example.yaml`): published, so a server using it is open to anyone.
+pub const PUBLIC_EXAMPLE_SECRET: &str = "CHANGE-ME-example-only-not-a-secret";
+
 impl Config {
+    /// Whether the shared secret is the example configuration's public one.
+    pub fn uses_public_example_secret(&self) -> bool {
+        self.registration
+            .registration_shared_secret
+            .as_ref()
+            .is_some_and(|s| s.expose() == PUBLIC_EXAMPLE_SECRET)
+    }
+
     /// Reads, overlays and validates the given files (directories stand for the `.yaml`
     /// files inside them). Later files replace earlier files' top-level keys.
     pub fn load(paths: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
@@ -218,7 +238,8 @@ pub struct ListenerResources {
 pub enum ResourceName {
     /// The client-server API (`/_matrix/client`).
     Client,
-    /// The server-server API (`/_matrix/federation`).
+    /// The server-server API (`/_matrix/federation`), and the server keys too, as the
+    /// reference serves them on this resource.
     Federation,
     /// Server keys (`/_matrix/key`).
     Keys,

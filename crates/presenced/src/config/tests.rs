@@ -528,6 +528,8 @@ fn the_shipped_example_config_loads() {
     );
     assert!(!c.registration.enable_registration);
     assert!(c.registration.registration_shared_secret.is_some());
+    // Its secret is the public one the server warns about at startup.
+    assert!(c.uses_public_example_secret());
 }
 
 #[test]

@@ -71,15 +71,18 @@ pub fn app_for(state: App, resources: &[ResourceName]) -> Router {
             ResourceName::Metrics => router.route(METRICS_PATH, get(metrics)),
             _ => router,
         };
-        match (resource, state.federation()) {
-            (ResourceName::Federation, Some(f)) => {
-                federation_routes = federation_routes.merge(f.federation_router());
-            }
-            (ResourceName::Keys, Some(f)) => {
-                federation_routes = federation_routes.merge(f.keys_router());
-            }
-            _ => {}
+        if let (ResourceName::Federation, Some(f)) = (resource, state.federation()) {
+            federation_routes = federation_routes.merge(f.federation_router());
         }
+    }
+    // The key document goes with `federation` as well as `keys`, as the reference serves it:
+    // a stock `names: [client, federation]` listener must let other servers verify our
+    // signatures. Merged once, whichever of the two (or both) the listener names.
+    let serves_keys = resources
+        .iter()
+        .any(|r| matches!(r, ResourceName::Federation | ResourceName::Keys));
+    if let (true, Some(f)) = (serves_keys, state.federation()) {
+        federation_routes = federation_routes.merge(f.keys_router());
     }
     layered(
         router.with_state(state.clone()).merge(federation_routes),

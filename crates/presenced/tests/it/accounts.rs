@@ -611,7 +611,8 @@ async fn filters_round_trip() {
         .await;
         assert_eq!(status, StatusCode::OK);
     }
-    // ...but only its owner: the cache is per user, like the filters.
+    // ...but only its owner: the cache is per user, like the filters. Another user's (or an
+    // unknown) filter ID is 400 M_INVALID_PARAM "No such filter", as the reference answers.
     let (status, data) = get(
         &c,
         &format!("/_matrix/client/v3/sync?filter={id}"),
@@ -619,7 +620,11 @@ async fn filters_round_trip() {
     )
     .await;
     assert_eq!(
-        (status, errcode(&data)),
-        (StatusCode::NOT_FOUND, "M_NOT_FOUND")
+        (status, errcode(&data), data["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            Some("No such filter")
+        )
     );
 }

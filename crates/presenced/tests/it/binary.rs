@@ -244,3 +244,214 @@ async fn server_options_with_check_config_are_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--print-listen-addrs"), "{stderr}");
 }
+
+/// The `presenced: ...` line a failed command printed.
+fn failure_line(stderr: &str) -> Option<&str> {
+    stderr.lines().find(|l| l.starts_with("presenced: "))
+}
+
+/// Runs `check-config` and the server on the same configuration: both must fail, with the
+/// same message, containing `expected`.
+pub(crate) async fn check_config_and_startup_fail_alike(
+    ws: &Workspace,
+    config: &str,
+    expected: &str,
+) -> String {
+    let path = ws.write("presenced.yaml", config);
+    let path = path.to_str().unwrap();
+    let (code, stdout, check) = ws.run(&["check-config", "-c", path]).await;
+    assert_eq!(code, 1, "check-config passed:\n{config}\n{stdout}{check}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(check.contains(expected), "{expected:?} not in:\n{check}");
+    let (code, _, start) = ws.run(&["-c", path]).await;
+    assert_eq!(code, 1, "{start}");
+    assert!(
+        failure_line(&start).is_some_and(|l| l.contains(expected)),
+        "{expected:?} not in:\n{start}"
+    );
+    assert_eq!(failure_line(&check), failure_line(&start));
+    check
+}
+
+/// check-config builds the routers as startup does, so a router the server refuses fails
+/// check-config too, with the same message. A mistyped built-in name lists the built-ins by
+/// full name and alias (and, with the `python` feature, is not tried as a Python module).
+#[tokio::test]
+async fn check_config_fails_on_the_router_configs_startup_refuses() {
+    let ws = Workspace::new();
+    let example = |config: &str| {
+        config_yaml(&format!(
+            "modules:\n  - {{module: presenced.routers.ExamplePresenceRouter, config: {config}}}\n"
+        ))
+    };
+    let cases = [
+        (
+            example("{always_send_to_users: '@a:test'}"),
+            "modules[0].config.always_send_to_users: ",
+        ),
+        (
+            example("{blacklisted_users: ['@ok:test', 'not-a-user']}"),
+            "modules[0].config.blacklisted_users[1]: ",
+        ),
+        (
+            example("{always_send_to: []}"),
+            "modules[0].config.always_send_to: unknown field `always_send_to`",
+        ),
+        (
+            config_yaml("presence: {presence_router: {module: exmaple}}\n"),
+            "presence.presence_router.module: unknown presence router module \"exmaple\"; \
+             known modules: presenced.routers.ExamplePresenceRouter (alias: example), or a \
+             Python class path",
+        ),
+        (
+            config_yaml("modules: [{module: presenced.routers.NoSuchRouter}]\n"),
+            "modules[0].module: unknown presence router module \
+             \"presenced.routers.NoSuchRouter\"; known modules: \
+             presenced.routers.ExamplePresenceRouter (alias: example), or a Python class path",
+        ),
+    ];
+    for (config, expected) in cases {
+        let stderr = check_config_and_startup_fail_alike(&ws, &config, expected).await;
+        // Neither name is ever imported as a Python module.
+        assert!(!stderr.contains("No module named"), "{stderr}");
+        assert!(!stderr.contains("dotted"), "{stderr}");
+    }
+
+    // The same router with a good config passes, saying nothing but that.
+    let good = ws.write(
+        "good.yaml",
+        &example("{always_send_to_users: ['@a:test'], blacklisted_users: []}"),
+    );
+    let (code, stdout, stderr) = ws
+        .run(&["check-config", "-c", good.to_str().unwrap()])
+        .await;
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "The configuration is valid.\n"),
+        "{stderr}"
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// A stock homeserver.yaml points `database` at Synapse's own SQLite file: Presenced says so
+/// and exits 1 before writing anything (no migration, no WAL switch, the file unchanged).
+#[tokio::test]
+async fn a_synapse_sqlite_database_is_refused_and_left_unchanged() {
+    let ws = Workspace::new();
+    let db = ws.path().join("homeserver.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        // As Synapse's `synapse/storage/schema/common/schema_version.sql` creates it.
+        conn.execute_batch(
+            "CREATE TABLE schema_version(Lock CHAR(1) NOT NULL DEFAULT 'X' UNIQUE, \
+                 version INTEGER NOT NULL, upgraded BOOL NOT NULL);
+             INSERT INTO schema_version VALUES ('X', 92, 1);
+             CREATE TABLE events(stream_ordering INTEGER PRIMARY KEY, event_id TEXT);",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let config = ws.write(
+        "homeserver.yaml",
+        "server_name: test
+listeners: [{port: 0, type: http, bind_addresses: ['127.0.0.1'], resources: [{names: [client]}]}]
+database: {name: sqlite3, args: {database: homeserver.db}}
+",
+    );
+    let (code, _, stderr) = ws.run(&["-c", config.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    let line = failure_line(&stderr).unwrap_or_default();
+    assert!(
+        line.contains("homeserver.db: the file is a Synapse database, not a Presenced one; it was left unchanged."),
+        "{stderr}"
+    );
+    assert!(line.contains("database.args.database"), "{stderr}");
+    assert!(line.contains("writer mode"), "{stderr}");
+    assert!(!stderr.contains("migration"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file changed");
+    let mut files: Vec<String> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["homeserver.db", "homeserver.yaml"]);
+}
+
+/// Each router call is logged at debug (router, states in, recipients out, time), here as
+/// JSON lines (`--log-format json`).
+#[tokio::test]
+async fn router_calls_are_logged_at_debug() {
+    let ws = Workspace::new();
+    let config = ws.write("presenced.yaml", &crate::matrix::test_config(""));
+    let server = RunningBinary::start_with(
+        &ws,
+        &config,
+        &[
+            "--log-level",
+            "info,presence_router=debug",
+            "--log-format",
+            "json",
+        ],
+    )
+    .await;
+    let c = crate::matrix::Client::new(&server.base_url());
+    let alice = c.register("alice", "password", false).await.unwrap();
+    let (status, errcode) = c
+        .put_presence(&alice, &alice.user_id, json!({"presence": "online"}))
+        .await;
+    assert_eq!((status, errcode), (StatusCode::OK, None));
+    c.sync(&alice, "timeout=0&set_presence=offline").await;
+    server.signal("TERM");
+    let (code, stderr) = server.wait().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let calls: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "Presence router call.")
+        .collect();
+    let routed = calls
+        .iter()
+        .find(|l| l["fields"]["method"] == "get_users_for_states")
+        .unwrap_or_else(|| panic!("no get_users_for_states call logged:\n{stderr}"));
+    assert_eq!(routed["level"], "DEBUG");
+    let fields = &routed["fields"];
+    assert_eq!(fields["router"], "presenced.routers.ExamplePresenceRouter");
+    assert_eq!(fields["states"], 1, "{routed}");
+    // The example router sends everyone's presence to its two `always_send_to_users`.
+    assert_eq!(fields["recipients"], 2, "{routed}");
+    assert!(fields["elapsed_us"].is_u64(), "{routed}");
+    let interested = calls
+        .iter()
+        .find(|l| l["fields"]["method"] == "get_interested_users")
+        .unwrap_or_else(|| panic!("no get_interested_users call logged:\n{stderr}"));
+    assert_eq!(interested["fields"]["user"], alice.user_id.as_str());
+    assert_eq!(interested["fields"]["interested"], "0", "{interested}");
+}
+
+/// The example configuration's shared secret is public: the server says so at startup (and
+/// not for a secret of the operator's own).
+#[tokio::test]
+async fn the_public_example_secret_is_warned_about_at_startup() {
+    let ws = Workspace::new();
+    for (secret, warned) in [
+        ("CHANGE-ME-example-only-not-a-secret", true),
+        ("a-secret-of-my-own", false),
+    ] {
+        let config = ws.write(
+            "presenced.yaml",
+            &config_yaml(&format!("registration_shared_secret: {secret}\n")),
+        );
+        let server = RunningBinary::start(&ws, &config).await;
+        server.signal("TERM");
+        let (code, stderr) = server.wait().await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let warning = stderr.lines().find(|l| {
+            l.contains("The shared secret is the example configuration's, which is public")
+        });
+        assert_eq!(warning.is_some(), warned, "{secret}:\n{stderr}");
+        if let Some(line) = warning {
+            assert!(line.contains("WARN"), "{line}");
+            assert!(line.contains("registration_shared_secret"), "{line}");
+        }
+    }
+}

@@ -942,3 +942,50 @@ async fn a_python_module_sends_local_online_presence_to_a_remote_user() {
         shutdown.cancel();
     }
 }
+
+/// A stock Synapse listener (`names: [client, federation]`, no `keys`) serves the key
+/// document too, as the reference does: other servers must be able to verify our signatures.
+/// A `keys`-only listener serves it without the federation endpoints.
+#[tokio::test]
+async fn the_federation_resource_serves_the_key_document() {
+    let ws = Workspace::new();
+    let config = "server_name: example.org
+listeners:
+  - {port: 0, type: http, x_forwarded: true, bind_addresses: ['127.0.0.1'], resources: [{names: [client, federation]}]}
+database: {name: sqlite3, args: {database: presenced.db}}
+signing_key_path: signing.key
+";
+    let server = TestServer::start(ws, config).await;
+    let c = server.client();
+    let (st, body) = c
+        .request(Method::GET, "/_matrix/key/v2/server", None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["server_name"], "example.org");
+    let keys = body["verify_keys"].as_object().unwrap();
+    assert_eq!(keys.len(), 1, "{body}");
+    assert!(keys.keys().all(|id| id.starts_with("ed25519:")), "{body}");
+    assert!(body["signatures"]["example.org"].is_object(), "{body}");
+    let (st, _) = c
+        .request(Method::GET, "/_matrix/federation/v1/version", None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    let ws = Workspace::new();
+    let config = "server_name: example.org
+listeners:
+  - {port: 0, type: http, x_forwarded: true, bind_addresses: ['127.0.0.1'], resources: [{names: [keys]}]}
+database: {name: sqlite3, args: {database: presenced.db}}
+signing_key_path: signing.key
+";
+    let server = TestServer::start(ws, config).await;
+    let c = server.client();
+    let (st, _) = c
+        .request(Method::GET, "/_matrix/key/v2/server", None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = c
+        .request(Method::GET, "/_matrix/federation/v1/version", None, None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

@@ -562,6 +562,16 @@ async fn bad_inputs_get_clear_matrix_errors() {
             ),
             Some(&alice.token),
             400,
+            "M_NOT_JSON",
+        ),
+        (
+            (
+                Method::GET,
+                "/_matrix/client/v3/sync?filter=%7B%22room%22%3A%5B%5D%7D".to_owned(),
+                String::new(),
+            ),
+            Some(&alice.token),
+            400,
             "M_BAD_JSON",
         ),
         (
@@ -571,8 +581,8 @@ async fn bad_inputs_get_clear_matrix_errors() {
                 String::new(),
             ),
             Some(&alice.token),
-            404,
-            "M_NOT_FOUND",
+            400,
+            "M_INVALID_PARAM",
         ),
         (
             (

@@ -1,7 +1,8 @@
 //! Presence routers written in Python for the reference homeserver, loaded by the real server
 //! from its configuration and exercised over HTTP: the seed's example router in both
 //! configuration forms against the recorded conformance scenarios, routers in the style of the
-//! reference's own tests (its section 7.1), and routers that break the contract.
+//! reference's own tests (Synapse's `tests/events/test_presence_router.py`), and routers that
+//! break the contract.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -534,4 +535,50 @@ async fn a_twisted_router_runs_from_the_configured_venv() {
         .await,
         0.0
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// check-config
+
+/// check-config imports and constructs Python routers as startup does: a class that cannot
+/// be imported, or whose `parse_config` refuses its config, fails both the same way; a good
+/// one passes.
+#[tokio::test]
+async fn check_config_imports_python_routers_as_startup_does() {
+    let ws = Workspace::new();
+    let config = |module: &str, config: &str| {
+        crate::support::config_yaml(&format!(
+            "{}modules:\n  - {{module: {module}, config: {config}}}\n",
+            python_paths()
+        ))
+    };
+    crate::binary::check_config_and_startup_fail_alike(
+        &ws,
+        &config("no_such_module.Router", "{}"),
+        "cannot import Python module 'no_such_module'",
+    )
+    .await;
+    crate::binary::check_config_and_startup_fail_alike(
+        &ws,
+        &config(
+            "example_router_modules.ExamplePresenceRouterModule",
+            "{always_send_to_users: '@a:test'}",
+        ),
+        "always_send_to_users must be a list of user ID strings",
+    )
+    .await;
+
+    let good = ws.write(
+        "good.yaml",
+        &config(
+            "example_router_modules.ExamplePresenceRouterModule",
+            ORACLE_ROUTING,
+        ),
+    );
+    let (code, stdout, stderr) = ws
+        .run(&["check-config", "-c", good.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "The configuration is valid.\n");
+    assert!(stderr.is_empty(), "{stderr}");
 }

@@ -923,3 +923,74 @@ async fn the_sync_rooms_section() {
     );
     s.stop().await;
 }
+
+/// A filter's `room.rooms` and `room.not_rooms` select the rooms of the rooms section (spec
+/// "Filtering": `not_rooms` wins; an empty `rooms` list shows none), inline or stored, in
+/// initial and incremental syncs; presence is not affected.
+#[tokio::test]
+async fn the_room_filter_selects_the_rooms_section() {
+    let server = TestServer::start(Workspace::new(), &test_config("")).await;
+    let c = server.client();
+    let [alice] = <[User; 1]>::try_from(users(&c, &["alice"]).await).unwrap();
+    let a = create(&c, &alice, json!({"preset": "private_chat"})).await;
+    let b = create(&c, &alice, json!({"preset": "private_chat"})).await;
+    let joined = |sync: &Value| {
+        let mut rooms: Vec<String> = sync["rooms"]["join"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        rooms.sort();
+        rooms
+    };
+    let with = |filter: Value| format!("timeout=0&filter={}", q(&filter.to_string()));
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    assert_eq!(joined(&c.sync(&alice, "timeout=0").await), both);
+    let cases = [
+        (json!({"room": {"rooms": []}}), vec![]),
+        (json!({"room": {"rooms": [a]}}), vec![a.clone()]),
+        (json!({"room": {"not_rooms": [a]}}), vec![b.clone()]),
+        (
+            json!({"room": {"rooms": [a, b], "not_rooms": [b]}}),
+            vec![a.clone()],
+        ),
+        (json!({"room": {"timeline": {"limit": 5}}}), both.clone()),
+    ];
+    for (filter, expected) in &cases {
+        let sync = c.sync(&alice, &with(filter.clone())).await;
+        assert_eq!(&joined(&sync), expected, "{filter}");
+    }
+
+    // Stored, then incremental: news in a filtered-out room shows nothing.
+    let (status, data) = post(
+        &c,
+        &format!("{V3}/user/{}/filter", q(&alice.user_id)),
+        &alice,
+        json!({"room": {"rooms": [a]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{data}");
+    let id = data["filter_id"].as_str().unwrap().to_owned();
+    let first = c.sync(&alice, &format!("timeout=0&filter={id}")).await;
+    assert_eq!(joined(&first), vec![a.clone()]);
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    for (room, txn) in [(&b, "in-b"), (&a, "in-a")] {
+        let (status, _) = c
+            .request(
+                Method::PUT,
+                &format!("{V3}/rooms/{}/send/m.room.message/{txn}", q(room)),
+                Some(&alice.token),
+                Some(RequestBody::Json(json!({"msgtype": "m.text", "body": txn}))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let sync = c
+            .sync(
+                &alice,
+                &format!("timeout=0&filter={id}&since={}", q(&since)),
+            )
+            .await;
+        let expected: Vec<String> = if room == &a { vec![a.clone()] } else { vec![] };
+        assert_eq!(joined(&sync), expected, "after a message in {room}");
+    }
+}

@@ -92,11 +92,15 @@ pub(crate) struct RunningBinary {
 impl RunningBinary {
     /// Starts the binary with `config` and waits until it has printed its addresses.
     pub(crate) async fn start(workspace: &Workspace, config: &Path) -> Self {
+        Self::start_with(workspace, config, &[]).await
+    }
+
+    /// [`Self::start`] with more command-line options (`--log-level`, ...).
+    pub(crate) async fn start_with(workspace: &Workspace, config: &Path, args: &[&str]) -> Self {
         let config = config.to_str().unwrap();
-        let mut child = workspace
-            .command(&["-c", config, "--print-listen-addrs"])
-            .spawn()
-            .unwrap();
+        let mut all = vec!["-c", config, "--print-listen-addrs"];
+        all.extend_from_slice(args);
+        let mut child = workspace.command(&all).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();

@@ -20,7 +20,11 @@ use presence_store::{Membership, OrderedEvent, PresenceStore, StreamOrdering, Us
 use serde_json::{Map, Value, json};
 
 use super::events::{self, MEMBER, client_event, invite_state};
-use crate::{app::App, error::ApiError, presence::now_ms};
+use crate::{
+    app::{App, sync::RoomFilter},
+    error::ApiError,
+    presence::now_ms,
+};
 
 /// How many timeline events a room shows at most per sync.
 pub const TIMELINE_LIMIT: usize = 20;
@@ -63,6 +67,17 @@ pub async fn rooms_section(
     since: Option<u64>,
     full_state: bool,
 ) -> Result<(Value, u64), ApiError> {
+    filtered_rooms_section(state, user, since, full_state, &RoomFilter::default()).await
+}
+
+/// [`rooms_section`] showing only the rooms `filter` keeps (its `room.rooms` / `not_rooms`).
+pub(crate) async fn filtered_rooms_section(
+    state: &App,
+    user: &UserId,
+    since: Option<u64>,
+    full_state: bool,
+    filter: &RoomFilter,
+) -> Result<(Value, u64), ApiError> {
     let pos = rooms_stream_position(state).await?;
     // A token from the future (another database, a forged token) counts as "now".
     let since = since.map(|s| s.min(pos));
@@ -74,6 +89,10 @@ pub async fn rooms_section(
     let mut invite = Map::new();
     let mut leave = Map::new();
     for room in state.store()?.user_rooms(user).await? {
+        // The filter's `room.rooms` / `not_rooms` apply before anything else is read.
+        if !filter.keeps(room.room_id.as_str()) {
+            continue;
+        }
         let after = |o: Option<StreamOrdering>| match since {
             None => true,
             Some(s) => o.is_some_and(|o| o > s && o <= pos),

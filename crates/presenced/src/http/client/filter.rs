@@ -2,7 +2,7 @@
 //! filters, for the requester only.
 //!
 //! A filter is checked leniently when it is stored (an object; the sections Presenced reads
-//! must have the right shape, the presence section exactly as `/sync` will read it), then
+//! must have the right shape, the parts `/sync` applies exactly as it will read them), then
 //! kept as the JSON the client sent, so `/sync?filter=<id>` reads back what was written.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#filtering>.
 
@@ -15,7 +15,7 @@ use presence_router::UserId;
 use presence_store::PresenceStore;
 use serde_json::{Map, Value, json};
 
-use crate::app::sync::PresenceFilter;
+use crate::app::sync::SyncFilter;
 use crate::{
     app::App,
     error::ApiError,
@@ -79,7 +79,7 @@ fn validate(filter: &Map<String, Value>) -> Result<(), ApiError> {
             ));
         }
     }
-    PresenceFilter::from_filter(&Value::Object(filter.clone()))?;
+    SyncFilter::from_filter(&Value::Object(filter.clone()))?;
     Ok(())
 }
 
