@@ -241,8 +241,12 @@ impl InternalError {
         let mut text = self.0.to_string();
         let mut source = self.0.source();
         while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
+            // Some messages already end with their cause's (`StoreError`, `StartError`).
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
             source = cause.source();
         }
         text
@@ -389,6 +393,15 @@ mod tests {
         let e = ApiError::from(presence_store::StoreError::Overloaded);
         assert_eq!(e.kind(), ErrorKind::LimitExceeded);
         assert_eq!(e.retry(), Some((OVERLOADED_RETRY_MS, Limiter::Store)));
+    }
+
+    #[test]
+    fn a_chain_does_not_repeat_a_cause_its_message_already_has() {
+        let e = ApiError::internal(presence_store::StoreError::Io(io::Error::other(
+            "disk full",
+        )));
+        let chain = e.cause().unwrap().chain();
+        assert_eq!(chain, "store I/O error: disk full");
     }
 
     #[derive(Debug, thiserror::Error)]
