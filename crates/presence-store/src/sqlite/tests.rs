@@ -466,10 +466,9 @@ async fn sqlite_errors_carry_sqlite_reason() {
         b"this is not a database, not even close; it is text ...".repeat(200),
     )
     .unwrap();
-    let e = SqliteStore::open(SqliteConfig::new(&path))
-        .await
-        .err()
-        .expect("a text file is not a database");
+    let Err(e) = SqliteStore::open(SqliteConfig::new(&path)).await else {
+        panic!("a text file is not a database");
+    };
     assert!(
         e.to_string().contains("file is not a database"),
         "the message says what SQLite said: {e}"
