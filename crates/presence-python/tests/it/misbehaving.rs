@@ -389,3 +389,44 @@ fn a_stopped_host_refuses_calls() {
         .unwrap_err();
     assert!(err.to_string().contains("stopped"), "{err}");
 }
+
+/// The largest recursion limit at which plain CPython (`python3` on its main thread) still
+/// stops C-level recursion with a `RecursionError` instead of overflowing its stack.
+fn largest_limit_plain_cpython_survives() -> u32 {
+    let survives = |limit: u32| {
+        let script = format!(
+            "import sys\nsys.setrecursionlimit({limit})\n\
+             def f(d): return max(map(f, [d + 1]))\n\
+             try:\n    f(0)\nexcept RecursionError:\n    pass\n"
+        );
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 runs")
+            .status
+            .success()
+    };
+    let (mut lo, mut hi) = (1_000, 1_000_000);
+    assert!(survives(lo), "plain CPython survives a small limit");
+    if survives(hi) {
+        return hi;
+    }
+    while hi - lo > 100 {
+        let mid = lo + (hi - lo) / 2;
+        if survives(mid) { lo = mid } else { hi = mid }
+    }
+    lo
+}
+
+#[tokio::test]
+async fn recursion_plain_cpython_survives_does_not_overflow_the_interpreter_thread() {
+    let limit = largest_limit_plain_cpython_survives();
+    // With Rust's default 2 MiB thread stack, about 5,000 overflowed (and killed the process).
+    assert!(limit > 10_000, "{limit}");
+    let router = load_legacy("misbehaving.Recurses", json!({ "limit": limit }));
+    assert_eq!(
+        router.get_interested_users(&uid("@deep:test")).await,
+        Ok(ok_users()),
+        "recursion limit {limit}"
+    );
+}

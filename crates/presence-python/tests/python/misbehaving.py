@@ -4,6 +4,7 @@ All are legacy-form classes unless said otherwise. `@ok:test` is what a healthy 
 """
 
 import asyncio
+import sys
 import time
 
 from synapse.api.presence import UserPresenceState
@@ -98,6 +99,35 @@ class Spins:
                     pass
                 except Exception:
                     pass
+        return OK
+
+
+def recurse_through_c(depth):
+    """Recursion that costs C stack on every level (a builtin calling back into Python),
+    unlike a plain Python call, which CPython 3.11+ runs without growing the C stack."""
+    return max(map(recurse_through_c, [depth + 1]))
+
+
+class Recurses:
+    """For `@deep:test`, raises the recursion limit to `config.limit` and recurses through C
+    until `RecursionError`, as a router with deep recursion would."""
+
+    def __init__(self, config, module_api):
+        self._limit = config["limit"]
+
+    def get_users_for_states(self, states):
+        return {}
+
+    def get_interested_users(self, user_id):
+        if user_id == "@deep:test":
+            old = sys.getrecursionlimit()
+            sys.setrecursionlimit(self._limit)
+            try:
+                recurse_through_c(0)
+            except RecursionError:
+                pass
+            finally:
+                sys.setrecursionlimit(old)
         return OK
 
 
