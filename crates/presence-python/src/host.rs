@@ -408,13 +408,14 @@ impl PythonHost {
                 ));
             }
         };
-        let interrupt = started.interrupt.filter(|_| options.interrupt_stuck);
+        let interrupt = started.interrupt;
         // Startup time is not a stall.
         signals.beat();
         watchdog::spawn(
             signals.clone(),
             waker.clone(),
             interrupt,
+            options.interrupt_stuck,
             options.watchdog_interval(),
             options.stuck_after(),
         )?;
