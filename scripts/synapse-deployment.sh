@@ -9,6 +9,9 @@
 #   scripts/synapse-deployment.sh restart-redis <dir>     # same port; Redis holds no data
 #   scripts/synapse-deployment.sh restart-postgres <dir>  # same port, same data
 #   (also stop-redis/start-redis and stop-postgres/start-postgres, to keep one down a while)
+#   scripts/synapse-deployment.sh start-stock-writer <dir>  # Synapse's own writer in the slot
+#   scripts/synapse-deployment.sh stop-stock-writer <dir>   # (for tests that Presenced refuses to
+#                                                            #  start beside it)
 #
 # <dir> should be a fresh (empty or missing) directory; it gets the data, sockets, configs,
 # logs (<dir>/logs) and pid files (<dir>/pids). Without --stock-writer nothing serves the
@@ -521,7 +524,7 @@ cmd_stop() {
 
 main() {
     local cmd="${1:-}"
-    [ $# -ge 2 ] || die "usage: $0 {start <dir> [--stock-writer]|stop|env|restart-redis|restart-postgres|stop-redis|start-redis|stop-postgres|start-postgres} <dir>"
+    [ $# -ge 2 ] || die "usage: $0 {start <dir> [--stock-writer]|stop|env|restart-redis|restart-postgres|stop-redis|start-redis|stop-postgres|start-postgres|start-stock-writer|stop-stock-writer} <dir>"
     shift
     case "$cmd" in
         start) cmd_start "$@" ;;
@@ -533,6 +536,12 @@ main() {
         stop-postgres) load_env "$1"; say "PostgreSQL: stop"; stop_postgres ;;
         start-postgres) load_env "$1"; say "PostgreSQL: start"; start_postgres ;;
         restart-postgres) load_env "$1"; say "PostgreSQL: restart"; stop_postgres; start_postgres ;;
+        start-stock-writer)
+            load_env "$1"
+            launch_synapse "$writer_name" synapse.app.generic_worker \
+                "$SYNAPSE_HOMESERVER_YAML" "$PRESENCED_WRITER_YAML"
+            wait_synapse "$writer_name" "$PRESENCED_WRITER_CLIENT_PORT" ;;
+        stop-stock-writer) load_env "$1"; say "Synapse: stop $writer_name"; stop_pidfile "$writer_name" ;;
         *) die "unknown subcommand $cmd" ;;
     esac
 }

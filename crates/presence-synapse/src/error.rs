@@ -33,6 +33,15 @@ pub enum Error {
         /// Why it is not supported.
         reason: String,
     },
+    /// A PostgreSQL or Redis operation did not finish in time (the server is hung or
+    /// unreachable).
+    #[error("`{operation}` did not finish within {after:?}: is the server hung or unreachable?")]
+    Timeout {
+        /// The operation, e.g. `persist_presence`.
+        operation: &'static str,
+        /// The limit it ran into.
+        after: std::time::Duration,
+    },
     /// A PostgreSQL query failed.
     #[error("PostgreSQL error")]
     Postgres(#[from] tokio_postgres::Error),

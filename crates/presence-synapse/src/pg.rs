@@ -10,9 +10,9 @@
 
 mod settings;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use presence_router::{DeviceId, Millis, PresenceState, UserId, UserPresenceState};
 use tokio_postgres::{NoTls, Row};
 use tracing::warn;
@@ -23,6 +23,24 @@ use crate::{Error, PresenceRow, StreamId};
 /// The `schema_version.version` of Synapse 1.163.2 (`SCHEMA_VERSION` in
 /// `synapse/storage/schema/__init__.py`), the schema these queries were checked against.
 pub const TESTED_SCHEMA_VERSION: u32 = 94;
+/// The schema versions Presenced is tested with: a writer refuses others unless told.
+pub const TESTED_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> =
+    TESTED_SCHEMA_VERSION..=TESTED_SCHEMA_VERSION;
+/// The Synapse release whose schema [`TESTED_SCHEMA_VERSIONS`] holds.
+pub const TESTED_SYNAPSE: &str = "1.163.2";
+
+/// How long one query (or one presence commit) may take before it fails. Callers are
+/// Synapse's workers, which block their own requests on the writer: an error they can
+/// report beats a hang.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same for the reads of whole tables at startup and on reconciliation, which grow
+/// with the deployment.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long opening a connection may take when `database.args.connect_timeout` does not
+/// say: an unreachable server fails calls within this, instead of after TCP's minutes.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a call waits for a free pooled connection.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest batch [`SynapseDb::persist_presence`] accepts in one call.
 pub const MAX_PERSIST_BATCH: usize = 10_000;
@@ -121,7 +139,15 @@ impl SynapseDb {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager).max_size(settings.cp_max).build()?;
+        let connect_timeout = settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        // The timeouts need the runtime named: deadpool measures them with its timer.
+        let pool = Pool::builder(manager)
+            .max_size(settings.cp_max)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .build()?;
         let db = Self {
             pool,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -131,14 +157,34 @@ impl SynapseDb {
         Ok(db)
     }
 
+    /// Runs `operation` with a time limit, so that a PostgreSQL that stopped answering fails
+    /// the call instead of hanging it.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation,
+                after: limit,
+            }),
+        }
+    }
+
     /// `schema_version.version`: the schema Synapse last migrated the database to.
     pub async fn schema_version(&self) -> Result<u32, Error> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one("SELECT version FROM schema_version", &[])
-            .await?;
-        let v: i32 = row.try_get(0)?;
-        u32::try_from(v).map_err(|_| Error::Corrupt(format!("schema_version.version is {v}")))
+        self.timed("schema_version", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one("SELECT version FROM schema_version", &[])
+                .await?;
+            let v: i32 = row.try_get(0)?;
+            u32::try_from(v).map_err(|_| Error::Corrupt(format!("schema_version.version is {v}")))
+        })
+        .await
     }
 
     /// The writer's current position: the last ID allocated from
@@ -146,22 +192,25 @@ impl SynapseDb {
     /// (`PostgresSequenceGenerator.get_max_allocated`: `last_value`, minus one while
     /// `is_called` is false, i.e. before the first `nextval`).
     pub async fn current_presence_position(&self) -> Result<StreamId, Error> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT last_value, is_called FROM presence_stream_sequence",
-                &[],
-            )
-            .await?;
-        let last_value: i64 = row.try_get(0)?;
-        let is_called: bool = row.try_get(1)?;
-        let pos = if is_called {
-            last_value
-        } else {
-            last_value - 1
-        };
-        u64::try_from(pos)
-            .map_err(|_| Error::Corrupt(format!("presence_stream_sequence is at {pos}")))
+        self.timed("current_presence_position", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT last_value, is_called FROM presence_stream_sequence",
+                    &[],
+                )
+                .await?;
+            let last_value: i64 = row.try_get(0)?;
+            let is_called: bool = row.try_get(1)?;
+            let pos = if is_called {
+                last_value
+            } else {
+                last_value - 1
+            };
+            u64::try_from(pos)
+                .map_err(|_| Error::Corrupt(format!("presence_stream_sequence is at {pos}")))
+        })
+        .await
     }
 
     /// Every row of `presence_stream`, one per user (the highest stream ID wins if the
@@ -180,38 +229,41 @@ impl SynapseDb {
     }
 
     async fn load(&self, non_offline: bool) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
-        let client = self.pool.get().await?;
-        let filter = if non_offline {
-            "WHERE state != 'offline'"
-        } else {
-            ""
-        };
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {PRESENCE_COLUMNS} FROM presence_stream {filter} ORDER BY stream_id"
-                ),
-                &[],
-            )
-            .await?;
-        let mut by_user: HashMap<UserId, usize> = HashMap::with_capacity(rows.len());
-        let mut out: Vec<Option<(StreamId, UserPresenceState)>> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (id, row) = match presence_from_row(row) {
-                Ok(v) => v,
-                Err(reason) => {
-                    warn!(%reason, "Skipping a presence_stream row Synapse could not have written.");
-                    continue;
-                }
+        self.timed("load_presence", BULK_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let filter = if non_offline {
+                "WHERE state != 'offline'"
+            } else {
+                ""
             };
-            let state = UserPresenceState::from(row);
-            // Rows come in stream order, so a later row for the same user replaces.
-            if let Some(old) = by_user.insert(state.user_id.clone(), out.len()) {
-                out[old] = None;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {PRESENCE_COLUMNS} FROM presence_stream {filter} ORDER BY stream_id"
+                    ),
+                    &[],
+                )
+                .await?;
+            let mut by_user: HashMap<UserId, usize> = HashMap::with_capacity(rows.len());
+            let mut out: Vec<Option<(StreamId, UserPresenceState)>> = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let (id, row) = match presence_from_row(row) {
+                    Ok(v) => v,
+                    Err(reason) => {
+                        warn!(%reason, "Skipping a presence_stream row Synapse could not have written.");
+                        continue;
+                    }
+                };
+                let state = UserPresenceState::from(row);
+                // Rows come in stream order, so a later row for the same user replaces.
+                if let Some(old) = by_user.insert(state.user_id.clone(), out.len()) {
+                    out[old] = None;
+                }
+                out.push(Some((id, state)));
             }
-            out.push(Some((id, state)));
-        }
-        Ok(out.into_iter().flatten().collect())
+            Ok(out.into_iter().flatten().collect())
+        })
+        .await
     }
 
     /// Writes a batch of states (group commit) as Synapse's `update_presence` does, and
@@ -227,104 +279,107 @@ impl SynapseDb {
         instance_name: &str,
         states: &[UserPresenceState],
     ) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
-        let mut last_for_user: HashMap<&UserId, usize> = HashMap::with_capacity(states.len());
-        for (i, s) in states.iter().enumerate() {
-            last_for_user.insert(&s.user_id, i);
-        }
-        let batch: Vec<&UserPresenceState> = states
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| last_for_user.get(&s.user_id) == Some(i))
-            .map(|(_, s)| s)
-            .collect();
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        if batch.len() > MAX_PERSIST_BATCH {
-            return Err(Error::OutOfRange(
-                "presence batch larger than MAX_PERSIST_BATCH",
-            ));
-        }
-        let mut user_ids = Vec::with_capacity(batch.len());
-        let mut states_col = Vec::with_capacity(batch.len());
-        let mut active = Vec::with_capacity(batch.len());
-        let mut fed = Vec::with_capacity(batch.len());
-        let mut sync = Vec::with_capacity(batch.len());
-        let mut msgs = Vec::with_capacity(batch.len());
-        let mut currently = Vec::with_capacity(batch.len());
-        for s in &batch {
-            user_ids.push(s.user_id.as_str());
-            states_col.push(s.state.as_str());
-            active.push(to_i64(s.last_active_ts, "last_active_ts")?);
-            fed.push(to_i64(
-                s.last_federation_update_ts,
-                "last_federation_update_ts",
-            )?);
-            sync.push(to_i64(s.last_user_sync_ts, "last_user_sync_ts")?);
-            msgs.push(s.status_msg.as_deref());
-            currently.push(s.currently_active);
-        }
+        self.timed("persist_presence", QUERY_TIMEOUT, async {
+            let mut last_for_user: HashMap<&UserId, usize> = HashMap::with_capacity(states.len());
+            for (i, s) in states.iter().enumerate() {
+                last_for_user.insert(&s.user_id, i);
+            }
+            let batch: Vec<&UserPresenceState> = states
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| last_for_user.get(&s.user_id) == Some(i))
+                .map(|(_, s)| s)
+                .collect();
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            if batch.len() > MAX_PERSIST_BATCH {
+                return Err(Error::OutOfRange(
+                    "presence batch larger than MAX_PERSIST_BATCH",
+                ));
+            }
+            let mut user_ids = Vec::with_capacity(batch.len());
+            let mut states_col = Vec::with_capacity(batch.len());
+            let mut active = Vec::with_capacity(batch.len());
+            let mut fed = Vec::with_capacity(batch.len());
+            let mut sync = Vec::with_capacity(batch.len());
+            let mut msgs = Vec::with_capacity(batch.len());
+            let mut currently = Vec::with_capacity(batch.len());
+            for s in &batch {
+                user_ids.push(s.user_id.as_str());
+                states_col.push(s.state.as_str());
+                active.push(to_i64(s.last_active_ts, "last_active_ts")?);
+                fed.push(to_i64(
+                    s.last_federation_update_ts,
+                    "last_federation_update_ts",
+                )?);
+                sync.push(to_i64(s.last_user_sync_ts, "last_user_sync_ts")?);
+                msgs.push(s.status_msg.as_deref());
+                currently.push(s.currently_active);
+            }
 
-        let _serialised = self.write_lock.lock().await;
-        let mut client = self.pool.get().await?;
-        let n = i32::try_from(batch.len()).map_err(|_| Error::OutOfRange("batch size"))?;
-        let mut ids: Vec<i64> = client
-            .query(
-                "SELECT nextval('presence_stream_sequence') FROM generate_series(1, $1::int)",
-                &[&n],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        ids.sort_unstable();
-        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
-            return Err(Error::Corrupt("nextval returned no rows".to_owned()));
-        };
-        let allocated = Some((to_u64(first)?, to_u64(last)?));
-        let result: Result<(), tokio_postgres::Error> = async {
-            let tx = client.transaction().await?;
-            tx.execute(
-                "DELETE FROM presence_stream WHERE stream_id < $1 AND user_id = ANY($2)",
-                &[&last, &user_ids],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO presence_stream (stream_id, user_id, state, last_active_ts, \
-                 last_federation_update_ts, last_user_sync_ts, status_msg, currently_active, \
-                 instance_name) \
-                 SELECT u.*, $9::text FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
-                 $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::boolean[]) AS u",
-                &[
-                    &ids,
-                    &user_ids,
-                    &states_col,
-                    &active,
-                    &fed,
-                    &sync,
-                    &msgs,
-                    &currently,
-                    &instance_name,
-                ],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO stream_positions (stream_name, instance_name, stream_id) \
-                 VALUES ($1, $2, $3) \
-                 ON CONFLICT (stream_name, instance_name) \
-                 DO UPDATE SET stream_id = EXCLUDED.stream_id \
-                 WHERE stream_positions.stream_id < EXCLUDED.stream_id",
-                &[&PRESENCE_STREAM_NAME, &instance_name, &last],
-            )
-            .await?;
-            tx.commit().await
-        }
-        .await;
-        result.map_err(|source| Error::PersistPresence { allocated, source })?;
-        ids.iter()
-            .zip(batch)
-            .map(|(id, s)| Ok((to_u64(*id)?, s.clone())))
-            .collect()
+            let _serialised = self.write_lock.lock().await;
+            let mut client = self.pool.get().await?;
+            let n = i32::try_from(batch.len()).map_err(|_| Error::OutOfRange("batch size"))?;
+            let mut ids: Vec<i64> = client
+                .query(
+                    "SELECT nextval('presence_stream_sequence') FROM generate_series(1, $1::int)",
+                    &[&n],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            ids.sort_unstable();
+            let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+                return Err(Error::Corrupt("nextval returned no rows".to_owned()));
+            };
+            let allocated = Some((to_u64(first)?, to_u64(last)?));
+            let result: Result<(), tokio_postgres::Error> = async {
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "DELETE FROM presence_stream WHERE stream_id < $1 AND user_id = ANY($2)",
+                    &[&last, &user_ids],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO presence_stream (stream_id, user_id, state, last_active_ts, \
+                     last_federation_update_ts, last_user_sync_ts, status_msg, currently_active, \
+                     instance_name) \
+                     SELECT u.*, $9::text FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
+                     $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::boolean[]) AS u",
+                    &[
+                        &ids,
+                        &user_ids,
+                        &states_col,
+                        &active,
+                        &fed,
+                        &sync,
+                        &msgs,
+                        &currently,
+                        &instance_name,
+                    ],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO stream_positions (stream_name, instance_name, stream_id) \
+                     VALUES ($1, $2, $3) \
+                     ON CONFLICT (stream_name, instance_name) \
+                     DO UPDATE SET stream_id = EXCLUDED.stream_id \
+                     WHERE stream_positions.stream_id < EXCLUDED.stream_id",
+                    &[&PRESENCE_STREAM_NAME, &instance_name, &last],
+                )
+                .await?;
+                tx.commit().await
+            }
+            .await;
+            result.map_err(|source| Error::PersistPresence { allocated, source })?;
+            ids.iter()
+                .zip(batch)
+                .map(|(id, s)| Ok((to_u64(*id)?, s.clone())))
+                .collect()
+        })
+        .await
     }
 
     /// The rows with `from < stream_id <= upto`, at most `limit` of them, for
@@ -335,54 +390,57 @@ impl SynapseDb {
         upto: StreamId,
         limit: usize,
     ) -> Result<PresenceUpdates, Error> {
-        if from >= upto || limit == 0 {
-            return Ok(PresenceUpdates {
-                updates: Vec::new(),
-                upto_token: upto,
-                limited: false,
-            });
-        }
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {PRESENCE_COLUMNS} FROM presence_stream \
-                     WHERE $1 < stream_id AND stream_id <= $2 ORDER BY stream_id ASC LIMIT $3"
-                ),
-                &[
-                    &to_i64(from, "from_token")?,
-                    &to_i64(upto, "upto_token")?,
-                    &i64::try_from(limit).map_err(|_| Error::OutOfRange("limit"))?,
-                ],
-            )
-            .await?;
-        let mut updates = Vec::with_capacity(rows.len());
-        let mut last_id = None;
-        for row in &rows {
-            match presence_from_row(row) {
-                Ok((id, r)) => {
-                    last_id = Some(id);
-                    updates.push((id, r));
-                }
-                Err(reason) => {
-                    warn!(%reason, "Skipping a presence_stream row Synapse could not have written.");
-                    if let Ok(Some(id)) = row.try_get::<_, Option<i64>>(0) {
-                        last_id = u64::try_from(id).ok().or(last_id);
+        self.timed("presence_updates", QUERY_TIMEOUT, async {
+            if from >= upto || limit == 0 {
+                return Ok(PresenceUpdates {
+                    updates: Vec::new(),
+                    upto_token: upto,
+                    limited: false,
+                });
+            }
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {PRESENCE_COLUMNS} FROM presence_stream \
+                         WHERE $1 < stream_id AND stream_id <= $2 ORDER BY stream_id ASC LIMIT $3"
+                    ),
+                    &[
+                        &to_i64(from, "from_token")?,
+                        &to_i64(upto, "upto_token")?,
+                        &i64::try_from(limit).map_err(|_| Error::OutOfRange("limit"))?,
+                    ],
+                )
+                .await?;
+            let mut updates = Vec::with_capacity(rows.len());
+            let mut last_id = None;
+            for row in &rows {
+                match presence_from_row(row) {
+                    Ok((id, r)) => {
+                        last_id = Some(id);
+                        updates.push((id, r));
+                    }
+                    Err(reason) => {
+                        warn!(%reason, "Skipping a presence_stream row Synapse could not have written.");
+                        if let Ok(Some(id)) = row.try_get::<_, Option<i64>>(0) {
+                            last_id = u64::try_from(id).ok().or(last_id);
+                        }
                     }
                 }
             }
-        }
-        // As Synapse: a full page is "limited" and ends at its last row.
-        let limited = rows.len() >= limit;
-        let upto_token = match (limited, last_id) {
-            (true, Some(id)) => id,
-            _ => upto,
-        };
-        Ok(PresenceUpdates {
-            updates,
-            upto_token,
-            limited,
+            // As Synapse: a full page is "limited" and ends at its last row.
+            let limited = rows.len() >= limit;
+            let upto_token = match (limited, last_id) {
+                (true, Some(id)) => id,
+                _ => upto,
+            };
+            Ok(PresenceUpdates {
+                updates,
+                upto_token,
+                limited,
+            })
         })
+        .await
     }
 
     /// Looks an access token up as Synapse's `_query_for_auth` does, and classifies it at
@@ -392,125 +450,143 @@ impl SynapseDb {
         token: &str,
         now_ms: Millis,
     ) -> Result<TokenLookup, Error> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT users.name, access_tokens.user_id, access_tokens.device_id, \
-                 access_tokens.id, access_tokens.valid_until_ms, users.is_guest, users.admin, \
-                 users.deactivated, users.locked, users.shadow_banned \
-                 FROM users INNER JOIN access_tokens \
-                 ON users.name = COALESCE(access_tokens.puppets_user_id, access_tokens.user_id) \
-                 WHERE access_tokens.token = $1",
-                &[&token],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(TokenLookup::Unknown);
-        };
-        let parse_user = |s: Option<String>, what: &str| {
-            let s = s.ok_or_else(|| Error::Corrupt(format!("{what} is NULL")))?;
-            UserId::parse(&s).map_err(|e| Error::Corrupt(format!("{what} {s:?}: {e}")))
-        };
-        let valid_until_ms: Option<i64> = row.try_get(4)?;
-        let device: Option<String> = row.try_get(2)?;
-        let info = TokenInfo {
-            user_id: parse_user(row.try_get(0)?, "users.name")?,
-            token_owner: parse_user(Some(row.try_get(1)?), "access_tokens.user_id")?,
-            device_id: device.as_deref().and_then(|d| DeviceId::parse(d).ok()),
-            token_id: row.try_get(3)?,
-            valid_until_ms: valid_until_ms.map(|v| u64::try_from(v).unwrap_or(0)),
-            is_guest: row.try_get::<_, i16>(5)? != 0,
-            admin: row.try_get::<_, i16>(6)? != 0,
-            locked: row.try_get::<_, bool>(8)?,
-            shadow_banned: row.try_get::<_, Option<bool>>(9)?.unwrap_or(false),
-        };
-        let deactivated = row.try_get::<_, i16>(7)? != 0;
-        Ok(if deactivated {
-            TokenLookup::Deactivated(info)
-        } else if info.valid_until_ms.is_some_and(|v| v < now_ms) {
-            TokenLookup::Expired(info)
-        } else {
-            TokenLookup::Valid(info)
+        self.timed("user_for_access_token", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT users.name, access_tokens.user_id, access_tokens.device_id, \
+                     access_tokens.id, access_tokens.valid_until_ms, users.is_guest, users.admin, \
+                     users.deactivated, users.locked, users.shadow_banned \
+                     FROM users INNER JOIN access_tokens \
+                     ON users.name = COALESCE(access_tokens.puppets_user_id, access_tokens.user_id) \
+                     WHERE access_tokens.token = $1",
+                    &[&token],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Ok(TokenLookup::Unknown);
+            };
+            let parse_user = |s: Option<String>, what: &str| {
+                let s = s.ok_or_else(|| Error::Corrupt(format!("{what} is NULL")))?;
+                UserId::parse(&s).map_err(|e| Error::Corrupt(format!("{what} {s:?}: {e}")))
+            };
+            let valid_until_ms: Option<i64> = row.try_get(4)?;
+            let device: Option<String> = row.try_get(2)?;
+            let info = TokenInfo {
+                user_id: parse_user(row.try_get(0)?, "users.name")?,
+                token_owner: parse_user(Some(row.try_get(1)?), "access_tokens.user_id")?,
+                device_id: device.as_deref().and_then(|d| DeviceId::parse(d).ok()),
+                token_id: row.try_get(3)?,
+                valid_until_ms: valid_until_ms.map(|v| u64::try_from(v).unwrap_or(0)),
+                is_guest: row.try_get::<_, i16>(5)? != 0,
+                admin: row.try_get::<_, i16>(6)? != 0,
+                locked: row.try_get::<_, bool>(8)?,
+                shadow_banned: row.try_get::<_, Option<bool>>(9)?.unwrap_or(false),
+            };
+            let deactivated = row.try_get::<_, i16>(7)? != 0;
+            Ok(if deactivated {
+                TokenLookup::Deactivated(info)
+            } else if info.valid_until_ms.is_some_and(|v| v < now_ms) {
+                TokenLookup::Expired(info)
+            } else {
+                TokenLookup::Valid(info)
+            })
         })
+        .await
     }
 
     /// Every `(room_id, user_id)` with a current `join` membership, ordered by room then
     /// user. Entries whose state key is not a valid user ID are logged and skipped.
     pub async fn joined_members_of_all_rooms(&self) -> Result<Vec<(String, UserId)>, Error> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT room_id, state_key FROM current_state_events \
-                 WHERE type = 'm.room.member' AND membership = 'join' \
-                 ORDER BY room_id, state_key",
-                &[],
-            )
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let room: String = row.try_get(0)?;
-            if let Some(user) = member(row.try_get(1)?) {
-                out.push((room, user));
+        self.timed("joined_members_of_all_rooms", BULK_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT room_id, state_key FROM current_state_events \
+                     WHERE type = 'm.room.member' AND membership = 'join' \
+                     ORDER BY room_id, state_key",
+                    &[],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let room: String = row.try_get(0)?;
+                if let Some(user) = member(row.try_get(1)?) {
+                    out.push((room, user));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// Whether `user` has an account in the deployment (`users`), deactivated or not.
     pub async fn user_exists(&self, user: &UserId) -> Result<bool, Error> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user.as_str()])
-            .await?;
-        Ok(row.is_some())
+        self.timed("user_exists", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user.as_str()])
+                .await?;
+            Ok(row.is_some())
+        })
+        .await
     }
 
     /// The rooms `user` is currently joined to, sorted.
     pub async fn rooms_for_user(&self, user: &UserId) -> Result<Vec<String>, Error> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT room_id FROM current_state_events \
-                 WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join' \
-                 ORDER BY room_id",
-                &[&user.as_str()],
-            )
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        self.timed("rooms_for_user", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT room_id FROM current_state_events \
+                     WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join' \
+                     ORDER BY room_id",
+                    &[&user.as_str()],
+                )
+                .await?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
+        .await
     }
 
     /// Whether `user` is currently joined to `room_id`.
     pub async fn is_joined(&self, room_id: &str, user: &UserId) -> Result<bool, Error> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT 1 FROM current_state_events \
-                 WHERE type = 'm.room.member' AND room_id = $1 AND state_key = $2 \
-                 AND membership = 'join'",
-                &[&room_id, &user.as_str()],
-            )
-            .await?;
-        Ok(row.is_some())
+        self.timed("is_joined", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM current_state_events \
+                     WHERE type = 'm.room.member' AND room_id = $1 AND state_key = $2 \
+                     AND membership = 'join'",
+                    &[&room_id, &user.as_str()],
+                )
+                .await?;
+            Ok(row.is_some())
+        })
+        .await
     }
 
     /// The users currently joined to `room_id`, sorted.
     pub async fn users_in_room(&self, room_id: &str) -> Result<Vec<UserId>, Error> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT state_key FROM current_state_events \
-                 WHERE type = 'm.room.member' AND room_id = $1 AND membership = 'join' \
-                 ORDER BY state_key",
-                &[&room_id],
-            )
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(user) = member(row.try_get(0)?) {
-                out.push(user);
+        self.timed("users_in_room", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT state_key FROM current_state_events \
+                     WHERE type = 'm.room.member' AND room_id = $1 AND membership = 'join' \
+                     ORDER BY state_key",
+                    &[&room_id],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(user) = member(row.try_get(0)?) {
+                    out.push(user);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 }
 

@@ -9,7 +9,14 @@
 //! then re-announce its POSITIONs (and may publish `REPLICATE `), exactly as after startup.
 //! Own-echo filtering is the caller's job ([`Command::is_echo_of`]).
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use presence_router::ServerName;
@@ -296,6 +303,7 @@ enum SessionEnd {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     lines: mpsc::Sender<String>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -307,12 +315,17 @@ impl Publisher {
         capacity: usize,
     ) -> Result<(Self, PublisherTask), Error> {
         let (lines, rx) = mpsc::channel(capacity.max(1));
+        let reconnects = Arc::new(AtomicU64::new(0));
         Ok((
-            Self { lines },
+            Self {
+                lines,
+                reconnects: reconnects.clone(),
+            },
             PublisherTask {
                 client: settings.client()?,
                 channel: server_name.as_str().to_owned(),
                 lines: rx,
+                reconnects,
             },
         ))
     }
@@ -321,6 +334,12 @@ impl Publisher {
     /// included only until it is taken from the queue).
     pub fn queued(&self) -> usize {
         self.lines.max_capacity() - self.lines.capacity()
+    }
+
+    /// How many times the publishing connection was lost and has been re-established (or
+    /// is being).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Queues `command` for publishing (waits while the queue is full). Commands go out in
@@ -339,6 +358,7 @@ pub struct PublisherTask {
     client: redis::Client,
     channel: String,
     lines: mpsc::Receiver<String>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl PublisherTask {
@@ -387,7 +407,9 @@ impl PublisherTask {
                     }
                     Err(reason) => {
                         warn!(channel = %self.channel, %reason, backoff_ms = backoff.as_millis() as u64, "Redis publish failed; reconnecting.");
-                        conn = None;
+                        if conn.take().is_some() {
+                            self.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
@@ -398,6 +420,59 @@ impl PublisherTask {
             }
         }
     }
+}
+
+/// Whether another process already writes `stream` as `instance`: subscribes, publishes
+/// `REPLICATE`, and waits up to `wait` for a `POSITION` of that stream under that name (every
+/// Synapse process answers `REPLICATE` with the positions of the streams it writes). Run it
+/// before announcing anything under `instance`, so that no answer can be an own echo.
+pub async fn writer_already_running(
+    settings: &RedisSettings,
+    server_name: &ServerName,
+    instance: &str,
+    stream: &str,
+    wait: Duration,
+) -> Result<bool, Error> {
+    let client = settings.client()?;
+    let channel = server_name.as_str();
+    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "connecting to Redis",
+            after: CONNECT_TIMEOUT,
+        })??;
+    let (mut sink, mut messages) = pubsub.split();
+    sink.subscribe(channel).await?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(PING_TIMEOUT));
+    let mut publisher = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(Command::Replicate.to_line())
+        .query_async::<i64>(&mut publisher)
+        .await?;
+    let answered = async {
+        while let Some(msg) = messages.next().await {
+            let Ok(line) = std::str::from_utf8(msg.get_payload_bytes()) else {
+                continue;
+            };
+            if let Ok(Command::Position {
+                stream: s,
+                instance_name,
+                ..
+            }) = Command::parse(line)
+                && s == stream
+                && instance_name == instance
+            {
+                return true;
+            }
+        }
+        false
+    };
+    Ok(tokio::time::timeout(wait, answered).await.unwrap_or(false))
 }
 
 fn truncate(line: &str) -> &str {

@@ -72,6 +72,10 @@ struct RunArgs {
     /// [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     shutdown_timeout: Option<Duration>,
+    /// Beside Synapse: start even when Synapse's database schema is outside the range
+    /// Presenced is tested with.
+    #[arg(long)]
+    allow_untested_synapse: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,11 +114,14 @@ impl Cli {
     /// Clap's own `args_conflicts_with_subcommands` cannot be used: it would also reject
     /// the global `-c` before the subcommand.
     fn check_combinations(&self) -> Result<(), clap::Error> {
-        let top_level_run_args = self.run.print_listen_addrs || self.run.shutdown_timeout.is_some();
+        let top_level_run_args = self.run.print_listen_addrs
+            || self.run.shutdown_timeout.is_some()
+            || self.run.allow_untested_synapse;
         if self.command.is_some() && top_level_run_args {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "server options (--print-listen-addrs, --shutdown-timeout) go after `run`, \
+                "server options (--print-listen-addrs, --shutdown-timeout, \
+                 --allow-untested-synapse) go after `run`, \
                  or without a subcommand",
             ));
         }
@@ -210,10 +217,15 @@ fn run_server(global: &GlobalArgs, run: &RunArgs) -> ExitCode {
     }
 }
 
-async fn serve_until_signal(config: Config, run: RunArgs) -> Result<(), String> {
+async fn serve_until_signal(mut config: Config, run: RunArgs) -> Result<(), String> {
+    if let Some(writer) = config.writer.as_mut() {
+        writer.allow_untested_synapse = run.allow_untested_synapse;
+    }
     let mut signals =
         ShutdownSignals::install().map_err(|e| format!("cannot catch shutdown signals: {e}"))?;
-    let server = Server::start(config).await.map_err(|e| e.to_string())?;
+    let server = Server::start(config)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
     if run.print_listen_addrs {
         let mut stdout = std::io::stdout().lock();
         for addr in server.local_addrs() {

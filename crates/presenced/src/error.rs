@@ -238,19 +238,24 @@ pub struct InternalError(Box<dyn StdError + Send + Sync + 'static>);
 impl InternalError {
     /// The cause and its sources, joined with `: `.
     pub fn chain(&self) -> String {
-        let mut text = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            // Some messages already end with their cause's (`StoreError`, `StartError`).
-            let cause_text = cause.to_string();
-            if !text.ends_with(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        text
+        chain(&*self.0)
     }
+}
+
+/// `error` and its sources, joined with `: `; a source whose text the message already ends
+/// with (errors that print their source themselves) is not repeated.
+pub fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl fmt::Debug for InternalError {
@@ -335,6 +340,32 @@ pub enum StartError {
         /// Why.
         #[source]
         source: presence_synapse::Error,
+    },
+    /// Synapse's database is at a schema version Presenced was not tested with (writer mode).
+    #[error(
+        "Synapse's database is at schema version {found}; Presenced is tested with schema \
+         versions {}..={} (Synapse {tested_synapse}). Upgrade Presenced, or, if you have checked \
+         that the tables Presenced uses are unchanged, start it with --allow-untested-synapse",
+        tested.start(),
+        tested.end()
+    )]
+    UntestedSynapse {
+        /// `schema_version.version`.
+        found: u32,
+        /// The versions Presenced was tested with.
+        tested: std::ops::RangeInclusive<u32>,
+        /// The Synapse release those versions belong to.
+        tested_synapse: &'static str,
+    },
+    /// Another process (Synapse's own worker) already writes presence under this name.
+    #[error(
+        "another process already writes presence as {instance:?}: it answered REPLICATE on \
+         Redis with a POSITION of the presence stream. Stop Synapse's own presence writer \
+         (the worker named {instance:?}) before starting Presenced in its place"
+    )]
+    WriterRunning {
+        /// The instance name, `worker_name`.
+        instance: String,
     },
     /// A listener failed while serving.
     #[error("listener on {addr} failed: {source}")]

@@ -70,6 +70,14 @@ pub const REPLICATION_COMMANDS_IN: &str = "presenced_replication_commands_receiv
 pub const REPLICATION_RDATA_OUT: &str = "presenced_replication_rdata_published_total";
 /// Beside Synapse: devices each Synapse process reports as syncing, by its instance ID.
 pub const REPLICATION_SYNCING_DEVICES: &str = "presenced_replication_syncing_devices";
+/// Beside Synapse: replication commands published over Redis, by command.
+pub const REPLICATION_COMMANDS_OUT: &str = "presenced_replication_commands_sent_total";
+/// Beside Synapse: Redis connections lost and re-established, by connection.
+pub const REPLICATION_RECONNECTS: &str = "presenced_replication_reconnects_total";
+/// Beside Synapse: time to commit one batch of presence to Synapse's PostgreSQL.
+pub const SYNAPSE_COMMIT_SECONDS: &str = "presenced_synapse_commit_duration_seconds";
+/// Handling time of HTTP requests, by route (the route's pattern) and method.
+pub const HTTP_REQUEST_SECONDS: &str = "presenced_http_request_duration_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -148,6 +156,32 @@ pub fn replication_rdata_out(rows: u64) {
     metrics::counter!(REPLICATION_RDATA_OUT).increment(rows);
 }
 
+/// Counts one replication command published (beside Synapse).
+pub fn replication_command_out(command: &'static str) {
+    metrics::counter!(REPLICATION_COMMANDS_OUT, "command" => command).increment(1);
+}
+
+/// Counts a lost Redis connection (`subscribe` or `publish`) that is being re-established.
+pub fn replication_reconnect(connection: &'static str) {
+    metrics::counter!(REPLICATION_RECONNECTS, "connection" => connection).increment(1);
+}
+
+/// Records the publisher's reconnections so far (it counts them itself).
+pub fn replication_publisher_reconnects(total: u64) {
+    metrics::counter!(REPLICATION_RECONNECTS, "connection" => "publish").absolute(total);
+}
+
+/// Records one presence commit to Synapse's database.
+pub fn synapse_commit(d: Duration) {
+    metrics::histogram!(SYNAPSE_COMMIT_SECONDS).record(d.as_secs_f64());
+}
+
+/// Records one HTTP request's handling time.
+pub fn http_request(route: String, method: String, d: Duration) {
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route, "method" => method)
+        .record(d.as_secs_f64());
+}
+
 /// Records how many devices each Synapse process reports as syncing.
 pub fn replication_syncing_devices<'a>(processes: impl IntoIterator<Item = (&'a str, usize)>) {
     for (instance, devices) in processes {
@@ -192,6 +226,22 @@ fn describe() {
     metrics::describe_counter!(
         PRESENCE_DELIVERIES,
         "(recipient, user) presence entries returned by syncs."
+    );
+    metrics::describe_counter!(
+        REPLICATION_COMMANDS_OUT,
+        "Beside Synapse: replication commands published over Redis, by command."
+    );
+    metrics::describe_counter!(
+        REPLICATION_RECONNECTS,
+        "Beside Synapse: Redis connections lost and re-established, by connection (subscribe, publish)."
+    );
+    metrics::describe_histogram!(
+        SYNAPSE_COMMIT_SECONDS,
+        "Beside Synapse: time to commit one batch of presence to Synapse's PostgreSQL."
+    );
+    metrics::describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        "Handling time of HTTP requests, by route pattern and method."
     );
     metrics::describe_histogram!(SYNC_SECONDS, "Wall time of `/sync` requests.");
     metrics::describe_histogram!(

@@ -108,6 +108,10 @@ impl Backend {
     }
 }
 
+/// How long startup waits for another writer to answer `REPLICATE` (Synapse's processes
+/// answer within milliseconds).
+const WRITER_PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Capacity of the replication event channel and of the publisher's queue.
 const REPLICATION_QUEUE: usize = 4096;
 
@@ -131,12 +135,43 @@ async fn open_synapse(
         .schema_version()
         .await
         .map_err(|e| synapse("database: reading Synapse's schema_version", e))?;
-    if schema != presence_synapse::pg::TESTED_SCHEMA_VERSION {
+    let tested = presence_synapse::pg::TESTED_SCHEMA_VERSIONS;
+    if !tested.contains(&schema) {
+        if !writer.allow_untested_synapse {
+            return Err(StartError::UntestedSynapse {
+                found: schema,
+                tested,
+                tested_synapse: presence_synapse::pg::TESTED_SYNAPSE,
+            });
+        }
         tracing::warn!(
             schema,
-            tested = presence_synapse::pg::TESTED_SCHEMA_VERSION,
-            "Synapse's database schema differs from the version Presenced was tested with (Synapse 1.163.2)."
+            tested = %format!("{}..={}", tested.start(), tested.end()),
+            "Synapse's database schema is outside the tested range; starting anyway (--allow-untested-synapse)."
         );
+    }
+    // Two writers under one name would interleave stream IDs and announce each other's
+    // positions: refuse while Synapse's own writer still runs.
+    tracing::info!(instance = %writer.worker_name, "Checking that no other process writes presence under this name.");
+    match presence_synapse::replication::writer_already_running(
+        &writer.redis,
+        &config.server_name,
+        &writer.worker_name,
+        presence_synapse::PRESENCE_STREAM,
+        WRITER_PROBE_WAIT,
+    )
+    .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(StartError::WriterRunning {
+                instance: writer.worker_name.clone(),
+            });
+        }
+        // Redis may come later (the subscriber retries); the check is then skipped.
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not check for another presence writer on Redis; starting anyway.")
+        }
     }
     let position = db
         .current_presence_position()

@@ -51,7 +51,7 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(30);
 fn backend(e: presence_synapse::Error) -> StoreError {
     StoreError::Backend {
         backend: "synapse",
-        reason: e.to_string(),
+        reason: crate::error::chain(&e),
     }
 }
 
@@ -122,6 +122,19 @@ impl SynapseWriter {
         crate::metrics::replication_syncing_devices(
             syncs.iter().map(|(id, p)| (id.as_str(), p.devices.len())),
         );
+        crate::metrics::replication_publisher_reconnects(self.publisher.reconnects());
+    }
+
+    /// Queues `command` on the publishing connection, counting it.
+    async fn publish(&self, command: &Command) -> Result<(), presence_synapse::Error> {
+        self.publisher.publish(command).await?;
+        crate::metrics::replication_command_out(match command {
+            Command::Rdata { .. } => "RDATA",
+            Command::Position { .. } => "POSITION",
+            Command::Replicate => "REPLICATE",
+            _ => "other",
+        });
+        Ok(())
     }
 
     /// Publishes both streams' positions (on connection and on `REPLICATE`). The
@@ -133,7 +146,7 @@ impl SynapseWriter {
             Command::position(PRESENCE_STREAM, &self.instance, at, at),
             Command::position(PRESENCE_FEDERATION_STREAM, &self.instance, 0, 0),
         ] {
-            if let Err(e) = self.publisher.publish(&command).await {
+            if let Err(e) = self.publish(&command).await {
                 tracing::warn!(error = %e, "Could not queue a POSITION.");
             }
         }
@@ -144,17 +157,19 @@ impl SynapseWriter {
             return Ok(());
         }
         let _serial = self.persist.lock().await;
+        let started = Instant::now();
         let rows = self
             .db
             .persist_presence(&self.instance, &states)
             .await
             .map_err(backend)?;
+        crate::metrics::synapse_commit(started.elapsed());
         // Committed: now, and only now, the other processes may hear of it.
         for (id, state) in &rows {
             let row = PresenceRow::from(state);
             let command = Command::rdata(PRESENCE_STREAM, &self.instance, Some(*id), &row)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if let Err(e) = self.publisher.publish(&command).await {
+            if let Err(e) = self.publish(&command).await {
                 tracing::warn!(error = %e, "Could not queue an RDATA row.");
             }
             self.position.fetch_max(*id, Ordering::AcqRel);
@@ -344,7 +359,7 @@ pub async fn run_replication(
             Event::Connected => {
                 tracing::info!("Subscribed to the deployment's replication channel.");
                 // Ask the other writers for their positions, then give ours.
-                if let Err(e) = writer.publisher.publish(&Command::Replicate).await {
+                if let Err(e) = writer.publish(&Command::Replicate).await {
                     tracing::warn!(error = %e, "Could not queue REPLICATE.");
                 }
                 writer.announce_positions().await;
@@ -353,6 +368,7 @@ pub async fn run_replication(
                 reconcile_memberships(&app, &writer).await;
             }
             Event::Disconnected { reason } => {
+                crate::metrics::replication_reconnect("subscribe");
                 tracing::warn!(%reason, "Lost the replication channel; reconnecting.");
             }
             Event::Command(command) => handle_command(&app, &writer, command).await,

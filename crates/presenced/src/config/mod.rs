@@ -110,6 +110,9 @@ pub struct SynapseWriterConfig {
     pub replication_secret: Option<Secret>,
     /// `redis`.
     pub redis: presence_synapse::replication::RedisSettings,
+    /// Start even when Synapse's schema is outside the tested range (`--allow-untested-synapse`
+    /// on the command line; not a configuration key).
+    pub allow_untested_synapse: bool,
 }
 
 /// A loaded configuration with what the operator should be told about it.

@@ -69,6 +69,7 @@ pub(super) fn read_writer(top: &mut Section<'_>) -> Option<Option<SynapseWriterC
         worker_name,
         replication_secret: secret,
         redis: redis?,
+        allow_untested_synapse: false,
     }))
 }
 

@@ -19,8 +19,10 @@ mod response;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, Method, header},
+    middleware::{self, Next},
+    response::Response,
     routing::get,
 };
 use tower_http::{
@@ -96,6 +98,8 @@ pub(crate) fn with_common_layers(routes: Router<App>, state: App) -> Router {
 fn layered(routes: Router, state: &App) -> Router {
     let body_limit = state.config().max_request_body_size;
     routes
+        // Only matched routes: their patterns are a bounded set of labels.
+        .route_layer(middleware::from_fn(time_request))
         .fallback(unrecognized)
         // Set after every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
@@ -111,22 +115,42 @@ fn layered(routes: Router, state: &App) -> Router {
         )
 }
 
-/// The CORS policy the Matrix specification asks every server to send.
+/// Records how long a routed request took, by route pattern and method.
+async fn time_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        crate::metrics::http_request(route, method, started.elapsed());
+    }
+    response
+}
+
+/// The CORS policy the Matrix specification asks every server to send, with the methods
+/// and headers Synapse's listeners allow (`synapse/http/server.py` `set_cors_headers`), so a
+/// browser calling the `/presence/` routes on Presenced is answered as by Synapse.
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
             Method::GET,
+            Method::HEAD,
             Method::POST,
             Method::PUT,
             Method::DELETE,
             Method::OPTIONS,
         ])
         .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
             X_REQUESTED_WITH,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::DATE,
         ])
+        .expose_headers([header::SERVER])
 }
 
 /// The span of one request: method and path only, because the query string may carry an

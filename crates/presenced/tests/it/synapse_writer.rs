@@ -29,6 +29,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::matrix::{q, registration_mac};
 
+mod services;
+
 /// The variable naming the deployment directory.
 const DEPLOYMENT_VAR: &str = "PRESENCED_SYNAPSE_DEPLOYMENT";
 /// How long Presenced may take to answer `/health` on both listeners.
@@ -341,11 +343,15 @@ impl Drop for Writer {
 }
 
 fn signal(child: &Child, name: &str) {
+    signal_pid(child.id(), name);
+}
+
+fn signal_pid(pid: u32, name: &str) {
     let ok = Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
+        .args([format!("-{name}"), pid.to_string()])
         .status()
         .is_ok_and(|s: ExitStatus| s.success());
-    assert!(ok, "kill -{name} {} failed", child.id());
+    assert!(ok, "kill -{name} {pid} failed");
 }
 
 /// `GET {base}/health`: Ok on 200, else what went wrong.
