@@ -118,10 +118,16 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// How the watchdog raises an exception in this thread.
+    /// How the watchdog finds what blocks this thread's loop and raises an exception in it.
     pub(crate) fn interrupt(&self, py: Python<'_>) -> Option<watchdog::Interrupt> {
-        let function = self.glue.bind(py).getattr("interrupt").ok()?;
-        Some(watchdog::Interrupt::new(function.unbind(), self.thread_id))
+        let glue = self.glue.bind(py);
+        let function = glue.getattr("interrupt").ok()?;
+        let blocker = glue.getattr("blocker").ok()?;
+        Some(watchdog::Interrupt::new(
+            function.unbind(),
+            blocker.unbind(),
+            self.thread_id,
+        ))
     }
 
     /// Runs the event loop until shutdown.

@@ -316,6 +316,12 @@ impl Drop for HostShared {
 
 const STOPPED: &str = "the Python module host has stopped";
 
+/// The interpreter thread's stack. CPython sizes its recursion limit for a main thread with
+/// the usual 8 MiB (`ulimit -s`); Rust's default of 2 MiB for other threads let recursion that
+/// plain CPython survives overflow and abort the process. Twice 8 MiB leaves room for the
+/// event loop's and the bridge's frames below the module's; pages are only used when touched.
+const PYTHON_THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 /// The embedded Python interpreter running presence router modules. Cheap to clone; the
 /// interpreter thread stops when the last clone and the last router it loaded are dropped,
 /// or on [`shutdown`](Self::shutdown).
@@ -386,6 +392,7 @@ impl PythonHost {
         };
         thread::Builder::new()
             .name("presence-python".to_owned())
+            .stack_size(PYTHON_THREAD_STACK_BYTES)
             .spawn(move || python_thread(setup, init_tx, done_tx))?;
         let started = match init_rx.recv_timeout(options.load_timeout) {
             Ok(result) => result?,
@@ -401,13 +408,14 @@ impl PythonHost {
                 ));
             }
         };
-        let interrupt = started.interrupt.filter(|_| options.interrupt_stuck);
+        let interrupt = started.interrupt;
         // Startup time is not a stall.
         signals.beat();
         watchdog::spawn(
             signals.clone(),
             waker.clone(),
             interrupt,
+            options.interrupt_stuck,
             options.watchdog_interval(),
             options.stuck_after(),
         )?;

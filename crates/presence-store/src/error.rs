@@ -2,7 +2,8 @@
 //!
 //! Callers branch on the domain variants (`Overloaded`, `UserExists`, `NotFound`, ...) and
 //! map them to Matrix errors; every other variant is an internal failure that the HTTP layer
-//! logs and reports as a generic server error.
+//! logs and reports as a generic server error. Each message includes its cause's, so a
+//! startup failure printed on one line says what SQLite said.
 
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ pub enum StoreError {
         tables: usize,
     },
     /// A schema migration failed; the database is left at `version - 1`.
-    #[error("schema migration to version {version} failed")]
+    #[error("schema migration to version {version} failed: {source}")]
     Migration {
         /// The version the failing migration would have produced.
         version: u32,
@@ -70,13 +71,13 @@ pub enum StoreError {
     },
     /// The group-commit transaction this write was part of could not be committed, so the
     /// write was not applied (nor was any other write of that batch).
-    #[error("the write batch could not be committed")]
+    #[error("the write batch could not be committed: {0}")]
     BatchFailed(#[source] Arc<rusqlite::Error>),
     /// The operation hit a bug in the store (a panic) and was not applied.
     #[error("the store operation panicked")]
     Panicked,
-    /// Another SQLite failure (internal).
-    #[error("sqlite error")]
+    /// Another SQLite failure (internal), with SQLite's own reason.
+    #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// Another backend behind the same interface failed (a Synapse deployment's
     /// PostgreSQL or Redis, in the writer mode).
@@ -91,6 +92,6 @@ pub enum StoreError {
     #[error("not supported by this backend: {0}")]
     Unsupported(&'static str),
     /// The store could not start its threads or open its files.
-    #[error("store I/O error")]
+    #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

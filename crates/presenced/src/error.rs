@@ -448,6 +448,15 @@ mod tests {
         assert_eq!(e.retry(), Some((OVERLOADED_RETRY_MS, Limiter::Store)));
     }
 
+    #[test]
+    fn a_chain_does_not_repeat_a_cause_its_message_already_has() {
+        let e = ApiError::internal(presence_store::StoreError::Io(io::Error::other(
+            "disk full",
+        )));
+        let chain = e.cause().unwrap().chain();
+        assert_eq!(chain, "store I/O error: disk full");
+    }
+
     #[derive(Debug, thiserror::Error)]
     #[error("query failed")]
     struct Outer(#[source] io::Error);

@@ -1,19 +1,42 @@
 //! Per-user token buckets (`rc_presence.per_user`), kept in memory.
+//!
+//! The buckets are split into shards, each behind its own mutex, so concurrent checks of
+//! different users rarely wait for each other. Full buckets carry no information and are
+//! forgotten by a sweep of one shard at a time, at most once per refill period of that shard
+//! and only once it holds many buckets: a check never scans the whole map.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use presence_router::UserId;
 
+/// Shards of the bucket map.
+const SHARDS: usize = 64;
+
+/// A shard is swept only once it holds more buckets than this (100,000 over all shards).
+const SWEEP_ABOVE: usize = 100_000 / SHARDS;
+
 /// A token-bucket limiter keyed by user: `per_second` tokens refill continuously, up to
 /// `burst` tokens.
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<UserId, (f64, Instant)>>,
+    /// How long an empty bucket takes to fill: a bucket untouched this long is full.
+    refill: Duration,
+    /// SipHash with a random key: user IDs are chosen by clients.
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+#[derive(Default)]
+struct Shard {
+    buckets: HashMap<UserId, (f64, Instant)>,
+    /// No sweep before this time (the refill period after the last sweep).
+    next_sweep: Option<Instant>,
 }
 
 /// How long to wait before the next request would be allowed.
@@ -23,10 +46,18 @@ pub struct RetryAfter(pub Duration);
 impl RateLimiter {
     /// A limiter; `per_second <= 0` disables limiting.
     pub fn new(per_second: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        let refill = if per_second > 0.0 && per_second.is_finite() {
+            Duration::try_from_secs_f64(burst / per_second).unwrap_or(Duration::MAX)
+        } else {
+            Duration::ZERO
+        };
         Self {
             per_second,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::default(),
+            burst,
+            refill,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -35,16 +66,19 @@ impl RateLimiter {
         if self.per_second <= 0.0 || !self.per_second.is_finite() {
             return Ok(());
         }
-        let mut buckets = crate::lock(&self.buckets);
-        if buckets.len() > 100_000 {
-            // Full buckets carry no information: forget them so memory stays bounded.
-            let burst = self.burst;
-            let rate = self.per_second;
-            buckets.retain(|_, (tokens, at)| {
+        let index = (self.hasher.hash_one(user) % SHARDS as u64) as usize;
+        let mut shard = crate::lock(&self.shards[index]);
+        if shard.buckets.len() > SWEEP_ABOVE && shard.next_sweep.is_none_or(|t| now >= t) {
+            let (burst, rate) = (self.burst, self.per_second);
+            shard.buckets.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
             });
+            shard.next_sweep = now.checked_add(self.refill);
         }
-        let (tokens, at) = buckets.entry(user.clone()).or_insert((self.burst, now));
+        let (tokens, at) = shard
+            .buckets
+            .entry(user.clone())
+            .or_insert((self.burst, now));
         let refill = now.saturating_duration_since(*at).as_secs_f64() * self.per_second;
         *tokens = (*tokens + refill).min(self.burst);
         *at = now;
@@ -55,6 +89,15 @@ impl RateLimiter {
             let wait = (1.0 - *tokens) / self.per_second;
             Err(RetryAfter(Duration::from_secs_f64(wait.max(0.001))))
         }
+    }
+
+    /// Buckets held (full ones not swept yet included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| crate::lock(s).buckets.len())
+            .sum()
     }
 }
 
@@ -78,5 +121,49 @@ mod tests {
         let other = UserId::parse("@b:hs").unwrap();
         assert!(rl.check(&other, t0).is_ok(), "buckets are per user");
         assert!(RateLimiter::new(0.0, 1).check(&u, t0).is_ok());
+    }
+
+    fn users(n: usize) -> Vec<UserId> {
+        (0..n)
+            .map(|i| UserId::parse(&format!("@u{i}:hs")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn checks_past_the_sweep_threshold_do_not_scan_every_bucket() {
+        // 150,000 buckets that are not full (so a sweep keeps them all): before sharding,
+        // each check past 100,000 buckets scanned the whole map under one mutex.
+        let rl = RateLimiter::new(0.001, 1);
+        let t0 = Instant::now();
+        let many = users(150_000);
+        for u in &many {
+            assert!(rl.check(u, t0).is_ok());
+        }
+        let started = Instant::now();
+        for u in many.iter().take(2_000) {
+            assert!(rl.check(u, t0).is_err());
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "2,000 checks took {elapsed:?}"
+        );
+        assert_eq!(rl.len(), 150_000);
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten() {
+        let rl = RateLimiter::new(1.0, 1);
+        let t0 = Instant::now();
+        for u in users(110_000) {
+            assert!(rl.check(&u, t0).is_ok());
+        }
+        // Ten seconds later every bucket is full again; checks sweep the shards they touch.
+        let later = t0 + Duration::from_secs(10);
+        let fresh = users(120_000);
+        for u in &fresh[110_000..] {
+            assert!(rl.check(u, later).is_ok());
+        }
+        assert!(rl.len() < 30_000, "{} buckets left", rl.len());
     }
 }

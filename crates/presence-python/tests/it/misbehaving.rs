@@ -389,3 +389,114 @@ fn a_stopped_host_refuses_calls() {
         .unwrap_err();
     assert!(err.to_string().contains("stopped"), "{err}");
 }
+
+/// The largest recursion limit at which plain CPython (`python3` on its main thread) still
+/// stops C-level recursion with a `RecursionError` instead of overflowing its stack.
+fn largest_limit_plain_cpython_survives() -> u32 {
+    let survives = |limit: u32| {
+        let script = format!(
+            "import sys\nsys.setrecursionlimit({limit})\n\
+             def f(d): return max(map(f, [d + 1]))\n\
+             try:\n    f(0)\nexcept RecursionError:\n    pass\n"
+        );
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 runs")
+            .status
+            .success()
+    };
+    let (mut lo, mut hi) = (1_000, 1_000_000);
+    assert!(survives(lo), "plain CPython survives a small limit");
+    if survives(hi) {
+        return hi;
+    }
+    while hi - lo > 100 {
+        let mid = lo + (hi - lo) / 2;
+        if survives(mid) { lo = mid } else { hi = mid }
+    }
+    lo
+}
+
+#[tokio::test]
+async fn recursion_plain_cpython_survives_does_not_overflow_the_interpreter_thread() {
+    let limit = largest_limit_plain_cpython_survives();
+    // With Rust's default 2 MiB thread stack, about 5,000 overflowed (and killed the process).
+    assert!(limit > 10_000, "{limit}");
+    let router = load_legacy("misbehaving.Recurses", json!({ "limit": limit }));
+    assert_eq!(
+        router.get_interested_users(&uid("@deep:test")).await,
+        Ok(ok_users()),
+        "recursion limit {limit}"
+    );
+}
+
+/// Set when the test runs in a process of its own (see below).
+const ALONE: &str = "PRESENCE_PYTHON_TEST_ALONE";
+
+#[test]
+fn a_thread_holding_the_gil_is_named_and_routing_recovers_when_it_yields() {
+    // A thread holding the GIL stalls every interpreter user of the process, the other
+    // tests' hosts included: run in a process of its own.
+    if std::env::var_os(ALONE).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "misbehaving::a_thread_holding_the_gil_is_named_and_routing_recovers_when_it_yields",
+                "--nocapture",
+            ])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(gil_held_by_a_module_thread());
+}
+
+async fn gil_held_by_a_module_thread() {
+    let host = own_host(|o| o.call_timeout = Duration::from_millis(300));
+    let router = host
+        .load_legacy(
+            "presence.presence_router",
+            "misbehaving.SpinsInAThread",
+            &json!({"seconds": 2}),
+            &api(),
+        )
+        .unwrap()
+        .unwrap();
+    let mut failed = 0;
+    let mut answered_after = false;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        match router.get_interested_users(&uid("@done:test")).await {
+            Ok(InterestedUsers::Users(u)) if u.contains(&uid("@done:test")) => {
+                answered_after = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed > 0, "the loop was blocked");
+    assert!(answered_after, "routing recovers once the thread yields");
+    assert!(
+        logged(&["holds the GIL", "thread 'spinner' of module misbehaving"]).await,
+        "{}",
+        all_logs()
+    );
+    // The loop thread ran no module code: nothing was raised in it.
+    assert_eq!(host.stats().interrupts.load(Ordering::Relaxed), 0);
+}

@@ -4,6 +4,8 @@ All are legacy-form classes unless said otherwise. `@ok:test` is what a healthy 
 """
 
 import asyncio
+import sys
+import threading
 import time
 
 from synapse.api.presence import UserPresenceState
@@ -98,6 +100,35 @@ class Spins:
                     pass
                 except Exception:
                     pass
+        return OK
+
+
+def recurse_through_c(depth):
+    """Recursion that costs C stack on every level (a builtin calling back into Python),
+    unlike a plain Python call, which CPython 3.11+ runs without growing the C stack."""
+    return max(map(recurse_through_c, [depth + 1]))
+
+
+class Recurses:
+    """For `@deep:test`, raises the recursion limit to `config.limit` and recurses through C
+    until `RecursionError`, as a router with deep recursion would."""
+
+    def __init__(self, config, module_api):
+        self._limit = config["limit"]
+
+    def get_users_for_states(self, states):
+        return {}
+
+    def get_interested_users(self, user_id):
+        if user_id == "@deep:test":
+            old = sys.getrecursionlimit()
+            sys.setrecursionlimit(self._limit)
+            try:
+                recurse_through_c(0)
+            except RecursionError:
+                pass
+            finally:
+                sys.setrecursionlimit(old)
         return OK
 
 
@@ -239,3 +270,29 @@ class NoParseConfig:
 
     async def get_interested_users(self, user_id):
         return set(self._users)
+
+
+class SpinsInAThread:
+    """Starts a thread that, after half a second, holds the GIL in C (calls of about a
+    second) for `config.seconds`, then stops; `get_interested_users("@done:test")` answers
+    `{"@done:test"}` once it has."""
+
+    def __init__(self, config, module_api):
+        self._seconds = config["seconds"]
+        self.done = threading.Event()
+        threading.Thread(target=self._spin, name="spinner", daemon=True).start()
+
+    def _spin(self):
+        time.sleep(0.5)
+        end = time.monotonic() + self._seconds
+        while time.monotonic() < end:
+            sum(range(80_000_000))
+        self.done.set()
+
+    def get_users_for_states(self, states):
+        return {}
+
+    def get_interested_users(self, user_id):
+        if user_id == "@done:test" and self.done.is_set():
+            return {"@done:test"}
+        return OK

@@ -113,7 +113,12 @@ pub(super) fn persist(
     Ok(())
 }
 
-/// Every presence row.
+/// Rows found unreadable at load that are named one by one in the log; the rest are counted.
+const SKIPPED_ROWS_NAMED: usize = 10;
+
+/// Every readable presence row. A row that cannot be read back (a bad user ID, an unknown
+/// state, a value of the wrong type) is skipped with a warning rather than failing the load:
+/// one bad row must not keep the server from starting. Those users start offline.
 pub(super) fn load(conn: &Connection) -> Result<Vec<(StreamId, UserPresenceState)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT user_id, stream_id, state, last_active_ts, last_federation_update_ts,
@@ -122,28 +127,49 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<(StreamId, UserPresenceState
     )?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
+    let mut skipped = 0usize;
     while let Some(row) = rows.next()? {
-        let state_str = get_str(row, 2)?;
-        let state = PresenceState::from_wire(state_str)
-            .ok_or_else(|| corrupt("presence.state", format_args!("{state_str:?}")))?;
-        let status_msg = row
-            .get_ref(6)?
-            .as_str_or_null()
-            .map_err(rusqlite::Error::from)?;
-        out.push((
-            get_u64(row, 1, "presence.stream_id")?,
-            UserPresenceState {
-                user_id: get_user_id(row, 0, "presence.user_id")?,
-                state,
-                last_active_ts: get_u64(row, 3, "presence.last_active_ts")?,
-                last_federation_update_ts: get_u64(row, 4, "presence.last_federation_update_ts")?,
-                last_user_sync_ts: get_u64(row, 5, "presence.last_user_sync_ts")?,
-                status_msg: status_msg.map(Arc::from),
-                currently_active: row.get(7)?,
-            },
-        ));
+        match read_row(row) {
+            Ok(entry) => out.push(entry),
+            Err(e) => {
+                skipped += 1;
+                if skipped <= SKIPPED_ROWS_NAMED {
+                    let user = row.get_ref(0).ok().and_then(|v| v.as_str().ok());
+                    tracing::warn!(user_id = user.unwrap_or("?"), error = %e, "Skipped an unreadable presence row; the user starts offline.");
+                }
+            }
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            loaded = out.len(),
+            "Skipped {skipped} unreadable presence rows at startup."
+        );
     }
     Ok(out)
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> Result<(StreamId, UserPresenceState), StoreError> {
+    let state_str = get_str(row, 2)?;
+    let state = PresenceState::from_wire(state_str)
+        .ok_or_else(|| corrupt("presence.state", format_args!("{state_str:?}")))?;
+    let status_msg = row
+        .get_ref(6)?
+        .as_str_or_null()
+        .map_err(rusqlite::Error::from)?;
+    Ok((
+        get_u64(row, 1, "presence.stream_id")?,
+        UserPresenceState {
+            user_id: get_user_id(row, 0, "presence.user_id")?,
+            state,
+            last_active_ts: get_u64(row, 3, "presence.last_active_ts")?,
+            last_federation_update_ts: get_u64(row, 4, "presence.last_federation_update_ts")?,
+            last_user_sync_ts: get_u64(row, 5, "presence.last_user_sync_ts")?,
+            status_msg: status_msg.map(Arc::from),
+            currently_active: row.get(7)?,
+        },
+    ))
 }
 
 pub(super) fn max_stream_id(conn: &Connection) -> Result<StreamId, StoreError> {

@@ -511,3 +511,61 @@ async fn a_panicking_request_fails_alone() {
     assert_eq!(store.get_meta("after").await.unwrap().as_deref(), Some("1"));
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_presence_rows_are_skipped() {
+    let (store, dir) = open_with(|_| {}).await;
+    store
+        .persist_presence(vec![
+            (1, presence("@good:hs", PresenceState::Online, 10)),
+            (2, presence("@also:hs", PresenceState::Unavailable, 20)),
+        ])
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    {
+        let conn = Connection::open(dir.path().join("store.db")).unwrap();
+        // A bad user ID, an unknown state, text where an integer belongs, a negative stream id.
+        conn.execute_batch(
+            "INSERT INTO presence VALUES ('nocolon', 3, 'online', 1, 1, 1, NULL, 0);
+             INSERT INTO presence VALUES ('@state:hs', 4, 'dancing', 1, 1, 1, NULL, 0);
+             INSERT INTO presence VALUES ('@text:hs', 'five', 'online', 1, 1, 1, NULL, 0);
+             INSERT INTO presence VALUES ('@neg:hs', -6, 'online', 1, 1, 1, NULL, 0);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("store.db")))
+        .await
+        .unwrap();
+    let mut loaded: Vec<_> = store
+        .load_presence()
+        .await
+        .expect("bad rows do not fail the load")
+        .into_iter()
+        .map(|(id, s)| (id, s.user_id.as_str().to_owned()))
+        .collect();
+    loaded.sort();
+    assert_eq!(
+        loaded,
+        [(1, "@good:hs".to_owned()), (2, "@also:hs".to_owned())]
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_errors_carry_sqlite_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    std::fs::write(
+        &path,
+        b"this is not a database, not even close; it is text ...".repeat(200),
+    )
+    .unwrap();
+    let Err(e) = SqliteStore::open(SqliteConfig::new(&path)).await else {
+        panic!("a text file is not a database");
+    };
+    assert!(
+        e.to_string().contains("file is not a database"),
+        "the message says what SQLite said: {e}"
+    );
+}

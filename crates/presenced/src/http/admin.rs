@@ -6,14 +6,14 @@
 
 use axum::{
     Json, Router,
-    extract::{Query, State},
+    extract::{RawQuery, State},
     routing::{get, post},
 };
 use presence_router::{ModuleApiError, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{MatrixJson, auth::Admin};
+use super::{MatrixJson, auth::Admin, extract::query_uint};
 use crate::app::App;
 use crate::{
     error::ApiError,
@@ -56,19 +56,17 @@ async fn send_local_online_presence_to(
     Ok(Json(json!({})))
 }
 
-#[derive(Deserialize)]
-struct Page {
-    from: Option<usize>,
-    limit: Option<usize>,
-}
-
 async fn list_presence(
     State(state): State<App>,
     Admin(_admin): Admin,
-    Query(page): Query<Page>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let from = page.from.unwrap_or(0);
-    let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let from = query_uint(query.as_deref(), "from")?.unwrap_or(0);
+    let from = usize::try_from(from)
+        .map_err(|_| ApiError::invalid_param("Query parameter \"from\" is out of range"))?;
+    let limit = query_uint(query.as_deref(), "limit")?
+        .map_or(100, |l| usize::try_from(l).unwrap_or(MAX_PAGE))
+        .clamp(1, MAX_PAGE);
     let now = now_ms();
     let (states, total) = state.presence().page(from, limit);
     let rows: Vec<Value> = states

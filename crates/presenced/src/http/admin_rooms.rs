@@ -5,16 +5,12 @@
 //! audiences into Presenced (an organisation's groups, another server's rooms), so that
 //! their members share presence. The change is stored as events like any other membership.
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    routing::put,
-};
+use axum::{Json, Router, extract::State, routing::put};
 use presence_router::UserId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{MatrixJson, auth::Admin};
+use super::{MatrixJson, auth::Admin, extract::MatrixPath};
 use crate::{
     app::{App, rooms},
     error::ApiError,
@@ -37,7 +33,7 @@ struct MembershipBody {
 async fn set_membership(
     State(state): State<App>,
     Admin(admin): Admin,
-    Path((room, user)): Path<(String, String)>,
+    MatrixPath((room, user)): MatrixPath<(String, String)>,
     MatrixJson(body): MatrixJson<MembershipBody>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;

@@ -12,6 +12,7 @@ mod admin;
 mod admin_rooms;
 pub mod auth;
 mod client;
+mod extract;
 mod json;
 mod replication;
 mod response;

@@ -17,7 +17,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, RawQuery, State},
+    extract::{RawQuery, State},
     http::HeaderMap,
     routing::{get, post},
 };
@@ -27,7 +27,7 @@ use presence_synapse::{PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::client::RawBody;
+use super::{client::RawBody, extract::MatrixPath};
 use crate::{app::App, error::ApiError, query::form_urlencoded_get};
 
 /// Rows per `get_repl_stream_updates` page, as Synapse's streams use.
@@ -116,7 +116,7 @@ type Map = serde_json::Map<String, Value>;
 async fn presence_set_state(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    MatrixPath(user_id): MatrixPath<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
@@ -155,7 +155,7 @@ struct BumpBody {
 async fn bump_presence_active_time(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    MatrixPath(user_id): MatrixPath<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
@@ -171,7 +171,7 @@ async fn bump_presence_active_time(
 async fn get_repl_stream_updates(
     State(app): State<App>,
     headers: HeaderMap,
-    Path((stream, _txn)): Path<(String, String)>,
+    MatrixPath((stream, _txn)): MatrixPath<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
@@ -232,7 +232,7 @@ struct EduContent {
 async fn fed_send_edu(
     State(app): State<App>,
     headers: HeaderMap,
-    Path((edu_type, _txn)): Path<(String, String)>,
+    MatrixPath((edu_type, _txn)): MatrixPath<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;

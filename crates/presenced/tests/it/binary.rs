@@ -455,3 +455,25 @@ async fn the_public_example_secret_is_warned_about_at_startup() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_bad_database_exits_1_with_sqlite_reason_and_the_path() {
+    // Not a database at all, and a directory where the file should be.
+    for (setup, reason) in [
+        ("text", "file is not a database"),
+        ("directory", "unable to open database file"),
+    ] {
+        let ws = Workspace::new();
+        let db = ws.path().join("presenced.db");
+        match setup {
+            "text" => std::fs::write(&db, "not sqlite\n".repeat(1000)).unwrap(),
+            _ => std::fs::create_dir(&db).unwrap(),
+        }
+        let config = ws.write("presenced.yaml", &config_yaml(""));
+        let (code, _, stderr) = ws.run(&["-c", config.to_str().unwrap()]).await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains(reason), "{setup}: {stderr}");
+        assert!(stderr.contains("presenced.db"), "{setup}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

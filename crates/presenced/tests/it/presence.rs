@@ -390,10 +390,11 @@ async fn bad_inputs_get_clear_matrix_errors() {
     let s = server("").await;
     let c = s.client();
     let (alice, _bob) = pair(&c).await;
+    let root = c.register("root", "password", true).await.unwrap();
     let me = q(&alice.user_id);
     let put = |path: String, body: &str| (Method::PUT, path, body.to_owned());
     type Case<'a> = ((Method, String, String), Option<&'a str>, u16, &'a str);
-    let cases: Vec<Case<'_>> = vec![
+    let mut cases: Vec<Case<'_>> = vec![
         (
             put(
                 format!("/_matrix/client/v3/presence/{me}/status"),
@@ -595,6 +596,48 @@ async fn bad_inputs_get_clear_matrix_errors() {
             "M_FORBIDDEN",
         ),
     ];
+    // Query parameters of the admin listing that are not non-negative integers.
+    for query in [
+        "from=x",
+        "from=-1",
+        "from=1.5",
+        "limit=abc",
+        "limit=-5",
+        "from=99999999999999999999999",
+    ] {
+        cases.push((
+            (
+                Method::GET,
+                format!("/_presenced/admin/v1/presence?{query}"),
+                String::new(),
+            ),
+            Some(&root.token),
+            400,
+            "M_INVALID_PARAM",
+        ));
+    }
+    // Path parameters that do not percent-decode to UTF-8.
+    for (method, path) in [
+        (Method::GET, "/_matrix/client/v3/presence/%ff/status"),
+        (Method::PUT, "/_matrix/client/v3/presence/%c3%28/status"),
+        (Method::GET, "/_matrix/client/v3/user/%ff/filter/1"),
+        (Method::GET, "/_matrix/client/v3/rooms/%ff/state"),
+        (
+            Method::PUT,
+            "/_presenced/admin/v1/rooms/%ff/members/%40a%3Atest",
+        ),
+    ] {
+        cases.push((
+            (
+                method,
+                path.to_owned(),
+                r#"{"presence": "online"}"#.to_owned(),
+            ),
+            Some(&root.token),
+            400,
+            "M_INVALID_PARAM",
+        ));
+    }
     for ((method, path, body), token, status, errcode) in cases {
         let body = (!body.is_empty()).then_some(RequestBody::Raw(body));
         let (st, data) = c.request(method.clone(), &path, token, body).await;

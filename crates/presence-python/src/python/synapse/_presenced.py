@@ -102,6 +102,45 @@ def interrupt(thread_id):
     )
 
 
+# Modules whose frames are the host's machinery, not module code.
+_MACHINERY = ("asyncio", "selectors", "threading", "concurrent", "synapse", "twisted")
+
+
+def _module_code(frame):
+    """The name of the innermost module (not machinery) running in `frame`'s stack, or None."""
+    while frame is not None:
+        name = frame.f_globals.get("__name__") or "?"
+        if name.partition(".")[0] not in _MACHINERY:
+            return name
+        frame = frame.f_back
+    return None
+
+
+def blocker(loop_thread_id):
+    """What keeps the module event loop from running, as (in_loop, description).
+
+    in_loop is False when the loop thread runs only the host's machinery (it is waiting for
+    the GIL) while other Python threads run module code: one of them holds the GIL, and an
+    exception raised in the loop thread would interrupt innocent code.
+    """
+    frames = sys._current_frames()
+    loop_module = _module_code(frames.get(loop_thread_id))
+    if loop_module is not None:
+        return True, "module %s on the event loop" % loop_module
+    names = {t.ident: t.name for t in threading.enumerate()}
+    me = threading.get_ident()
+    others = []
+    for ident, frame in frames.items():
+        if ident in (loop_thread_id, me):
+            continue
+        module = _module_code(frame)
+        if module is not None:
+            others.append("thread %r of module %s" % (names.get(ident, str(ident)), module))
+    if others:
+        return False, ", ".join(sorted(others))
+    return True, ""
+
+
 def add_paths(paths, venv):
     """Puts `paths`, then the virtualenv's site-packages, first on sys.path.
 

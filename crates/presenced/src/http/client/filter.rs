@@ -8,7 +8,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     routing::{get, post},
 };
 use presence_router::UserId;
@@ -19,7 +19,7 @@ use crate::app::sync::SyncFilter;
 use crate::{
     app::App,
     error::ApiError,
-    http::{MatrixJson, auth::Requester},
+    http::{MatrixJson, auth::Requester, extract::MatrixPath},
 };
 
 /// The client API prefixes Presenced serves (current and legacy).
@@ -87,7 +87,7 @@ fn validate(filter: &Map<String, Value>) -> Result<(), ApiError> {
 async fn create_filter(
     State(state): State<App>,
     auth: Requester,
-    Path(user_id): Path<String>,
+    MatrixPath(user_id): MatrixPath<String>,
     MatrixJson(filter): MatrixJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let user = own_user(&user_id, &auth, "Can only create filters for yourself")?;
@@ -101,7 +101,7 @@ async fn create_filter(
 async fn get_filter(
     State(state): State<App>,
     auth: Requester,
-    Path((user_id, filter_id)): Path<(String, String)>,
+    MatrixPath((user_id, filter_id)): MatrixPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let user = own_user(&user_id, &auth, "Can only get your own filters")?;
     let stored = state

@@ -8,14 +8,12 @@
 
 use std::{sync::Arc, time::Instant};
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
 use presence_router::{PresenceState, UserId};
 use serde_json::{Map, Value, json};
 
 use super::body::RawBody;
+use crate::http::extract::MatrixPath;
 use crate::{
     app::App,
     config::PresenceMode,
@@ -50,7 +48,7 @@ fn path_user(raw: &str) -> Result<UserId, ApiError> {
 pub(super) async fn set_presence(
     State(state): State<App>,
     auth: Requester,
-    Path(user_id): Path<String>,
+    MatrixPath(user_id): MatrixPath<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_user(&user_id)?;
@@ -108,7 +106,7 @@ pub(super) async fn set_presence(
 pub(super) async fn get_presence(
     State(state): State<App>,
     auth: Requester,
-    Path(user_id): Path<String>,
+    MatrixPath(user_id): MatrixPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let target = path_user(&user_id)?;
     if state.config().presence.enabled == PresenceMode::Disabled {

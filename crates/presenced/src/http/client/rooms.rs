@@ -6,7 +6,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     routing::{get, post, put},
 };
 use presence_router::UserId;
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::body::RawBody;
+use crate::http::extract::MatrixPath;
 use crate::{
     app::App,
     app::rooms::{
@@ -156,7 +157,7 @@ async fn create_room(
 async fn join(
     State(state): State<App>,
     auth: Requester,
-    Path(room): Path<String>,
+    MatrixPath(room): MatrixPath<String>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let _: Map<String, Value> = body.json_or_empty()?;
@@ -169,7 +170,7 @@ async fn join(
 async fn join_by_id(
     State(state): State<App>,
     auth: Requester,
-    Path(room): Path<String>,
+    MatrixPath(room): MatrixPath<String>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let _: Map<String, Value> = body.json_or_empty()?;
@@ -187,7 +188,7 @@ struct InviteBody {
 async fn invite(
     State(state): State<App>,
     auth: Requester,
-    Path(room): Path<String>,
+    MatrixPath(room): MatrixPath<String>,
     MatrixJson(body): MatrixJson<InviteBody>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;
@@ -199,7 +200,7 @@ async fn invite(
 async fn leave(
     State(state): State<App>,
     auth: Requester,
-    Path(room): Path<String>,
+    MatrixPath(room): MatrixPath<String>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let _: Map<String, Value> = body.json_or_empty()?;
@@ -212,7 +213,7 @@ async fn leave(
 async fn joined_members(
     State(state): State<App>,
     auth: Requester,
-    Path(room): Path<String>,
+    MatrixPath(room): MatrixPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;
     let joined = rooms::joined_members(&state, &auth.user_id, &room).await?;
@@ -223,7 +224,7 @@ async fn joined_members(
 async fn room_state(
     State(state): State<App>,
     auth: Requester,
-    Path(room): Path<String>,
+    MatrixPath(room): MatrixPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;
     let events = rooms::state_for_member(&state, &auth.user_id, &room).await?;
@@ -239,7 +240,7 @@ async fn room_state(
 async fn state_event(
     State(state): State<App>,
     auth: Requester,
-    Path((room, event_type, state_key)): Path<(String, String, String)>,
+    MatrixPath((room, event_type, state_key)): MatrixPath<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     one_state_event(&state, &auth, &room, &event_type, &state_key).await
 }
@@ -248,7 +249,7 @@ async fn state_event(
 async fn state_event_empty_key(
     State(state): State<App>,
     auth: Requester,
-    Path((room, event_type)): Path<(String, String)>,
+    MatrixPath((room, event_type)): MatrixPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     one_state_event(&state, &auth, &room, &event_type, "").await
 }
@@ -272,7 +273,7 @@ async fn one_state_event(
 async fn send_event(
     State(state): State<App>,
     auth: Requester,
-    Path((room, event_type, txn_id)): Path<(String, String, String)>,
+    MatrixPath((room, event_type, txn_id)): MatrixPath<(String, String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let room = rooms::parse_room_id(&room)?;
@@ -311,7 +312,7 @@ async fn joined_rooms(State(state): State<App>, auth: Requester) -> Result<Json<
 /// `GET /directory/room/{roomAlias}`: the room an alias names.
 async fn resolve_alias(
     State(state): State<App>,
-    Path(alias): Path<String>,
+    MatrixPath(alias): MatrixPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !alias.starts_with('#') {
         return Err(ApiError::invalid_param("Room alias must start with #"));
