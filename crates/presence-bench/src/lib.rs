@@ -19,6 +19,7 @@ pub mod heap;
 pub mod http_bench;
 pub mod rng;
 pub mod world;
+pub mod writer_bench;
 
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]

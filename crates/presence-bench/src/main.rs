@@ -5,6 +5,9 @@
 //!
 //! `presence-bench http --base-url URL --shared-secret S --users N ...` loads a running
 //! homeserver over the client-server API; see `presence_bench::http_bench`.
+//!
+//! `presence-bench writer --replication-url URL ...` loads the presence writer of a Synapse
+//! deployment; see `presence_bench::writer_bench` and `scripts/bench-synapse-writer.sh`.
 
 use std::process::ExitCode;
 
@@ -13,6 +16,7 @@ use presence_bench::{
     engine_bench::{self, EngineArgs},
     heap::{self, CountingAlloc},
     http_bench::{self, HttpArgs},
+    writer_bench::{self, WriterArgs},
 };
 
 /// Counts live heap bytes so the engine benchmark can report memory per user.
@@ -33,6 +37,9 @@ enum Command {
     Engine(EngineArgs),
     /// Load a homeserver over the client-server API: presence updates against open syncs.
     Http(HttpArgs),
+    /// Load the presence writer of a Synapse deployment: `presence_set_state` throughput and
+    /// latency, and the time from a `PUT` on a sync worker to a room-mate's `/sync` there.
+    Writer(WriterArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,7 @@ fn main() -> ExitCode {
             engine_bench::main(args, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Http(args) => http_bench::main(args, &mut std::io::stdout()),
+        Command::Writer(args) => writer_bench::main(args, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
