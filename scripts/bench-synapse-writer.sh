@@ -30,13 +30,14 @@ while [ $# -gt 0 ]; do
 done
 
 target="${CARGO_TARGET_DIR:-$repo/target}"
-if [ -z "${PRESENCED_BIN:-}" ] || [ -z "${PRESENCE_BENCH_BIN:-}" ]; then
-    flag=(); [ "$profile" = release ] && flag=(--release)
-    echo "== building presenced and presence-bench ($profile)" >&2
-    cargo build "${flag[@]}" --features python -p presenced -p presence-bench >&2
-fi
 presenced="${PRESENCED_BIN:-$target/$profile/presenced}"
 bench="${PRESENCE_BENCH_BIN:-$target/$profile/presence-bench}"
+if [ ! -x "$presenced" ] || [ ! -x "$bench" ] || [ -z "${PRESENCED_BIN:-}${PRESENCE_BENCH_BIN:-}" ]; then
+    flag=(); [ "$profile" = release ] && flag=(--release)
+    echo "== building presenced and presence-bench ($profile)" >&2
+    # All features, as the test build: the debug build is then already there.
+    cargo build "${flag[@]}" --all-features -p presenced -p presence-bench >&2
+fi
 
 dir="${keep:-$(mktemp -d /tmp/presenced-writer-bench.XXXXXX)}"
 presenced_pid=""
