@@ -11,6 +11,8 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod profile;
+pub mod push_rules;
 pub mod rooms;
 pub mod synapse;
 pub mod sync;

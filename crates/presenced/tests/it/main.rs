@@ -13,5 +13,6 @@ mod presence;
 mod python;
 mod rooms;
 mod server;
+mod startup;
 mod support;
 mod synapse_writer;

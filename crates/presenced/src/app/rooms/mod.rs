@@ -45,7 +45,7 @@ const LOCK_STRIPES: usize = 64;
 pub const DEFAULT_ROOM_VERSION: &str = "10";
 /// Room versions a client may ask for. Presenced never federates rooms, so the version
 /// only labels the room for clients.
-const ROOM_VERSIONS: [&str; 11] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
+pub const ROOM_VERSIONS: [&str; 11] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
 /// The longest room alias, in bytes.
 const MAX_ALIAS_LEN: usize = 255;
 /// Where a user's display name is kept in the store's key/value table.
@@ -227,7 +227,8 @@ pub async fn set_displayname(state: &App, user: &UserId, name: &str) -> Result<(
     Ok(())
 }
 
-async fn displayname(state: &App, user: &UserId) -> Result<Option<String>, ApiError> {
+/// A user's recorded display name, if any.
+pub async fn displayname(state: &App, user: &UserId) -> Result<Option<String>, ApiError> {
     let key = format!("{DISPLAYNAME_META_PREFIX}{user}");
     Ok(state.store()?.get_meta(&key).await?)
 }

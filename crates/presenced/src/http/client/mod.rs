@@ -3,8 +3,11 @@
 
 mod account;
 mod body;
+mod capabilities;
 mod filter;
 mod presence;
+mod profile;
+mod push_rules;
 mod rooms;
 mod sync;
 mod versions;
@@ -40,9 +43,14 @@ pub(super) fn routes() -> Router<App> {
     for path in sync::PATHS {
         router = router.route(path, get(sync::sync));
     }
+    for path in capabilities::PATHS {
+        router = router.route(path, get(capabilities::get_capabilities));
+    }
     router = router
         .merge(account::routes())
         .merge(rooms::routes())
-        .merge(filter::routes());
+        .merge(filter::routes())
+        .merge(profile::routes())
+        .merge(push_rules::routes());
     router
 }
