@@ -628,3 +628,50 @@ async fn filters_round_trip() {
         )
     );
 }
+
+/// An admin demoted in the database is refused on the admin API at once: the admin check does
+/// not trust the token cache's copy of the flag. (Beside Synapse, demotion is Synapse's admin
+/// API writing `users.admin`; the standalone mode has no API for it, so the test writes the
+/// column as an operator would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_admin_is_refused_at_once() {
+    let server = TestServer::start(Workspace::new(), &test_config("")).await;
+    let c = server.client();
+    let root = c.register("root", "pw-root", true).await.unwrap();
+    const ADMIN_API: &str = "/_presenced/admin/v1/presence";
+    // Served (and cached) while an admin; /whoami caches the token too.
+    let (status, _) = get(&c, ADMIN_API, Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whoami(&c, &root.token).await.0, StatusCode::OK);
+
+    let conn =
+        rusqlite::Connection::open(server.workspace.path().join("data/presenced.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE users SET admin = 0 WHERE user_id = '@root:test'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    let (status, data) = get(&c, ADMIN_API, Some(&root.token)).await;
+    assert_eq!(
+        (status, errcode(&data)),
+        (StatusCode::FORBIDDEN, "M_FORBIDDEN")
+    );
+    // Still a valid user everywhere else.
+    assert_eq!(whoami(&c, &root.token).await.0, StatusCode::OK);
+
+    // Promotion counts at once too.
+    conn.execute(
+        "UPDATE users SET admin = 1 WHERE user_id = '@root:test'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        get(&c, ADMIN_API, Some(&root.token)).await.0,
+        StatusCode::OK
+    );
+}
