@@ -7,8 +7,8 @@
 //! Shared-secret registration: <https://element-hq.github.io/synapse/latest/admin_api/register_api.html>.
 
 use std::{
-    collections::HashMap,
-    sync::Mutex,
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -298,33 +298,156 @@ impl OneTimeValues {
     }
 }
 
+/// Bytes of a nonce's issue time (milliseconds since [`Nonces::epoch`], big-endian).
+const NONCE_TIME_BYTES: usize = 8;
+/// Bytes of a nonce's tag (HMAC-SHA1 of time and randomness under the process's key).
+const NONCE_TAG_BYTES: usize = 20;
+
+/// Shared-secret registration nonces, built so that no flood of unauthenticated requests
+/// can lock the operator out, even one from the operator's own (loopback) address:
+///
+/// - Issuing keeps no state. A nonce is its issue time, random bytes and a tag (HMAC under
+///   a per-process random key), so the server recognises its own unexpired nonces without a
+///   pool that could fill (the old 10,000-entry pool filled in 5 s). A per-address limit was
+///   not enough: a flood from loopback would spend the operator's own budget.
+/// - Single use is kept by remembering spent nonces, in two sets. A nonce spent by a
+///   correctly signed request is kept until it expires; only holders of the secret add
+///   those. A nonce spent by any other request (wrong MAC, bad fields) goes into a bounded
+///   first-in-first-out set, so a flood of bad requests only evicts old entries, which at
+///   worst lets a nonce whose request was already refused be tried once more — no gain
+///   without the secret. A correctly signed request always finds a fresh nonce usable.
+struct Nonces {
+    key: OnceLock<[u8; 32]>,
+    /// The origin of the issue times (nonces do not survive a restart: the key is new).
+    epoch: Instant,
+    spent: Mutex<SpentNonces>,
+}
+
+#[derive(Default)]
+struct SpentNonces {
+    /// Spent by requests that were refused or not yet verified, oldest first.
+    tried: HashSet<String>,
+    tried_order: VecDeque<String>,
+    /// Spent by correctly signed requests, with their issue time.
+    signed: HashMap<String, Instant>,
+}
+
+impl Nonces {
+    fn new() -> Self {
+        Self {
+            key: OnceLock::new(),
+            epoch: Instant::now(),
+            spent: Mutex::new(SpentNonces::default()),
+        }
+    }
+
+    fn key(&self) -> Result<&[u8; 32], ApiError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let fresh = random_bytes::<32>()?;
+        Ok(self.key.get_or_init(|| fresh))
+    }
+
+    fn tag(key: &[u8; 32], body: &[u8]) -> Hmac<sha1::Sha1> {
+        // Cannot fail (any key length); see `RegistrationMac::mac`.
+        let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| <Hmac<sha1::Sha1> as KeyInit>::new(&Default::default()));
+        mac.update(body);
+        mac
+    }
+
+    fn issue(&self, now: Instant) -> Result<String, ApiError> {
+        let key = self.key()?;
+        let millis = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let mut nonce = [0u8; NONCE_BYTES];
+        let (body, tag) = nonce.split_at_mut(NONCE_BYTES - NONCE_TAG_BYTES);
+        body[..NONCE_TIME_BYTES].copy_from_slice(&millis.to_be_bytes());
+        body[NONCE_TIME_BYTES..].copy_from_slice(&random_bytes::<
+            { NONCE_BYTES - NONCE_TAG_BYTES - NONCE_TIME_BYTES },
+        >()?);
+        tag.copy_from_slice(&Self::tag(key, body).finalize().into_bytes());
+        Ok(hex::encode(nonce))
+    }
+
+    /// When `nonce` was issued, if this process issued it less than [`NONCE_TTL`] ago.
+    fn issued_at(&self, nonce: &str, now: Instant) -> Option<Instant> {
+        let key = self.key.get()?;
+        let mut bytes = [0u8; NONCE_BYTES];
+        hex::decode_to_slice(nonce, &mut bytes).ok()?;
+        let (body, tag) = bytes.split_at(NONCE_BYTES - NONCE_TAG_BYTES);
+        Self::tag(key, body).verify_slice(tag).ok()?;
+        let millis = u64::from_be_bytes(body[..NONCE_TIME_BYTES].try_into().ok()?);
+        let at = self.epoch.checked_add(Duration::from_millis(millis))?;
+        (now.saturating_duration_since(at) <= NONCE_TTL).then_some(at)
+    }
+
+    fn take(&self, nonce: &str, now: Instant) -> bool {
+        if self.issued_at(nonce, now).is_none() {
+            return false;
+        }
+        let mut spent = crate::lock(&self.spent);
+        if spent.tried.contains(nonce) || spent.signed.contains_key(nonce) {
+            return false;
+        }
+        while spent.tried_order.len() >= MAX_PENDING {
+            if let Some(old) = spent.tried_order.pop_front() {
+                spent.tried.remove(&old);
+            }
+        }
+        spent.tried.insert(nonce.to_owned());
+        spent.tried_order.push_back(nonce.to_owned());
+        true
+    }
+
+    fn confirm(&self, nonce: &str, now: Instant) -> bool {
+        let Some(at) = self.issued_at(nonce, now) else {
+            return false;
+        };
+        let mut spent = crate::lock(&self.spent);
+        if spent.signed.len() >= MAX_PENDING {
+            spent
+                .signed
+                .retain(|_, at| now.saturating_duration_since(*at) <= NONCE_TTL);
+        }
+        spent.signed.insert(nonce.to_owned(), at).is_none()
+    }
+}
+
 /// Registration nonces and user-interactive auth sessions, held in memory: both are
 /// short-lived, and a restart only makes a client start over.
 pub struct PendingAuth {
-    nonces: OneTimeValues,
+    nonces: Nonces,
     sessions: OneTimeValues,
 }
 
 impl Default for PendingAuth {
     fn default() -> Self {
         Self {
-            nonces: OneTimeValues::new(NONCE_TTL),
+            nonces: Nonces::new(),
             sessions: OneTimeValues::new(UIA_SESSION_TTL),
         }
     }
 }
 
 impl PendingAuth {
-    /// A new registration nonce (128 hex digits, as the reference issues).
+    /// A new registration nonce (128 hex digits, as the reference issues). Never refused:
+    /// issuing keeps no state (see [`Nonces`]).
     pub fn issue_nonce(&self, now: Instant) -> Result<String, ApiError> {
-        let nonce = hex::encode(random_bytes::<NONCE_BYTES>()?);
-        self.nonces.insert(nonce, now)
+        self.nonces.issue(now)
     }
 
     /// Uses up a nonce: true if it was issued less than [`NONCE_TTL`] ago and not used yet.
     /// A nonce is gone after this call whatever the outcome, so it cannot be retried.
     pub fn take_nonce(&self, nonce: &str, now: Instant) -> bool {
         self.nonces.take(nonce, now)
+    }
+
+    /// Records that a taken nonce signed a correct request: false if another correctly
+    /// signed request already used it (a replay racing the first use).
+    pub fn confirm_nonce(&self, nonce: &str, now: Instant) -> bool {
+        self.nonces.confirm(nonce, now)
     }
 
     /// A new user-interactive auth session ID.
@@ -471,6 +594,36 @@ mod tests {
         let late = pending.issue_nonce(t0).unwrap();
         assert!(!pending.take_nonce(&late, t0 + NONCE_TTL + Duration::from_secs(1)));
         assert!(!pending.take_nonce("never issued", t0));
+        let forged = format!("{}0", &nonce[..127]);
+        assert!(!pending.take_nonce(&forged, t0), "the tag is checked");
+    }
+
+    #[test]
+    fn a_nonce_flood_does_not_lock_out_registration() {
+        let pending = PendingAuth::default();
+        let t0 = Instant::now();
+        let operators = pending.issue_nonce(t0).unwrap();
+        // Far more than the old pool held, issued and spent on refused requests.
+        for _ in 0..3 * MAX_PENDING {
+            let n = pending.issue_nonce(t0).unwrap();
+            assert!(pending.take_nonce(&n, t0));
+        }
+        // The operator's nonce from before the flood still works, and so does a fresh one.
+        assert!(pending.take_nonce(&operators, t0));
+        assert!(pending.confirm_nonce(&operators, t0));
+        let fresh = pending.issue_nonce(t0).unwrap();
+        assert!(pending.take_nonce(&fresh, t0));
+        assert!(pending.confirm_nonce(&fresh, t0));
+        // A correctly signed nonce is never usable again, however many others pass.
+        for _ in 0..2 * MAX_PENDING {
+            let n = pending.issue_nonce(t0).unwrap();
+            assert!(pending.take_nonce(&n, t0));
+        }
+        assert!(
+            !pending.take_nonce(&operators, t0),
+            "replay after the flood"
+        );
+        assert!(!pending.confirm_nonce(&operators, t0));
     }
 
     #[test]

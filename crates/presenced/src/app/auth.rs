@@ -53,32 +53,72 @@ impl AccessTokens for StoreTokens {
 /// inserted, so a client cannot choose keys to collide.
 #[derive(Default)]
 pub struct TokenCache {
-    map: Mutex<FxHashMap<String, (UserId, DeviceId, bool)>>,
+    map: Mutex<Tokens>,
+}
+
+/// The cache's entries and, per device, the tokens among them: a logout, a device deletion
+/// or a re-login touches only that device's entries, not the whole cache.
+#[derive(Default)]
+struct Tokens {
+    by_token: FxHashMap<String, (UserId, DeviceId, bool)>,
+    by_device: FxHashMap<(UserId, DeviceId), Vec<String>>,
 }
 
 const TOKEN_CACHE_LIMIT: usize = 200_000;
 
 impl TokenCache {
     fn get(&self, token: &str) -> Option<(UserId, DeviceId, bool)> {
-        lock(&self.map).get(token).cloned()
+        lock(&self.map).by_token.get(token).cloned()
     }
 
     fn put(&self, token: String, entry: (UserId, DeviceId, bool)) {
-        let mut map = lock(&self.map);
-        if map.len() >= TOKEN_CACHE_LIMIT {
-            map.clear();
+        let mut tokens = lock(&self.map);
+        if tokens.by_token.len() >= TOKEN_CACHE_LIMIT {
+            tokens.by_token.clear();
+            tokens.by_device.clear();
         }
-        map.insert(token, entry);
+        let key = (entry.0.clone(), entry.1.clone());
+        if let Some(old) = tokens.by_token.insert(token.clone(), entry) {
+            // Same token, fresher entry (e.g. an admin check): drop it from its old device.
+            tokens.unlink(&(old.0, old.1), &token);
+        }
+        tokens.by_device.entry(key).or_default().push(token);
     }
 
     /// Forgets a token (logout).
     pub fn remove(&self, token: &str) {
-        lock(&self.map).remove(token);
+        let mut tokens = lock(&self.map);
+        if let Some((user, device, _)) = tokens.by_token.remove(token) {
+            tokens.unlink(&(user, device), token);
+        }
     }
 
     /// Forgets every token of a device.
     pub fn remove_device(&self, user: &UserId, device: &DeviceId) {
-        lock(&self.map).retain(|_, (u, d, _)| !(u == user && d == device));
+        self.remove_device_counted(user, device);
+    }
+
+    /// [`Self::remove_device`], answering how many cache entries it looked at.
+    fn remove_device_counted(&self, user: &UserId, device: &DeviceId) -> usize {
+        let mut tokens = lock(&self.map);
+        let Some(list) = tokens.by_device.remove(&(user.clone(), device.clone())) else {
+            return 0;
+        };
+        for token in &list {
+            tokens.by_token.remove(token);
+        }
+        list.len()
+    }
+}
+
+impl Tokens {
+    fn unlink(&mut self, key: &(UserId, DeviceId), token: &str) {
+        if let Some(list) = self.by_device.get_mut(key) {
+            list.retain(|t| t != token);
+            if list.is_empty() {
+                self.by_device.remove(key);
+            }
+        }
     }
 }
 
@@ -104,5 +144,86 @@ impl super::App {
             admin,
             token,
         })
+    }
+
+    /// Resolves `token` for an admin endpoint: always from the deployment, never from the
+    /// cache, so an admin demoted (by Synapse's admin API, or in the database) is refused on
+    /// the next request. Admin requests are rare; the read is cheap. The fresh entry replaces
+    /// the cached one.
+    pub async fn authenticate_fresh(&self, token: String) -> Result<Requester, ApiError> {
+        let resolved = self.access_tokens().resolve(&token).await?;
+        let Some((user_id, device_id, admin)) = resolved else {
+            self.tokens().remove(&token);
+            return Err(ApiError::unknown_token());
+        };
+        self.tokens()
+            .put(token.clone(), (user_id.clone(), device_id.clone(), admin));
+        Ok(Requester {
+            user_id,
+            device_id,
+            admin,
+            token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(user: &str, device: &str) -> (UserId, DeviceId, bool) {
+        let user = UserId::parse(&format!("@{user}:test")).unwrap();
+        (user, DeviceId::parse(device).unwrap(), false)
+    }
+
+    #[test]
+    fn removing_a_device_forgets_only_its_tokens() {
+        let cache = TokenCache::default();
+        cache.put("a1".into(), entry("alice", "PHONE"));
+        cache.put("a2".into(), entry("alice", "PHONE"));
+        cache.put("a3".into(), entry("alice", "LAPTOP"));
+        cache.put("b1".into(), entry("bob", "PHONE"));
+        let (alice, phone, _) = entry("alice", "PHONE");
+        assert_eq!(cache.remove_device_counted(&alice, &phone), 2);
+        assert_eq!(cache.get("a1"), None);
+        assert_eq!(cache.get("a2"), None);
+        assert_eq!(cache.get("a3"), Some(entry("alice", "LAPTOP")));
+        assert_eq!(cache.get("b1"), Some(entry("bob", "PHONE")));
+        // A logged-out token leaves the device index too.
+        cache.remove("a3");
+        let (_, laptop, _) = entry("alice", "LAPTOP");
+        assert_eq!(cache.remove_device_counted(&alice, &laptop), 0);
+        assert_eq!(cache.remove_device_counted(&alice, &phone), 0);
+    }
+
+    #[test]
+    fn removing_a_device_does_not_depend_on_other_users_tokens() {
+        let visited = |others: usize| {
+            let cache = TokenCache::default();
+            for i in 0..others {
+                cache.put(format!("t{i}"), entry(&format!("u{i}"), "DEV"));
+            }
+            cache.put("mine1".into(), entry("alice", "PHONE"));
+            cache.put("mine2".into(), entry("alice", "PHONE"));
+            let (alice, phone, _) = entry("alice", "PHONE");
+            let visited = cache.remove_device_counted(&alice, &phone);
+            assert_eq!(cache.get("t0").is_some(), others > 0);
+            visited
+        };
+        assert_eq!(visited(0), 2);
+        assert_eq!(visited(50_000), 2);
+    }
+
+    #[test]
+    fn a_refreshed_entry_moves_between_devices() {
+        let cache = TokenCache::default();
+        cache.put("t".into(), entry("alice", "OLD"));
+        cache.put("t".into(), entry("alice", "NEW"));
+        let (alice, old, _) = entry("alice", "OLD");
+        assert_eq!(cache.remove_device_counted(&alice, &old), 0);
+        assert_eq!(cache.get("t"), Some(entry("alice", "NEW")));
+        let (_, new, _) = entry("alice", "NEW");
+        assert_eq!(cache.remove_device_counted(&alice, &new), 1);
+        assert_eq!(cache.get("t"), None);
     }
 }

@@ -40,7 +40,9 @@ impl FromRequestParts<App> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &App) -> Result<Self, ApiError> {
-        let authed = Requester::from_request_parts(parts, state).await?;
+        let token = access_token(parts).ok_or_else(ApiError::missing_token)?;
+        // Not the cached flag: it would outlive a demotion.
+        let authed = state.authenticate_fresh(token).await?;
         if !authed.admin {
             return Err(ApiError::forbidden("You are not a server admin"));
         }

@@ -628,3 +628,89 @@ async fn filters_round_trip() {
         )
     );
 }
+
+/// An admin demoted in the database is refused on the admin API at once: the admin check does
+/// not trust the token cache's copy of the flag. (Beside Synapse, demotion is Synapse's admin
+/// API writing `users.admin`; the standalone mode has no API for it, so the test writes the
+/// column as an operator would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_admin_is_refused_at_once() {
+    let server = TestServer::start(Workspace::new(), &test_config("")).await;
+    let c = server.client();
+    let root = c.register("root", "pw-root", true).await.unwrap();
+    const ADMIN_API: &str = "/_presenced/admin/v1/presence";
+    // Served (and cached) while an admin; /whoami caches the token too.
+    let (status, _) = get(&c, ADMIN_API, Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whoami(&c, &root.token).await.0, StatusCode::OK);
+
+    let conn =
+        rusqlite::Connection::open(server.workspace.path().join("data/presenced.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE users SET admin = 0 WHERE user_id = '@root:test'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    let (status, data) = get(&c, ADMIN_API, Some(&root.token)).await;
+    assert_eq!(
+        (status, errcode(&data)),
+        (StatusCode::FORBIDDEN, "M_FORBIDDEN")
+    );
+    // Still a valid user everywhere else.
+    assert_eq!(whoami(&c, &root.token).await.0, StatusCode::OK);
+
+    // Promotion counts at once too.
+    conn.execute(
+        "UPDATE users SET admin = 1 WHERE user_id = '@root:test'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        get(&c, ADMIN_API, Some(&root.token)).await.0,
+        StatusCode::OK
+    );
+}
+
+/// A flood of unauthenticated nonce requests from the operator's own address (loopback) does
+/// not lock shared-secret registration out: more nonces than the old 10,000-entry pool held
+/// are issued (and some spent on refused requests), and the operator's registration, with a
+/// nonce from before the flood and with a fresh one, still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_flood_does_not_lock_out_the_operator() {
+    let server = TestServer::start(Workspace::new(), &test_config("")).await;
+    let c = server.client();
+    let early = nonce(&c).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..1_400 {
+                    let (status, data) = get(&c, ADMIN_REGISTER, None).await;
+                    assert_eq!(status, StatusCode::OK, "{data}");
+                    if i % 100 == 0 {
+                        let n = data["nonce"].as_str().unwrap();
+                        let body = json!({"nonce": n, "username": "x", "password": "pw", "admin": false, "mac": "00"});
+                        let (status, _) = post(&c, ADMIN_REGISTER, None, body).await;
+                        assert_eq!(status, StatusCode::FORBIDDEN);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let body = json!({
+        "nonce": early, "username": "early", "password": "pw", "admin": false,
+        "mac": mac(SHARED_SECRET, &early, "early", "pw", false),
+    });
+    let (status, data) = post(&c, ADMIN_REGISTER, None, body).await;
+    assert_eq!(status, StatusCode::OK, "{data}");
+    let root = c.register("root", "pw-root", true).await.unwrap();
+    assert_eq!(whoami(&c, &root.token).await.0, StatusCode::OK);
+}

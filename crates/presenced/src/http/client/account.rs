@@ -230,6 +230,9 @@ async fn register_with_shared_secret(
     if !signed.verify(secret.expose(), mac) {
         return Err(ApiError::forbidden("HMAC incorrect"));
     }
+    if !state.pending_auth().confirm_nonce(nonce, Instant::now()) {
+        return Err(ApiError::unknown("unrecognised nonce"));
+    }
     let user = validate_new_localpart(&username.to_lowercase(), &state.config().server_name)?;
     create_account(&state, &user, Some(password.to_owned()), admin, displayname).await?;
     let session = if body.get("inhibit_login").and_then(Value::as_bool) == Some(true) {
