@@ -126,7 +126,10 @@ pub(crate) fn spawn(
                                  until it yields."
                             );
                         }
-                        next_interrupt = now;
+                        // Not before the next tick: finding the blocker may have waited for
+                        // the GIL until the stall was over, and then the loop gets one tick
+                        // to beat (clearing `blocked`) before innocent code is interrupted.
+                        next_interrupt = Instant::now() + interval;
                     }
                     if let Some(interrupt) = &interrupt
                         && raise_stuck
