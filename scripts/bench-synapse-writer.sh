@@ -38,6 +38,9 @@ if [ ! -x "$presenced" ] || [ ! -x "$bench" ] || [ -z "${PRESENCED_BIN:-}${PRESE
     # All features, as the test build: the debug build is then already there.
     cargo build "${flag[@]}" --all-features -p presenced -p presence-bench >&2
 fi
+# Presenced runs from inside the deployment directory: paths given relative to the checkout
+# must not change meaning there.
+presenced="$(realpath -m "$presenced")" bench="$(realpath -m "$bench")"
 
 dir="${keep:-$(mktemp -d /tmp/presenced-writer-bench.XXXXXX)}"
 presenced_pid=""
