@@ -521,7 +521,10 @@ mod tests {
         assert_eq!(default_max_connections(Some(256)), 192);
         // A tiny limit still serves a few connections.
         assert_eq!(default_max_connections(Some(10)), 16);
-        assert_eq!(default_max_connections(Some(1 << 20)), (1 << 20) - (1 << 17));
+        assert_eq!(
+            default_max_connections(Some(1 << 20)),
+            (1 << 20) - (1 << 17)
+        );
         assert_eq!(default_max_connections(None), 1 << 20);
     }
 }
