@@ -64,6 +64,8 @@ pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
 pub const USERS: &str = "presenced_users";
 /// Room memberships the presence engine holds.
 pub const ROOM_MEMBERSHIPS: &str = "presenced_room_memberships";
+/// Bytes held by the cache of parsed `/sync` filters (counted against its budget).
+pub const SYNC_FILTER_CACHE_BYTES: &str = "presenced_sync_filter_cache_bytes";
 /// Beside Synapse: replication commands received over Redis, by command.
 pub const REPLICATION_COMMANDS_IN: &str = "presenced_replication_commands_received_total";
 /// Beside Synapse: `RDATA presence` rows published.
@@ -146,6 +148,11 @@ pub fn engine_size(users: usize, memberships: usize) {
     metrics::gauge!(ROOM_MEMBERSHIPS).set(memberships as f64);
 }
 
+/// Records the size of the `/sync` filter cache.
+pub fn sync_filter_cache(bytes: usize) {
+    metrics::gauge!(SYNC_FILTER_CACHE_BYTES).set(bytes as f64);
+}
+
 /// Counts one replication command received (beside Synapse).
 pub fn replication_command_in(command: &'static str) {
     metrics::counter!(REPLICATION_COMMANDS_IN, "command" => command).increment(1);
@@ -206,6 +213,10 @@ pub fn federation_stats(
 /// Gives every metric its `# HELP` line (once, when the recorder is installed).
 fn describe() {
     metrics::describe_gauge!(USERS, "Users the presence engine holds (local and remote).");
+    metrics::describe_gauge!(
+        SYNC_FILTER_CACHE_BYTES,
+        "Bytes held by the cache of parsed /sync filters."
+    );
     metrics::describe_gauge!(
         ROOM_MEMBERSHIPS,
         "Room memberships the presence engine holds."
