@@ -56,6 +56,10 @@ pub const FEDERATION_PRESENCE_EXPIRED: &str = "presenced_federation_presence_exp
 pub const FEDERATION_TXN_RECEIVED: &str = "presenced_federation_transactions_received_total";
 /// Inbound transactions refused (bad body or limits).
 pub const FEDERATION_TXN_REJECTED: &str = "presenced_federation_transactions_rejected_total";
+/// Bytes of inbound federation request bodies being read or handled right now.
+pub const FEDERATION_BODY_BYTES: &str = "presenced_federation_body_bytes_buffered";
+/// Inbound federation requests answered 429 because the body budget stayed full.
+pub const FEDERATION_REFUSED_BUSY: &str = "presenced_federation_requests_refused_busy_total";
 /// Inbound presence entries handed to the engine.
 pub const FEDERATION_PRESENCE_RECEIVED: &str = "presenced_federation_presence_received_total";
 /// HTTP requests refused with 429.
@@ -208,6 +212,8 @@ pub fn federation_stats(
     metrics::counter!(FEDERATION_PRESENCE_EXPIRED).absolute(out.dropped_expired);
     metrics::counter!(FEDERATION_TXN_RECEIVED).absolute(inbound.transactions);
     metrics::counter!(FEDERATION_TXN_REJECTED).absolute(inbound.rejected);
+    metrics::gauge!(FEDERATION_BODY_BYTES).set(inbound.buffered_body_bytes as f64);
+    metrics::counter!(FEDERATION_REFUSED_BUSY).absolute(inbound.refused_busy);
 }
 
 /// Gives every metric its `# HELP` line (once, when the recorder is installed).
@@ -325,6 +331,14 @@ fn describe() {
     metrics::describe_counter!(
         FEDERATION_TXN_REJECTED,
         "Inbound transactions refused (bad body or limits)."
+    );
+    metrics::describe_gauge!(
+        FEDERATION_BODY_BYTES,
+        "Bytes of inbound federation request bodies being read or handled right now."
+    );
+    metrics::describe_counter!(
+        FEDERATION_REFUSED_BUSY,
+        "Inbound federation requests answered 429 because the body budget stayed full."
     );
     metrics::describe_counter!(
         FEDERATION_PRESENCE_RECEIVED,
