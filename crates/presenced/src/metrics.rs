@@ -32,6 +32,8 @@ pub const ROUTER_SECONDS: &str = "presenced_router_call_time_seconds";
 pub const REMOTE_DROPPED: &str = "presenced_remote_presence_dropped_total";
 /// Times Python module code kept the interpreter's event loop from running too long.
 pub const PYTHON_STALLS: &str = "presenced_python_stalls_total";
+/// Memory blocks the Python interpreter has allocated (`sys.getallocatedblocks()`).
+pub const PYTHON_ALLOCATED_BLOCKS: &str = "presenced_python_allocated_blocks";
 /// Exceptions raised inside Python module code that kept the loop stuck.
 pub const PYTHON_INTERRUPTS: &str = "presenced_python_interrupts_total";
 /// Background work of Python modules that raised.
@@ -286,6 +288,10 @@ fn describe() {
     metrics::describe_counter!(
         PYTHON_STALLS,
         "Times Python module code kept the interpreter's event loop from running too long."
+    );
+    metrics::describe_gauge!(
+        PYTHON_ALLOCATED_BLOCKS,
+        "Memory blocks the Python interpreter has allocated (sys.getallocatedblocks()); steady growth means a leaking module."
     );
     metrics::describe_counter!(
         PYTHON_INTERRUPTS,
