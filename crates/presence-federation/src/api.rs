@@ -7,6 +7,11 @@
 //!   [`SignedRequest`] extractor verifies the signature before the handler runs, and the
 //!   parsed presence goes to the server through the [`InboundPresence`] sink.
 //!
+//! The body is read last: the header's shape, destination and origin are checked and the
+//! origin's key is obtained first, and then the body's declared length is reserved from
+//! the shared [`crate::BodyBudget`], so forged requests cannot make us buffer their bodies
+//! and honest ones together buffer a bounded number of bytes.
+//!
 //! Every failure is an [`Error`], turned into a Matrix error response in one place
 //! (`error.rs`). Spec: <https://spec.matrix.org/v1.15/server-server-api/>.
 
@@ -26,7 +31,8 @@ use presence_router::ServerName;
 use serde_json::json;
 
 use crate::{
-    Error, Inbound, Outbox, RequestVerifier, ServerKeys,
+    BodyPermit, Error, Inbound, Outbox, RequestVerifier, ServerKeys,
+    auth::check_json,
     inbound::{Received, TransactionResponse},
 };
 
@@ -121,6 +127,8 @@ pub struct SignedRequest {
     pub origin: ServerName,
     /// The body, exactly as signed.
     pub body: Bytes,
+    /// The body's share of the budget, held until the request is handled.
+    _permit: Arc<BodyPermit>,
 }
 
 impl FromRequest<FederationApi> for SignedRequest {
@@ -132,18 +140,44 @@ impl FromRequest<FederationApi> for SignedRequest {
         if let Some(OriginalUri(uri)) = parts.extensions.get::<OriginalUri>() {
             parts.uri = uri.clone();
         }
-        let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        let verifier = &state.inner.verifier;
+        let checked = verifier.check_header(&parts.headers, &parts.uri)?;
+        let limit = match declared_length(&parts.headers) {
+            Some(n) if n > MAX_REQUEST_BYTES => {
+                return Err(Error::TooLarge {
+                    limit: MAX_REQUEST_BYTES,
+                });
+            }
+            Some(n) => n,
+            None => MAX_REQUEST_BYTES,
+        };
+        let key = verifier.origin_key(&checked).await?;
+        let permit = state.inner.inbound.body_budget().reserve(limit).await?;
+        let body = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| Error::TooLarge {
                 limit: MAX_REQUEST_BYTES,
             })?;
+        check_json(&body)?;
         let request = http::Request::from_parts(parts, body);
-        let origin = state.inner.verifier.verify(&request).await?;
+        let origin = verifier.check_signature(&checked, key, &request)?;
         Ok(Self {
             origin,
             body: request.into_body(),
+            _permit: Arc::new(permit),
         })
     }
+}
+
+/// The `Content-Length` a request declares, if it declares a usable one (hyper refuses a
+/// malformed one, and stops a body at its declared length).
+fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// `GET /_matrix/key/v2/server`

@@ -136,6 +136,11 @@ pub struct InboundConfig {
     pub remembered_transactions: usize,
     /// How long an answer is remembered.
     pub remember_for: Duration,
+    /// Bytes of request bodies read into memory at once, over all requests (a body must be
+    /// read whole before its signature can be checked).
+    pub max_buffered_body_bytes: usize,
+    /// How long a request waits for its share of that budget before it is answered 429.
+    pub body_buffer_wait: Duration,
 }
 
 impl Default for InboundConfig {
@@ -145,6 +150,9 @@ impl Default for InboundConfig {
             max_edus: 100,
             remembered_transactions: 10_000,
             remember_for: Duration::from_secs(3600),
+            // Eight of the largest accepted bodies, or hundreds of ordinary transactions.
+            max_buffered_body_bytes: 64 * 1024 * 1024,
+            body_buffer_wait: Duration::from_secs(1),
         }
     }
 }

@@ -57,6 +57,12 @@ pub enum Error {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// Too many request bodies are being read at once; the sender should retry later.
+    #[error("too many requests are being received; retry later")]
+    Busy {
+        /// When to retry, in milliseconds.
+        retry_after_ms: u64,
+    },
     /// A remote server's signing keys could not be obtained or did not verify.
     #[error("signing keys of {server}: {reason}")]
     RemoteKeys {
@@ -106,6 +112,7 @@ impl Error {
             Self::NotJson => ErrorKind::NotJson,
             Self::BadJson(_) => ErrorKind::BadJson,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
+            Self::Busy { .. } => ErrorKind::LimitExceeded,
             Self::KeyFile { .. }
             | Self::Io { .. }
             | Self::Config(_)
@@ -139,7 +146,12 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        MatrixError::new(kind, message).into_response()
+        let error = MatrixError::new(kind, message);
+        match self {
+            Self::Busy { retry_after_ms } => error.with_retry_after_ms(retry_after_ms),
+            _ => error,
+        }
+        .into_response()
     }
 }
 

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::{Error, InboundConfig, wire::PRESENCE_EDU_TYPE};
+use crate::{BodyBudget, Error, InboundConfig, wire::PRESENCE_EDU_TYPE};
 
 /// The result of one PDU in a transaction answer: `{}` (accepted) or `{"error": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -177,6 +177,10 @@ pub struct InboundStats {
     pub presence_entries: u64,
     /// Presence entries dropped by the type checks.
     pub dropped_entries: u64,
+    /// Bytes of request bodies being read or handled right now (reserved from the budget).
+    pub buffered_body_bytes: u64,
+    /// Requests refused with 429 because the body budget stayed full.
+    pub refused_busy: u64,
 }
 
 /// The outcome of [`Inbound::receive`].
@@ -208,6 +212,7 @@ struct Recent {
 /// The inbound transaction handler's state: limits and the memory of recent transactions.
 pub struct Inbound {
     config: InboundConfig,
+    body_budget: BodyBudget,
     recent: Mutex<Recent>,
     transactions: AtomicU64,
     repeats: AtomicU64,
@@ -229,6 +234,7 @@ impl Inbound {
     /// A handler with `config`'s limits.
     pub fn new(config: InboundConfig) -> Self {
         Self {
+            body_budget: BodyBudget::new(config.max_buffered_body_bytes, config.body_buffer_wait),
             config,
             recent: Mutex::new(Recent::default()),
             transactions: AtomicU64::new(0),
@@ -306,6 +312,13 @@ impl Inbound {
             rejected: self.rejected.load(Ordering::Relaxed),
             presence_entries: self.presence_entries.load(Ordering::Relaxed),
             dropped_entries: self.dropped_entries.load(Ordering::Relaxed),
+            buffered_body_bytes: self.body_budget.reserved_bytes(),
+            refused_busy: self.body_budget.refused(),
         }
+    }
+
+    /// The budget of body bytes buffered at once, shared by every inbound request.
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.body_budget
     }
 }

@@ -10,6 +10,7 @@
 //! - [`wire`]: the EDU and transaction shapes we send.
 //! - [`outbox`]: per-destination presence queues with batching, backoff and expiry.
 //! - [`inbound`]: `PUT /send/{txnId}` parsing, limits and idempotence.
+//! - [`budget`]: the bound on inbound body bytes buffered at once.
 //! - [`api`]: the axum router for the federation endpoints.
 //! - [`Federation`]: everything above, built from one [`FederationConfig`].
 //!
@@ -65,6 +66,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod client;
 mod clock;
 mod config;
@@ -81,7 +83,8 @@ pub mod transport;
 pub mod wire;
 
 pub use api::{FederationApi, InboundPresence, SignedRequest};
-pub use auth::{RequestVerifier, sign_request};
+pub use auth::{CheckedHeader, RequestVerifier, sign_request};
+pub use budget::{BodyBudget, BodyPermit};
 pub use client::{FederationClient, HttpKeySource, RemoteResponse};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ClientConfig, FederationConfig, InboundConfig, OutboxConfig, TrustedKeyServer};

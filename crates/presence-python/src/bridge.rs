@@ -103,6 +103,8 @@ pub(crate) struct Bridge {
     stuck_after: Duration,
     host: RefCell<Option<Py<PyAny>>>,
     tables: RefCell<Tables>,
+    /// When the interpreter's allocated blocks were last read (`Signals` milliseconds).
+    blocks_read_at: std::cell::Cell<Option<u64>>,
 }
 
 /// The started host, before its loop runs.
@@ -200,6 +202,7 @@ pub(crate) fn start(py: Python<'_>, setup: Setup) -> Result<Running, PythonError
             stuck_after,
             host: RefCell::new(None),
             tables: RefCell::new(Tables::default()),
+            blocks_read_at: std::cell::Cell::new(None),
         },
     )
     .map_err(start_error)?;
@@ -241,40 +244,8 @@ pub(crate) fn start(py: Python<'_>, setup: Setup) -> Result<Running, PythonError
 impl Bridge {
     /// Called by the loop when the wake-up socket is readable.
     fn drain(&self, py: Python<'_>) {
-        self.signals.beat();
-        let mut buf = [0u8; 64];
-        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
-        // Cleared before the queues are read: anything queued from now on wakes us again.
-        self.waker.notified.store(false, Ordering::Release);
-
-        while let Ok(message) = self.control.try_recv() {
-            match message {
-                Control::Shutdown => {
-                    self.call_host(py, "stop", ());
-                    return;
-                }
-                Control::Load(request) => self.load(py, request),
-                Control::Cancel(id) => self.call_host(py, "cancel", (id,)),
-                Control::Unload(id) => {
-                    let entry = self.tables.borrow_mut().routers.remove(&id);
-                    drop(entry);
-                    self.tables.borrow_mut().apis.remove(&id);
-                    self.call_host(py, "unload", (id,));
-                }
-                Control::Resolve { waiter, error } => {
-                    self.call_host(py, "resolve", (waiter, error));
-                }
-            }
-        }
-        for _ in 0..CALLS_PER_WAKE {
-            let Ok(call) = self.calls.try_recv() else {
-                return;
-            };
-            self.dispatch(py, call);
-            self.signals.beat();
-        }
-        // More calls wait: let the loop run its timers and tasks first, then come back.
-        self.waker.wake();
+        self.drain_queues(py);
+        self.read_allocated_blocks(py);
     }
 
     /// Called by the host when a pending call's task is done.
@@ -346,6 +317,70 @@ impl Bridge {
 }
 
 impl Bridge {
+    /// Handles what is queued: control messages, then up to [`CALLS_PER_WAKE`] calls.
+    fn drain_queues(&self, py: Python<'_>) {
+        self.signals.beat();
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+        // Cleared before the queues are read: anything queued from now on wakes us again.
+        self.waker.notified.store(false, Ordering::Release);
+
+        while let Ok(message) = self.control.try_recv() {
+            match message {
+                Control::Shutdown => {
+                    self.call_host(py, "stop", ());
+                    return;
+                }
+                Control::Load(request) => self.load(py, request),
+                Control::Cancel(id) => self.call_host(py, "cancel", (id,)),
+                Control::Unload(id) => {
+                    let entry = self.tables.borrow_mut().routers.remove(&id);
+                    drop(entry);
+                    self.tables.borrow_mut().apis.remove(&id);
+                    self.call_host(py, "unload", (id,));
+                }
+                Control::Resolve { waiter, error } => {
+                    self.call_host(py, "resolve", (waiter, error));
+                }
+            }
+        }
+        for _ in 0..CALLS_PER_WAKE {
+            let Ok(call) = self.calls.try_recv() else {
+                return;
+            };
+            self.dispatch(py, call);
+            self.signals.beat();
+        }
+        // More calls wait: let the loop run its timers and tasks first, then come back.
+        self.waker.wake();
+    }
+
+    /// Records the interpreter's allocated memory blocks (`sys.getallocatedblocks()`), at
+    /// most once a second: in CPython 3.12 and later the count walks every memory pool.
+    fn read_allocated_blocks(&self, py: Python<'_>) {
+        let now = self.signals.now_ms();
+        if self
+            .blocks_read_at
+            .get()
+            .is_some_and(|at| now.saturating_sub(at) < 1000)
+        {
+            return;
+        }
+        self.blocks_read_at.set(Some(now));
+        let blocks = py
+            .import(intern!(py, "sys"))
+            .and_then(|sys| sys.call_method0(intern!(py, "getallocatedblocks")))
+            .and_then(|n| n.extract::<u64>());
+        match blocks {
+            Ok(n) => self
+                .signals
+                .stats
+                .allocated_blocks
+                .store(n, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "Could not read the Python heap size."),
+        }
+    }
+
     fn host(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.host.borrow().as_ref().map(|h| h.clone_ref(py))
     }

@@ -68,6 +68,9 @@ pub struct PythonHostStats {
     /// Background work of modules (`looping_background_call`, `delayed_background_call`,
     /// `run_as_background_process`) that raised.
     pub background_failures: AtomicU64,
+    /// Memory blocks the interpreter has allocated (`sys.getallocatedblocks()`), read at
+    /// most once a second while the loop serves calls; steady growth is a leaking module.
+    pub allocated_blocks: AtomicU64,
 }
 
 /// What the module code on the loop is doing right now, for the stall report.
@@ -103,7 +106,7 @@ impl Signals {
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 

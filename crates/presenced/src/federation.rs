@@ -139,6 +139,7 @@ fn federation_config(config: &Config) -> Result<FederationConfig, presence_feder
     c.outbox.backoff_max = t.destination_max_retry_interval;
     c.outbox.send_timeout = t.transaction_timeout;
     c.outbox.pending_ttl = t.pending_presence_ttl;
+    c.inbound.max_buffered_body_bytes = t.inbound_body_buffer;
     if !f.federation_verify_certificates {
         tracing::warn!(
             "federation_verify_certificates is false: remote servers' certificates are not checked."

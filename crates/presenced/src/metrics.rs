@@ -34,6 +34,8 @@ pub const ROUTER_SECONDS: &str = "presenced_router_call_time_seconds";
 pub const REMOTE_DROPPED: &str = "presenced_remote_presence_dropped_total";
 /// Times Python module code kept the interpreter's event loop from running too long.
 pub const PYTHON_STALLS: &str = "presenced_python_stalls_total";
+/// Memory blocks the Python interpreter has allocated (`sys.getallocatedblocks()`).
+pub const PYTHON_ALLOCATED_BLOCKS: &str = "presenced_python_allocated_blocks";
 /// Exceptions raised inside Python module code that kept the loop stuck.
 pub const PYTHON_INTERRUPTS: &str = "presenced_python_interrupts_total";
 /// Background work of Python modules that raised.
@@ -58,6 +60,10 @@ pub const FEDERATION_PRESENCE_EXPIRED: &str = "presenced_federation_presence_exp
 pub const FEDERATION_TXN_RECEIVED: &str = "presenced_federation_transactions_received_total";
 /// Inbound transactions refused (bad body or limits).
 pub const FEDERATION_TXN_REJECTED: &str = "presenced_federation_transactions_rejected_total";
+/// Bytes of inbound federation request bodies being read or handled right now.
+pub const FEDERATION_BODY_BYTES: &str = "presenced_federation_body_bytes_buffered";
+/// Inbound federation requests answered 429 because the body budget stayed full.
+pub const FEDERATION_REFUSED_BUSY: &str = "presenced_federation_requests_refused_busy_total";
 /// Inbound presence entries handed to the engine.
 pub const FEDERATION_PRESENCE_RECEIVED: &str = "presenced_federation_presence_received_total";
 /// HTTP requests refused with 429.
@@ -66,6 +72,8 @@ pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
 pub const USERS: &str = "presenced_users";
 /// Room memberships the presence engine holds.
 pub const ROOM_MEMBERSHIPS: &str = "presenced_room_memberships";
+/// Bytes held by the cache of parsed `/sync` filters (counted against its budget).
+pub const SYNC_FILTER_CACHE_BYTES: &str = "presenced_sync_filter_cache_bytes";
 /// Beside Synapse: replication commands received over Redis, by command.
 pub const REPLICATION_COMMANDS_IN: &str = "presenced_replication_commands_received_total";
 /// Beside Synapse: `RDATA presence` rows published.
@@ -148,6 +156,11 @@ pub fn engine_size(users: usize, memberships: usize) {
     metrics::gauge!(ROOM_MEMBERSHIPS).set(memberships as f64);
 }
 
+/// Records the size of the `/sync` filter cache.
+pub fn sync_filter_cache(bytes: usize) {
+    metrics::gauge!(SYNC_FILTER_CACHE_BYTES).set(bytes as f64);
+}
+
 /// Counts one replication command received (beside Synapse).
 pub fn replication_command_in(command: &'static str) {
     metrics::counter!(REPLICATION_COMMANDS_IN, "command" => command).increment(1);
@@ -203,11 +216,17 @@ pub fn federation_stats(
     metrics::counter!(FEDERATION_PRESENCE_EXPIRED).absolute(out.dropped_expired);
     metrics::counter!(FEDERATION_TXN_RECEIVED).absolute(inbound.transactions);
     metrics::counter!(FEDERATION_TXN_REJECTED).absolute(inbound.rejected);
+    metrics::gauge!(FEDERATION_BODY_BYTES).set(inbound.buffered_body_bytes as f64);
+    metrics::counter!(FEDERATION_REFUSED_BUSY).absolute(inbound.refused_busy);
 }
 
 /// Gives every metric its `# HELP` line (once, when the recorder is installed).
 fn describe() {
     metrics::describe_gauge!(USERS, "Users the presence engine holds (local and remote).");
+    metrics::describe_gauge!(
+        SYNC_FILTER_CACHE_BYTES,
+        "Bytes held by the cache of parsed /sync filters."
+    );
     metrics::describe_gauge!(
         ROOM_MEMBERSHIPS,
         "Room memberships the presence engine holds."
@@ -272,6 +291,10 @@ fn describe() {
         PYTHON_STALLS,
         "Times Python module code kept the interpreter's event loop from running too long."
     );
+    metrics::describe_gauge!(
+        PYTHON_ALLOCATED_BLOCKS,
+        "Memory blocks the Python interpreter has allocated (sys.getallocatedblocks()); steady growth means a leaking module."
+    );
     metrics::describe_counter!(
         PYTHON_INTERRUPTS,
         "Exceptions raised inside Python module code that kept the loop stuck."
@@ -320,6 +343,14 @@ fn describe() {
     metrics::describe_counter!(
         FEDERATION_TXN_REJECTED,
         "Inbound transactions refused (bad body or limits)."
+    );
+    metrics::describe_gauge!(
+        FEDERATION_BODY_BYTES,
+        "Bytes of inbound federation request bodies being read or handled right now."
+    );
+    metrics::describe_counter!(
+        FEDERATION_REFUSED_BUSY,
+        "Inbound federation requests answered 429 because the body budget stayed full."
     );
     metrics::describe_counter!(
         FEDERATION_PRESENCE_RECEIVED,

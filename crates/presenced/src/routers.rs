@@ -176,6 +176,8 @@ mod python {
             ::metrics::counter!(names::PYTHON_INTERRUPTS).absolute(stats.interrupts.load(Relaxed));
             ::metrics::counter!(names::PYTHON_BACKGROUND_FAILURES)
                 .absolute(stats.background_failures.load(Relaxed));
+            ::metrics::gauge!(names::PYTHON_ALLOCATED_BLOCKS)
+                .set(stats.allocated_blocks.load(Relaxed) as f64);
             for (name, stats) in &self.routers {
                 let labels = [("router", name.clone())];
                 ::metrics::counter!(names::PYTHON_EXCEPTIONS, &labels)

@@ -330,3 +330,179 @@ async fn key_and_version_endpoints_need_no_signature() {
     assert_eq!(status, http::StatusCode::OK);
     assert_eq!(body["server"]["name"], "Presenced");
 }
+
+/// The transaction endpoint of B with `config`, and its inbound handler (for its stats).
+fn api_with(config: InboundConfig) -> (axum::Router, Arc<Inbound>) {
+    let f = fixture(None);
+    let keys = ServerKeys::new(
+        &server("b.example"),
+        vec![Arc::new(key("kb", 2))],
+        &[],
+        Duration::from_secs(3600),
+        clock(NOW),
+    )
+    .unwrap();
+    let inbound = Arc::new(Inbound::new(config));
+    let app = FederationApi::new(
+        Arc::new(keys),
+        f.verifier,
+        inbound.clone(),
+        Arc::new(RecordingSink::default()),
+        None,
+    )
+    .router();
+    (app, inbound)
+}
+
+/// `request`'s head with a body that arrives only when `release` fires (never, if it is
+/// dropped), declaring `length` bytes.
+fn held_body(
+    request: http::Request<Vec<u8>>,
+    length: usize,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> http::Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(length),
+    );
+    let chunk = futures::stream::once(async move {
+        match release.await {
+            Ok(()) => Ok::<_, std::io::Error>(bytes::Bytes::from(body)),
+            Err(_) => std::future::pending().await,
+        }
+    });
+    http::Request::from_parts(parts, Body::from_stream(chunk))
+}
+
+async fn answer(
+    app: &axum::Router,
+    r: http::Request<Body>,
+) -> (http::StatusCode, serde_json::Value) {
+    let response = tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(r))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// Forged requests used to have their bodies (up to 8 MiB each) read before anything was
+/// checked: the header, its origin and the origin's key now come first.
+#[tokio::test]
+async fn a_bad_authorization_is_refused_before_the_body_is_read() {
+    let (app, inbound) = api_with(InboundConfig::default());
+    let eight_mib = 8 * 1024 * 1024;
+    let cases = [
+        ("X-Matrix nonsense", "malformed header"),
+        (
+            r#"X-Matrix origin="b.example",destination="b.example",key="ed25519:kb",sig="AAAA""#,
+            "claims to come from us",
+        ),
+        (
+            r#"X-Matrix origin="a.example",destination="x.example",key="ed25519:ka",sig="AAAA""#,
+            "addressed to another server",
+        ),
+        (
+            r#"X-Matrix origin="nokeys.example",destination="b.example",key="ed25519:k",sig="AAAA""#,
+            "origin without keys",
+        ),
+    ];
+    for (authorization, what) in cases {
+        let mut r = http::Request::put(PATH).body(Vec::new()).unwrap();
+        r.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(authorization).unwrap(),
+        );
+        // No body ever comes: only an answer that does not wait for it passes.
+        let (_never, release) = tokio::sync::oneshot::channel();
+        let (status, body) = answer(&app, held_body(r, eight_mib, release)).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (http::StatusCode::UNAUTHORIZED, Some("M_UNAUTHORIZED")),
+            "{what}: {body}"
+        );
+    }
+    // A declared length over the limit is refused at once as well.
+    let r = signed("a.example", "b.example", 1, "ka");
+    let (_never, release) = tokio::sync::oneshot::channel();
+    let (status, body) = answer(&app, held_body(r, eight_mib + 1, release)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (http::StatusCode::PAYLOAD_TOO_LARGE, Some("M_TOO_LARGE"))
+    );
+    assert_eq!(inbound.stats().buffered_body_bytes, 0);
+}
+
+/// Bodies being read share one budget: past it, a request waits briefly, then is told to
+/// retry instead of being buffered.
+#[tokio::test]
+async fn concurrent_bodies_stay_within_the_buffer_budget() {
+    let mut config = InboundConfig::default();
+    config.max_buffered_body_bytes = 2 * 1024 * 1024;
+    config.body_buffer_wait = Duration::from_millis(200);
+    let (app, inbound) = api_with(config);
+    // Just under 1 MiB each, so that two fill the budget.
+    let large = |txn: u32| {
+        let pad = "x".repeat(1024 * 1024 - 200);
+        let body = serde_json::json!({"pdus": [], "edus": [], "pad": pad});
+        let mut r = http::Request::put(format!("/_matrix/federation/v1/send/big{txn}"))
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        sign_request(
+            &key("ka", 1),
+            &server("a.example"),
+            &server("b.example"),
+            &mut r,
+        )
+        .unwrap();
+        let length = r.body().len();
+        let (release, held) = tokio::sync::oneshot::channel();
+        (held_body(r, length, held), release)
+    };
+    let mut releases = Vec::new();
+    let mut pending = Vec::new();
+    for txn in 0..2 {
+        let (r, release) = large(txn);
+        releases.push(release);
+        let app = app.clone();
+        pending.push(tokio::spawn(async move { app.oneshot(r).await.unwrap() }));
+    }
+    let started = std::time::Instant::now();
+    while inbound.stats().buffered_body_bytes < 2 * 1024 * 1024 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            inbound.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(inbound.stats().buffered_body_bytes, 2 * 1024 * 1024);
+    // The third does not fit: 429 with a retry delay, its body never read.
+    let (third, _kept) = large(2);
+    let response = tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(third))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().is_some(), "{body}");
+    assert_eq!(inbound.stats().refused_busy, 1);
+    assert!(inbound.stats().buffered_body_bytes <= 2 * 1024 * 1024);
+    // Once their bodies arrive the first two are handled and give their share back.
+    for release in releases {
+        release.send(()).unwrap();
+    }
+    for p in pending {
+        assert_eq!(p.await.unwrap().status(), http::StatusCode::OK);
+    }
+    assert_eq!(inbound.stats().buffered_body_bytes, 0);
+}

@@ -3,10 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
+use presence_python::{PythonHost, PythonRouter};
 use presence_router::{InterestedUsers, PresenceRouter};
 use serde_json::json;
 
-use crate::support::{api, logged, shared_host, uid};
+use crate::support::{api, load_legacy, logged, shared_host, uid};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compatibility_package_behaves_like_the_reference() {
@@ -47,4 +48,36 @@ fn the_host_reports_its_interpreter() {
         host.python_version()
     );
     assert!(!host.twisted());
+}
+
+/// A leaking module shows on the interpreter's allocated-block count, which operators see
+/// on `/metrics` (`presenced_python_allocated_blocks`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaking_router_shows_in_the_allocated_block_count() {
+    let host = shared_host();
+    let router = load_legacy("leaky_router.LeakyRouter", json!({}));
+    let before = blocks_reaching(host, &router, 1).await;
+    router
+        .get_interested_users(&uid("@leak:test"))
+        .await
+        .unwrap();
+    blocks_reaching(host, &router, before + 150_000).await;
+}
+
+/// The allocated-block count once a reading reaches `min`. The count is read at most once a
+/// second, when the loop has served calls, so this keeps calling for a few seconds.
+async fn blocks_reaching(host: &PythonHost, router: &PythonRouter, min: u64) -> u64 {
+    let blocks = || host.stats().allocated_blocks.load(Ordering::Relaxed);
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        router
+            .get_interested_users(&uid("@quiet:test"))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if blocks() >= min {
+            return blocks();
+        }
+    }
+    panic!("the count stayed at {}, below {min}", blocks());
 }

@@ -391,6 +391,7 @@ impl App {
     pub fn collect_metrics(&self) {
         let (users, memberships) = self.presence().size();
         crate::metrics::engine_size(users, memberships);
+        crate::metrics::sync_filter_cache(self.sync_filters().bytes());
         if let Some(writer) = self.writer() {
             writer.record_metrics();
         }

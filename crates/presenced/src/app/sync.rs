@@ -8,7 +8,7 @@
 //! rate-limited sync, leaves presence alone (as the reference's `user_syncing` does).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -84,6 +84,24 @@ pub(crate) struct SyncFilter {
 }
 
 impl SyncFilter {
+    /// Bytes this filter holds (itself and its lists), for the cache's budget.
+    fn heap_size(&self) -> usize {
+        let p = &self.presence;
+        std::mem::size_of::<Self>()
+            + [
+                p.types.as_deref(),
+                Some(&p.not_types[..]),
+                p.senders.as_deref(),
+                Some(&p.not_senders[..]),
+                self.room.rooms.as_deref(),
+                Some(&self.room.not_rooms[..]),
+            ]
+            .into_iter()
+            .flatten()
+            .map(strings_size)
+            .sum::<usize>()
+    }
+
     /// Reads a filter definition; a section of the wrong shape is a 400 `M_BAD_JSON`.
     pub(crate) fn from_filter(filter: &Value) -> Result<Self, ApiError> {
         Ok(Self {
@@ -123,6 +141,12 @@ impl RoomFilter {
                 .as_ref()
                 .is_none_or(|rs| rs.iter().any(|r| r == room_id))
     }
+}
+
+/// Heap bytes of a list of strings (the lists are built by `collect`, so length is
+/// capacity).
+fn strings_size(list: &[String]) -> usize {
+    std::mem::size_of_val(list) + list.iter().map(String::capacity).sum::<usize>()
 }
 
 /// `section.key` of a filter as a list of strings; absent or null is `None`.
@@ -231,20 +255,181 @@ fn glob(pattern: &str, text: &str) -> bool {
 /// Parsed presence filters of `/sync`, by user and `filter` parameter as sent (an inline
 /// definition or a stored filter's ID). Filters never change once created, so a sync loop
 /// that sends the same filter each time neither decodes nor parses it, nor reads the
-/// database for it, again. Bounded: past the limit the cache starts over.
-#[derive(Default)]
+/// database for it, again.
+///
+/// Bounded in bytes, not entries: an inline filter is as long as the client makes it, so
+/// one user sending distinct large filters could otherwise fill memory. Each entry counts
+/// the `filter` parameter's length plus the parsed filter's size; past the per-user or the
+/// total budget the least recently used entries go (the user's own first), and a filter
+/// larger than [`FilterCacheLimits::entry`] is parsed for each request and never kept.
 pub(crate) struct SyncFilters {
-    map: std::sync::Mutex<FilterMap>,
+    cache: std::sync::Mutex<FilterCache>,
 }
 
-/// (requester, the `filter` parameter still percent-encoded) → the parsed filter.
-type FilterMap = HashMap<(UserId, String), Arc<SyncFilter>>;
+impl Default for SyncFilters {
+    fn default() -> Self {
+        Self::new(FilterCacheLimits::default())
+    }
+}
 
-const SYNC_FILTER_CACHE_LIMIT: usize = 10_000;
+/// The byte budgets of [`SyncFilters`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FilterCacheLimits {
+    /// All users together.
+    pub(crate) total: usize,
+    /// One user's entries.
+    pub(crate) per_user: usize,
+    /// One entry; a larger filter is not cached.
+    pub(crate) entry: usize,
+}
+
+impl Default for FilterCacheLimits {
+    fn default() -> Self {
+        // A client's filter is usually well under 1 KiB; 32 MiB keeps tens of thousands of
+        // users' filters, and no user can hold more than 256 KiB of it.
+        Self {
+            total: 32 * 1024 * 1024,
+            per_user: 256 * 1024,
+            entry: 32 * 1024,
+        }
+    }
+}
+
+/// Map slots, the `Arc` headers and the ordering indexes of one entry, roughly.
+const ENTRY_OVERHEAD: usize = 192;
+
+#[derive(Default)]
+struct FilterCache {
+    limits: FilterCacheLimits,
+    users: HashMap<UserId, UserFilters>,
+    /// Every entry by last use (ticks are unique), oldest first.
+    by_use: BTreeMap<u64, (UserId, Arc<str>)>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// One user's entries: the `filter` parameter still percent-encoded → the parsed filter.
+#[derive(Default)]
+struct UserFilters {
+    entries: HashMap<Arc<str>, CachedFilter>,
+    by_use: BTreeMap<u64, Arc<str>>,
+    bytes: usize,
+}
+
+struct CachedFilter {
+    filter: Arc<SyncFilter>,
+    bytes: usize,
+    used: u64,
+}
 
 impl SyncFilters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FilterMap> {
-        crate::lock(&self.map)
+    pub(crate) fn new(limits: FilterCacheLimits) -> Self {
+        Self {
+            cache: std::sync::Mutex::new(FilterCache {
+                limits,
+                ..FilterCache::default()
+            }),
+        }
+    }
+
+    /// The cached filter of `user` for `encoded`, marked as just used.
+    fn get(&self, user: &UserId, encoded: &str) -> Option<Arc<SyncFilter>> {
+        let mut guard = crate::lock(&self.cache);
+        let cache = &mut *guard;
+        cache.tick += 1;
+        let tick = cache.tick;
+        let filters = cache.users.get_mut(user)?;
+        let (key, entry) = filters.entries.get_key_value(encoded)?;
+        let (key, old) = (key.clone(), entry.used);
+        filters.by_use.remove(&old);
+        filters.by_use.insert(tick, key.clone());
+        let entry = filters.entries.get_mut(encoded)?;
+        entry.used = tick;
+        let filter = entry.filter.clone();
+        cache.by_use.remove(&old);
+        cache.by_use.insert(tick, (user.clone(), key));
+        Some(filter)
+    }
+
+    /// Keeps `filter` for (`user`, `encoded`) unless it is too large, then evicts down to
+    /// the budgets.
+    fn insert(&self, user: &UserId, encoded: &str, filter: Arc<SyncFilter>) {
+        let bytes = encoded.len() + user.as_str().len() + filter.heap_size() + ENTRY_OVERHEAD;
+        let mut guard = crate::lock(&self.cache);
+        let cache = &mut *guard;
+        if bytes > cache.limits.entry {
+            return;
+        }
+        cache.tick += 1;
+        let tick = cache.tick;
+        let key: Arc<str> = Arc::from(encoded);
+        let filters = cache.users.entry(user.clone()).or_default();
+        let entry = CachedFilter {
+            filter,
+            bytes,
+            used: tick,
+        };
+        if let Some(old) = filters.entries.insert(key.clone(), entry) {
+            // Two syncs with the same new filter raced; the later copy replaces the earlier.
+            filters.by_use.remove(&old.used);
+            filters.bytes -= old.bytes;
+            cache.by_use.remove(&old.used);
+            cache.bytes -= old.bytes;
+        }
+        filters.by_use.insert(tick, key.clone());
+        filters.bytes += bytes;
+        cache.by_use.insert(tick, (user.clone(), key));
+        cache.bytes += bytes;
+        while cache
+            .users
+            .get(user)
+            .is_some_and(|f| f.bytes > cache.limits.per_user)
+        {
+            let oldest = cache
+                .users
+                .get(user)
+                .and_then(|f| f.by_use.first_key_value())
+                .map(|(&used, key)| (used, key.clone()));
+            let Some((used, key)) = oldest else { break };
+            cache.by_use.remove(&used);
+            cache.remove(user, &key);
+        }
+        while cache.bytes > cache.limits.total {
+            let Some((_, (user, key))) = cache.by_use.pop_first() else {
+                break;
+            };
+            cache.remove(&user, &key);
+        }
+    }
+
+    /// Bytes the cache holds, as counted against its budgets.
+    pub(crate) fn bytes(&self) -> usize {
+        crate::lock(&self.cache).bytes
+    }
+
+    #[cfg(test)]
+    fn user_bytes(&self, user: &UserId) -> usize {
+        crate::lock(&self.cache)
+            .users
+            .get(user)
+            .map_or(0, |f| f.bytes)
+    }
+}
+
+impl FilterCache {
+    /// Drops one entry (already taken out of the global `by_use`).
+    fn remove(&mut self, user: &UserId, key: &str) {
+        let Some(filters) = self.users.get_mut(user) else {
+            return;
+        };
+        if let Some(entry) = filters.entries.remove(key) {
+            filters.by_use.remove(&entry.used);
+            filters.bytes -= entry.bytes;
+            self.bytes -= entry.bytes;
+        }
+        if filters.entries.is_empty() {
+            self.users.remove(user);
+        }
     }
 }
 
@@ -362,9 +547,8 @@ impl App {
         let Some(encoded) = encoded else {
             return Ok(Arc::default());
         };
-        let key = (user.clone(), encoded.to_owned());
-        if let Some(found) = self.sync_filters().lock().get(&key) {
-            return Ok(found.clone());
+        if let Some(found) = self.sync_filters().get(user, encoded) {
+            return Ok(found);
         }
         let raw = percent_decode(encoded);
         // The reference's answers (`synapse/rest/client/sync.py`, `SyncRestServlet.on_GET`):
@@ -381,11 +565,7 @@ impl App {
             serde_json::from_str(&stored).map_err(ApiError::internal)?
         };
         let filter = Arc::new(SyncFilter::from_filter(&definition)?);
-        let mut cache = self.sync_filters().lock();
-        if cache.len() >= SYNC_FILTER_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, filter.clone());
+        self.sync_filters().insert(user, encoded, filter.clone());
         Ok(filter)
     }
 }
@@ -454,6 +634,78 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A distinct filter naming `senders` users, as a client would send it inline.
+    fn inline_filter(tag: &str, senders: usize) -> (String, Arc<SyncFilter>) {
+        let senders: Vec<String> = (0..senders).map(|i| format!("@{tag}x{i:05}:hs")).collect();
+        let definition = json!({"presence": {"not_senders": senders}});
+        let filter = SyncFilter::from_filter(&definition).unwrap();
+        (definition.to_string(), Arc::new(filter))
+    }
+
+    #[test]
+    fn filter_cache_stays_within_its_byte_budgets() {
+        let limits = FilterCacheLimits {
+            total: 200_000,
+            per_user: 50_000,
+            entry: 20_000,
+        };
+        let cache = SyncFilters::new(limits);
+        let users: Vec<UserId> = (0..8)
+            .map(|u| UserId::parse(&format!("@u{u}:hs")).unwrap())
+            .collect();
+        // About 9 KB sent and 8 KB parsed per filter: five fit a user's budget.
+        for i in 0..200 {
+            for (u, user) in users.iter().enumerate() {
+                let (encoded, filter) = inline_filter(&format!("{u}x{i}"), 300);
+                cache.insert(user, &encoded, filter);
+                assert!(cache.user_bytes(user) <= limits.per_user);
+                assert!(cache.bytes() <= limits.total, "{}", cache.bytes());
+            }
+        }
+        assert!(cache.bytes() > limits.total / 2, "{}", cache.bytes());
+        // The most recently used entries are the ones kept.
+        let (encoded, filter) = inline_filter("last", 300);
+        cache.insert(&users[0], &encoded, filter);
+        assert!(cache.get(&users[0], &encoded).is_some());
+        let (first, _) = inline_filter("0x0", 300);
+        assert!(cache.get(&users[0], &first).is_none());
+    }
+
+    #[test]
+    fn filter_cache_evicts_least_recently_used_first() {
+        let limits = FilterCacheLimits {
+            total: 1 << 30,
+            per_user: 40_000,
+            entry: 20_000,
+        };
+        let cache = SyncFilters::new(limits);
+        let user = UserId::parse("@u:hs").unwrap();
+        let (kept, filter) = inline_filter("kept", 300);
+        cache.insert(&user, &kept, filter);
+        for i in 0..20 {
+            let (encoded, filter) = inline_filter(&format!("n{i}"), 300);
+            cache.insert(&user, &encoded, filter);
+            // Used by every sync: it stays while newer, unused filters come and go.
+            assert!(cache.get(&user, &kept).is_some(), "evicted at {i}");
+        }
+    }
+
+    #[test]
+    fn filters_over_the_entry_limit_are_not_cached() {
+        let cache = SyncFilters::default();
+        let user = UserId::parse("@u:hs").unwrap();
+        // About 63 KB, like the filters a misbehaving client sent.
+        let (encoded, filter) = inline_filter("big", 4_000);
+        assert!(encoded.len() > 60_000);
+        cache.insert(&user, &encoded, filter);
+        assert!(cache.get(&user, &encoded).is_none());
+        assert_eq!(cache.bytes(), 0);
+        let (small, filter) = inline_filter("small", 3);
+        cache.insert(&user, &small, filter);
+        assert!(cache.get(&user, &small).is_some());
+        assert!(cache.bytes() > small.len());
+    }
 
     #[test]
     fn tokens_round_trip() {

@@ -612,7 +612,7 @@ pub struct FederationConfig {
     pub tls_certificate_path: Option<PathBuf>,
     /// `tls_private_key_path`: its private key (PEM).
     pub tls_private_key_path: Option<PathBuf>,
-    /// The `federation` section: timeouts and retry timers.
+    /// The `federation` section: timeouts, retry timers and the inbound body budget.
     pub timers: FederationTimers,
 }
 
@@ -638,8 +638,8 @@ impl Default for FederationConfig {
     }
 }
 
-/// The `federation` section: the reference's retry keys plus Presenced's own timers, all
-/// configurable so that tests run in seconds.
+/// The `federation` section: the reference's retry keys plus Presenced's own timers and inbound
+/// body budget, all configurable so that tests run in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FederationTimers {
@@ -661,6 +661,9 @@ pub struct FederationTimers {
     /// `key_refetch_interval` (Presenced's own): after a failed key fetch, how long before
     /// the same server is asked again.
     pub key_refetch_interval: Duration,
+    /// `inbound_body_buffer` (Presenced's own): bytes of inbound request bodies read into
+    /// memory at once, over all requests; past it a request is answered 429.
+    pub inbound_body_buffer: usize,
 }
 
 impl Default for FederationTimers {
@@ -674,6 +677,7 @@ impl Default for FederationTimers {
             transaction_timeout: Duration::from_secs(120),
             pending_presence_ttl: Duration::from_secs(3600),
             key_refetch_interval: Duration::from_secs(60),
+            inbound_body_buffer: 64 * 1024 * 1024,
         }
     }
 }

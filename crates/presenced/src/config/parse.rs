@@ -758,6 +758,7 @@ fn read_federation_timers(top: &mut Section<'_>) -> Option<FederationTimers> {
         positive_duration(&mut s, "transaction_timeout", d.transaction_timeout);
     let pending_ttl = positive_duration(&mut s, "pending_presence_ttl", d.pending_presence_ttl);
     let key_refetch = positive_duration(&mut s, "key_refetch_interval", d.key_refetch_interval);
+    let body_buffer = read_size(&mut s, "inbound_body_buffer", d.inbound_body_buffer);
     if let (Some(min), Some(max)) = (min_retry, max_retry)
         && max < min
     {
@@ -779,6 +780,7 @@ fn read_federation_timers(top: &mut Section<'_>) -> Option<FederationTimers> {
         transaction_timeout: transaction_timeout?,
         pending_presence_ttl: pending_ttl?,
         key_refetch_interval: key_refetch?,
+        inbound_body_buffer: body_buffer?,
     })
 }
 

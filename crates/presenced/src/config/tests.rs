@@ -866,6 +866,7 @@ federation:
   transaction_timeout: 2s
   pending_presence_ttl: 30s
   key_refetch_interval: 500ms
+  inbound_body_buffer: 16M
   max_short_retries: 3
 ";
     let loaded = load(yaml);
@@ -887,6 +888,7 @@ federation:
     assert_eq!(t.transaction_timeout, Duration::from_secs(2));
     assert_eq!(t.pending_presence_ttl, Duration::from_secs(30));
     assert_eq!(t.key_refetch_interval, Duration::from_millis(500));
+    assert_eq!(t.inbound_body_buffer, 16 * 1024 * 1024);
     // The reference's other retry keys are known to exist but not used.
     assert_eq!(loaded.unknown_keys, ["federation.max_short_retries"]);
 }

@@ -712,6 +712,35 @@ async fn admin_send_local_online_presence_to_gives_a_snapshot() {
     );
 }
 
+/// One user sending many distinct large inline filters once grew the server by gigabytes:
+/// the filter cache counted entries, not bytes.
+#[tokio::test]
+async fn inline_filters_of_one_user_stay_within_the_cache_budget() {
+    // The cache's defaults: 256 KiB per user, entries over 32 KiB not kept.
+    const PER_USER: f64 = 256.0 * 1024.0;
+    let s = server("").await;
+    let c = s.client();
+    let alice = users(&c, &["alice"]).await.remove(0);
+    let filter = |tag: &str, senders: usize| {
+        let senders: Vec<String> = (0..senders).map(|i| format!("@{tag}x{i:04}:t")).collect();
+        q(&json!({"presence": {"not_senders": senders}}).to_string())
+    };
+    // About 8 KB each (kept), 40 of them: five times the user's budget.
+    for i in 0..40 {
+        let params = format!("timeout=0&filter={}", filter(&format!("f{i}"), 300));
+        c.sync(&alice, &params).await;
+    }
+    let held = c.metric("presenced_sync_filter_cache_bytes").await;
+    assert!(held > 0.0 && held <= PER_USER, "{held}");
+    // A filter over the entry limit still applies; it is parsed again each time.
+    let big = filter("big", 2_000);
+    assert!(big.len() > 40_000);
+    for _ in 0..3 {
+        c.sync(&alice, &format!("timeout=0&filter={big}")).await;
+    }
+    assert!(c.metric("presenced_sync_filter_cache_bytes").await <= PER_USER);
+}
+
 #[tokio::test]
 async fn metrics_are_exported() {
     let s = server("").await;

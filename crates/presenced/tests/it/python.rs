@@ -379,6 +379,8 @@ async fn misbehaving_python_routers_never_fail_a_request() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "the healthy Python router never answered again");
+    // The interpreter's heap, for spotting a leaking module.
+    assert!(s.client().metric("presenced_python_allocated_blocks").await > 0.0);
 
     let router = |class: &str| format!("misbehaving_modules.{class}");
     assert!(metric(&s, "presenced_python_exceptions_total", &router("Raises")).await >= 1.0);
