@@ -38,7 +38,8 @@ impl Server {
         let mut bound = Vec::new();
         for listener in &state.config().listeners {
             let resources = listener_resources(listener);
-            let app = http::app_for(state.clone(), &resources);
+            let app = http::app_for(state.clone(), &resources)
+                .layer(axum::Extension(http::ForwardedFor(listener.x_forwarded)));
             let listener_tls = if listener.tls { tls.clone() } else { None };
             for socket in bind_listener(listener).await? {
                 let addr = local_addr(&socket)?;
@@ -386,10 +387,14 @@ async fn serve(
     app: Router,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    axum::serve(socket, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|source| StartError::Serve { addr, source })
+    // The peer's address is what the per-address rate limits key on.
+    axum::serve(
+        socket,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .map_err(|source| StartError::Serve { addr, source })
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), the signals that stop the server.

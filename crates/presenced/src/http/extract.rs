@@ -1,10 +1,16 @@
 //! Extractors that fail the Matrix way: [`MatrixPath`] for path parameters, and
-//! [`query_uint`] for the integer query parameters of the admin API.
+//! [`query_uint`] for the integer query parameters of the admin API; and [`ClientIp`], the
+//! address the per-address rate limits key on.
 //!
 //! axum's own `Path` and `Query` reject with plain-text bodies; every error a client sees must
 //! be a Matrix error with an `errcode`.
 
-use axum::extract::{FromRequestParts, Path, rejection::PathRejection};
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, rejection::PathRejection};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +37,42 @@ where
             // A route whose handler expects parameters it does not have: a bug of ours.
             Err(other) => Err(ApiError::internal(other)),
         }
+    }
+}
+
+/// Set on the requests of a listener with `x_forwarded: true`: its peer is a reverse proxy,
+/// and the client's address is the one the proxy wrote into `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedFor(pub bool);
+
+/// The client's address: the peer of the connection, or behind a trusted proxy the last
+/// `X-Forwarded-For` entry (the one the proxy itself appended; earlier entries are the
+/// client's to choose). `None` for a request that came through no socket (in-process).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_canonical());
+        if parts.extensions.get::<ForwardedFor>().is_some_and(|f| f.0) {
+            let forwarded = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = forwarded {
+                return Ok(Self(Some(ip.to_canonical())));
+            }
+        }
+        Ok(Self(peer))
     }
 }
 
