@@ -7,6 +7,7 @@ mod binary;
 mod clients;
 mod conformance;
 mod federation;
+mod limits;
 mod matrix;
 mod presence;
 #[cfg(feature = "python")]
