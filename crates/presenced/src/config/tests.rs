@@ -540,6 +540,7 @@ fn the_shipped_example_config_loads() {
         router.config,
         json!({"always_send_to_users": ["@watcher:localhost:8008"], "blacklisted_users": []})
     );
+    assert_eq!(c.rc, RcLimits::default(), "the example shows the defaults");
     assert!(!c.registration.enable_registration);
     assert!(c.registration.registration_shared_secret.is_some());
     // Its secret is the public one the server warns about at startup.
