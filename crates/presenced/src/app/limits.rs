@@ -56,10 +56,10 @@ pub struct Limits {
 }
 
 /// A 429 for `wait`, counted against `limiter`.
-fn exceeded(wait: RetryAfter, limiter: &'static str) -> ApiError {
+fn exceeded(wait: RetryAfter, limiter: Limiter) -> ApiError {
     // At least a millisecond, so a client never reads "retry after 0".
     let ms = u64::try_from(wait.0.max(Duration::from_millis(1)).as_millis()).unwrap_or(u64::MAX);
-    ApiError::limit_exceeded(ms, Limiter::Other(limiter))
+    ApiError::limit_exceeded(ms, limiter)
 }
 
 /// The key of the per-account login limits: the user ID as named, lowercased (as the
@@ -93,7 +93,7 @@ impl Limits {
             Some(ip) => self
                 .login_address
                 .check(&ip, Instant::now())
-                .map_err(|w| exceeded(w, Limiter::Login.label())),
+                .map_err(|w| exceeded(w, Limiter::Login)),
             None => Ok(()),
         }
     }
@@ -102,7 +102,7 @@ impl Limits {
     pub fn login_may_try(&self, user: &str) -> Result<(), ApiError> {
         self.login_failed
             .peek(&login_key(user), Instant::now())
-            .map_err(|w| exceeded(w, Limiter::Login.label()))
+            .map_err(|w| exceeded(w, Limiter::Login))
     }
 
     /// `rc_login.failed_attempts`: counts a wrong password for `user` (never refuses: the
@@ -115,7 +115,7 @@ impl Limits {
     pub fn login_succeeded(&self, user: &UserId) -> Result<(), ApiError> {
         self.login_account
             .check(&login_key(user.as_str()), Instant::now())
-            .map_err(|w| exceeded(w, Limiter::Login.label()))
+            .map_err(|w| exceeded(w, Limiter::Login))
     }
 
     /// `rc_registration`: whether `client` may register now (counts nothing).
@@ -124,7 +124,7 @@ impl Limits {
             Some(ip) => self
                 .registration
                 .peek(&ip, Instant::now())
-                .map_err(|w| exceeded(w, "registration")),
+                .map_err(|w| exceeded(w, Limiter::Other("registration"))),
             None => Ok(()),
         }
     }
@@ -135,7 +135,7 @@ impl Limits {
             Some(ip) => self
                 .registration
                 .check(&ip, Instant::now())
-                .map_err(|w| exceeded(w, "registration")),
+                .map_err(|w| exceeded(w, Limiter::Other("registration"))),
             None => Ok(()),
         }
     }
@@ -146,10 +146,10 @@ impl Limits {
         let now = Instant::now();
         self.joins_local
             .check(user, now)
-            .map_err(|w| exceeded(w, "join"))?;
+            .map_err(|w| exceeded(w, Limiter::Other("join")))?;
         self.joins_per_room
             .peek(room, now)
-            .map_err(|w| exceeded(w, "join_per_room"))
+            .map_err(|w| exceeded(w, Limiter::Other("join_per_room")))
     }
 
     /// `rc_joins_per_room`: counts a join to `room` that happened (by anyone).
@@ -162,13 +162,13 @@ impl Limits {
         let now = Instant::now();
         self.invites_per_room
             .check(room, now)
-            .map_err(|w| exceeded(w, "invite"))?;
+            .map_err(|w| exceeded(w, Limiter::Other("invite")))?;
         self.invites_per_user
             .check(invitee, now)
-            .map_err(|w| exceeded(w, "invite"))?;
+            .map_err(|w| exceeded(w, Limiter::Other("invite")))?;
         self.invites_per_issuer
             .check(issuer, now)
-            .map_err(|w| exceeded(w, "invite"))
+            .map_err(|w| exceeded(w, Limiter::Other("invite")))
     }
 
     /// `rc_invites.per_room` for the `count` invites of a new room: the reference checks
@@ -186,17 +186,17 @@ impl Limits {
         let now = Instant::now();
         self.room_creation
             .peek(user, now)
-            .map_err(|w| exceeded(w, "room_creation"))?;
+            .map_err(|w| exceeded(w, Limiter::Other("room_creation")))?;
         self.message(user)?;
         self.room_creation
             .check(user, now)
-            .map_err(|w| exceeded(w, "room_creation"))
+            .map_err(|w| exceeded(w, Limiter::Other("room_creation")))
     }
 
     /// `rc_message`: `user` sends an event.
     pub fn message(&self, user: &UserId) -> Result<(), ApiError> {
         self.message
             .check(user, Instant::now())
-            .map_err(|w| exceeded(w, "message"))
+            .map_err(|w| exceeded(w, Limiter::Other("message")))
     }
 }
