@@ -49,7 +49,14 @@
 //! let app = axum::Router::new().merge(federation.router());
 //! let tls_config = tls::server_tls_config("tls.crt".as_ref(), "tls.key".as_ref())?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8448").await?;
-//! tokio::spawn(tls::serve_tls(listener, Arc::new(tls_config), app, shutdown.clone()));
+//! tokio::spawn(presence_listen::serve(
+//!     listener,
+//!     Some(Arc::new(tls_config)),
+//!     app,
+//!     presence_listen::Limits::default(),
+//!     presence_listen::ConnectionCap::new(10_000),
+//!     shutdown.clone(),
+//! ));
 //!
 //! // After each engine step, send what it decided:
 //! // federation.outbox().enqueue(effects.federation);

@@ -4,8 +4,8 @@
 //!   `federation_custom_ca_list`, or no checking at all when `federation_verify_certificates`
 //!   is off (test setups; handshake signatures are still checked so the session keys are
 //!   real).
-//! - [`server_tls_config`] and [`serve_tls`]: the listener side, from
-//!   `tls_certificate_path` / `tls_private_key_path`, serving an axum `Router` over HTTP/1.1.
+//! - [`server_tls_config`]: the listener side, from `tls_certificate_path` /
+//!   `tls_private_key_path` (served by `presence-listen`).
 //!
 //! Each config names the `ring` provider explicitly instead of relying on a process-wide
 //! default, so nothing ever pulls in (or panics for want of) another provider.
@@ -13,7 +13,6 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use rustls::{
@@ -24,13 +23,8 @@ use rustls::{
         CertificateDer, PrivateKeyDer, ServerName as TlsServerName, UnixTime, pem::PemObject,
     },
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-
-/// How long a client may take to finish the TLS handshake on the listener.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `ring` crypto provider every config here uses.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -119,66 +113,6 @@ pub fn server_tls_config_from(
         .map_err(|e| Error::Config(format!("TLS certificate and key do not fit: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown` fires, then lets open connections
-/// finish their current request.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually too many open files: back off instead of spinning.
-                    tracing::warn!(error = %e, "Accepting a connection failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        // The peer's address, as `axum::serve` gives it with connect info: the client API's
-        // per-address rate limits key on it.
-        let service =
-            hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
-                app.clone(),
-                move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                    request
-                        .extensions_mut()
-                        .insert(axum::extract::ConnectInfo(peer));
-                    request
-                },
-            ));
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed.");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out.");
-                    return;
-                }
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "Connection ended with an error.");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Accepts every certificate but still checks handshake signatures.

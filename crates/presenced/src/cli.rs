@@ -238,6 +238,8 @@ async fn serve_until_signal(mut config: Config, run: RunArgs) -> Result<(), Stri
     if let Some(writer) = config.writer.as_mut() {
         writer.allow_untested_synapse = run.allow_untested_synapse;
     }
+    let open_files = crate::server::raise_open_file_limit();
+    tracing::debug!(?open_files, "Open-file limit.");
     let mut signals =
         ShutdownSignals::install().map_err(|e| format!("cannot catch shutdown signals: {e}"))?;
     let server = Server::start(config)

@@ -13,13 +13,12 @@ use std::{
     time::Duration,
 };
 
-use axum::Router;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::App,
-    config::{Config, ListenerConfig, ResourceName},
+    config::{Config, ConnectionsConfig, ListenerConfig, ResourceName},
     error::StartError,
     http, presence,
 };
@@ -34,6 +33,7 @@ impl Server {
     /// addresses are in [`RunningServer::local_addrs`].
     pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let tls = tls_config(&config)?;
+        let cap = connection_cap(&config);
         let (state, background) = App::build(config).await?;
         let mut bound = Vec::new();
         for listener in &state.config().listeners {
@@ -41,6 +41,7 @@ impl Server {
             let app = http::app_for(state.clone(), &resources)
                 .layer(axum::Extension(http::ForwardedFor(listener.x_forwarded)));
             let listener_tls = if listener.tls { tls.clone() } else { None };
+            let limits = listener_limits(&state.config().connections, &resources);
             for socket in bind_listener(listener).await? {
                 let addr = local_addr(&socket)?;
                 bound.push((
@@ -49,6 +50,7 @@ impl Server {
                     app.clone(),
                     resources.clone(),
                     listener_tls.clone(),
+                    limits,
                 ));
             }
         }
@@ -57,7 +59,12 @@ impl Server {
         let federation_listeners = federation_listeners_token(&state, &shutdown);
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::with_capacity(bound.len());
-        for (socket, addr, app, resources, tls) in bound {
+        tracing::info!(
+            max_connections = cap.max(),
+            "Serving at most {} connections at once.",
+            cap.max()
+        );
+        for (socket, addr, app, resources, tls, limits) in bound {
             let names: Vec<&str> = resources.iter().map(|r| r.as_str()).collect();
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(%addr, resources = %names.join(","), scheme, "Listening on {addr}.");
@@ -69,17 +76,11 @@ impl Server {
             } else {
                 shutdown.requested.clone()
             };
-            match tls {
-                Some(tls) => {
-                    tasks.spawn(async move {
-                        presence_federation::tls::serve_tls(socket, tls, app, token).await;
-                        Ok(())
-                    });
-                }
-                None => {
-                    tasks.spawn(serve(socket, addr, app, token));
-                }
-            }
+            let cap = cap.clone();
+            tasks.spawn(async move {
+                presence_listen::serve(socket, tls, app, limits, cap, token).await;
+                Ok(())
+            });
         }
         let mut background_tasks = JoinSet::new();
         presence::spawn_background(
@@ -380,21 +381,77 @@ fn local_addr(socket: &TcpListener) -> Result<SocketAddr, StartError> {
     })
 }
 
-/// Serves one socket until `shutdown` is cancelled and its open requests are done.
-async fn serve(
-    socket: TcpListener,
-    addr: SocketAddr,
-    app: Router,
-    shutdown: CancellationToken,
-) -> Result<(), StartError> {
-    // The peer's address is what the per-address rate limits key on.
-    axum::serve(
-        socket,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .map_err(|source| StartError::Serve { addr, source })
+/// The timeouts of a listener's connections: a listener serving `replication` keeps idle
+/// connections longer, past Synapse's connection pool.
+fn listener_limits(c: &ConnectionsConfig, resources: &[ResourceName]) -> presence_listen::Limits {
+    let idle_timeout = if resources.contains(&ResourceName::Replication) {
+        c.replication_idle_timeout.max(c.idle_timeout)
+    } else {
+        c.idle_timeout
+    };
+    presence_listen::Limits {
+        header_read_timeout: c.header_read_timeout,
+        idle_timeout,
+    }
+}
+
+/// The connection cap every listener shares: `connections.max_connections`, or by default
+/// the open-file limit less a reserve for the descriptors that are not client connections
+/// (the database, outbound federation, Redis and PostgreSQL pools, Python modules, logs), so
+/// that the limit is never what refuses a connection.
+fn connection_cap(config: &Config) -> presence_listen::ConnectionCap {
+    let open_files = open_file_limit();
+    let max = match config.connections.max_connections {
+        Some(max) => {
+            if open_files.is_some_and(|limit| max as u64 >= limit) {
+                tracing::warn!(
+                    max_connections = max,
+                    open_file_limit = open_files,
+                    "connections.max_connections is not below the open-file limit: at the \
+                     limit, accepting fails (and is retried) instead of waiting."
+                );
+            }
+            max
+        }
+        None => default_max_connections(open_files),
+    };
+    presence_listen::ConnectionCap::new(max)
+}
+
+/// The default cap for an open-file limit (`None`: unlimited).
+fn default_max_connections(open_files: Option<u64>) -> usize {
+    /// With no limit at all, a cap still bounds memory.
+    const UNLIMITED: usize = 1 << 20;
+    let Some(limit) = open_files else {
+        return UNLIMITED;
+    };
+    let reserve = (limit / 8).max(64);
+    usize::try_from(limit.saturating_sub(reserve))
+        .unwrap_or(UNLIMITED)
+        .clamp(16, UNLIMITED)
+}
+
+/// The soft open-file limit of this process (`None`: unlimited).
+fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Raises the soft open-file limit to the hard one, as the reference homeserver does at
+/// startup: the soft default (often 1,024) is far below what a busy server needs, and the
+/// connection cap is sized from it. Returns the limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "Could not raise the open-file limit.");
+        }
+    }
+    open_file_limit()
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), the signals that stop the server.
@@ -442,5 +499,33 @@ impl ShutdownSignals {
                 Err(_) => std::future::pending().await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replication_listener_outlasts_synapses_connection_pool() {
+        let c = ConnectionsConfig::default();
+        let client = listener_limits(&c, &[ResourceName::Client]);
+        assert_eq!(client.idle_timeout, Duration::from_secs(60));
+        assert_eq!(client.header_read_timeout, Duration::from_secs(30));
+        let replication = listener_limits(&c, &[ResourceName::Replication]);
+        assert!(replication.idle_timeout > crate::config::SYNAPSE_REPLICATION_POOL_TIMEOUT);
+    }
+
+    #[test]
+    fn the_default_cap_stays_below_the_open_file_limit() {
+        assert_eq!(default_max_connections(Some(1024)), 896);
+        assert_eq!(default_max_connections(Some(256)), 192);
+        // A tiny limit still serves a few connections.
+        assert_eq!(default_max_connections(Some(10)), 16);
+        assert_eq!(
+            default_max_connections(Some(1 << 20)),
+            (1 << 20) - (1 << 17)
+        );
+        assert_eq!(default_max_connections(None), 1 << 20);
     }
 }

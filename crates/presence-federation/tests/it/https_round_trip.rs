@@ -6,8 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use http::Method;
 use presence_federation::{
-    Federation, FederationConfig, IpRangeFilter, SigningKey,
-    tls::{serve_tls, server_tls_config},
+    Federation, FederationConfig, IpRangeFilter, SigningKey, tls::server_tls_config,
 };
 use presence_router::{PresenceState, ServerName, UserPresenceState};
 use tokio::net::TcpListener;
@@ -104,7 +103,7 @@ fn start(
         .build(shutdown.clone())
         .unwrap();
     let tls = Arc::new(server_tls_config(&files.cert, &files.key).unwrap());
-    tokio::spawn(serve_tls(
+    tokio::spawn(crate::support::serve_tls(
         listener,
         tls,
         federation.router(),

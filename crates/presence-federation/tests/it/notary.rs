@@ -13,7 +13,7 @@ use presence_federation::{
     ClientConfig, Dns, FederationClient, HttpKeySource, IpRangeFilter, KeySource, SrvTarget,
     TrustedKeyServer,
     remote_keys::{verify_notary_signature, verify_server_keys},
-    tls::{serve_tls, server_tls_config_from},
+    tls::server_tls_config_from,
 };
 use ruma::CanonicalJsonObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
@@ -96,7 +96,7 @@ async fn unreachable_servers_keys_come_through_the_notary() {
     let key_der = PrivateKeyDer::from_pem_slice(pki.leaf_key_pem.as_bytes()).unwrap();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    tokio::spawn(serve_tls(
+    tokio::spawn(crate::support::serve_tls(
         listener,
         Arc::new(server_tls_config_from(certs, key_der).unwrap()),
         app,

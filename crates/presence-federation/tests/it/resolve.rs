@@ -17,7 +17,7 @@ use axum::{
 };
 use presence_federation::{
     ClientConfig, Dns, Endpoint, FederationClient, IpRangeFilter, SrvTarget,
-    tls::{serve_tls, server_tls_config_from},
+    tls::server_tls_config_from,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::net::TcpListener;
@@ -133,7 +133,12 @@ async fn fixture() -> Fixture {
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let tls = Arc::new(server_tls_config_from(certs, key_der).unwrap());
-    tokio::spawn(serve_tls(listener, tls, app, shutdown.clone()));
+    tokio::spawn(crate::support::serve_tls(
+        listener,
+        tls,
+        app,
+        shutdown.clone(),
+    ));
 
     let dns = Arc::new(FakeDns::default());
     for host in [

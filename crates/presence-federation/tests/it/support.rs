@@ -150,3 +150,21 @@ pub(crate) fn test_pki() -> TestPki {
         leaf_key_pem: leaf_key.serialize_pem(),
     }
 }
+
+/// Serves `app` over TLS as Presenced's listeners do, with their default limits.
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    presence_listen::serve(
+        listener,
+        Some(tls),
+        app,
+        presence_listen::Limits::default(),
+        presence_listen::ConnectionCap::new(1024),
+        shutdown,
+    )
+    .await;
+}

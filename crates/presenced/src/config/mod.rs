@@ -95,11 +95,52 @@ pub struct Config {
     pub max_status_msg_length: usize,
     /// `max_request_body_size`: largest accepted request body, in bytes.
     pub max_request_body_size: usize,
+    /// `connections`: limits on the connections of every listener (Presenced's own section).
+    pub connections: ConnectionsConfig,
     /// Federation keys (`signing_key_path`, `trusted_key_servers`, ...).
     pub federation: FederationConfig,
     /// Set when Presenced is the presence stream writer of a Synapse deployment
     /// (`worker_name` named in `stream_writers.presence`); `None` in the standalone mode.
     pub writer: Option<SynapseWriterConfig>,
+}
+
+/// `connections`: how many connections the listeners hold at once and how long a connection
+/// may stall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionsConfig {
+    /// `max_connections`: open connections across all listeners; `None` (the default) takes
+    /// the open-file limit less a reserve for the database, outbound federation and Python.
+    pub max_connections: Option<usize>,
+    /// `header_read_timeout`: how long a connection may take to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// `idle_timeout`: how long a connection may sit with no request in flight.
+    pub idle_timeout: Duration,
+    /// `replication_idle_timeout`: the idle timeout of listeners serving `replication`,
+    /// longer than the 2 minutes Synapse keeps a pooled replication connection, so Presenced
+    /// never closes one under a request Synapse is sending.
+    pub replication_idle_timeout: Duration,
+}
+
+/// Default `connections.header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `connections.idle_timeout`.
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `connections.replication_idle_timeout`.
+pub const DEFAULT_REPLICATION_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long Synapse's replication HTTP client keeps an idle pooled connection
+/// (`ReplicationClient`: `cachedConnectionTimeout = 2 * 60`).
+pub const SYNAPSE_REPLICATION_POOL_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_CONNECTION_IDLE_TIMEOUT,
+            replication_idle_timeout: DEFAULT_REPLICATION_IDLE_TIMEOUT,
+        }
+    }
 }
 
 /// The Synapse writer mode: who Presenced is in the deployment and how it reaches the

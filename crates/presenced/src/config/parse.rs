@@ -7,12 +7,12 @@ use presence_router::{RoomId, ServerName};
 use serde_json::{Map, Value};
 
 use super::{
-    Config, ConfigError, DEFAULT_MAX_REQUEST_BODY_SIZE, DEFAULT_MAX_STATUS_MSG_LENGTH,
-    DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures, FederationConfig, FederationTimers,
-    ListenerConfig, ListenerResources, LoadedConfig, ModuleConfig, PasswordConfig,
-    PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig, RateLimit, RcInvitesConfig,
-    RcJoinsConfig, RcLimits, RcLoginConfig, RcPresenceConfig, RegistrationConfig, ResourceName,
-    Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    Config, ConfigError, ConnectionsConfig, DEFAULT_MAX_REQUEST_BODY_SIZE,
+    DEFAULT_MAX_STATUS_MSG_LENGTH, DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures,
+    FederationConfig, FederationTimers, ListenerConfig, ListenerResources, LoadedConfig,
+    ModuleConfig, PasswordConfig, PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig,
+    RateLimit, RcInvitesConfig, RcJoinsConfig, RcLimits, RcLoginConfig, RcPresenceConfig,
+    RegistrationConfig, ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -85,6 +85,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         "max_request_body_size",
         DEFAULT_MAX_REQUEST_BODY_SIZE,
     );
+    let connections = read_connections(&mut top);
     let federation = read_federation(&mut top);
     check_federation_files(&top, &listeners, &federation);
     top.finish();
@@ -108,6 +109,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         experimental_features,
         max_status_msg_length: max_status_msg_length?,
         max_request_body_size: max_request_body_size?,
+        connections: connections?,
         federation,
         writer: writer?,
     })
@@ -533,6 +535,48 @@ fn read_python(top: &mut Section<'_>) -> Option<PythonConfig> {
         venv,
         twisted,
         load_timeout: load_timeout?,
+    })
+}
+
+fn read_connections(top: &mut Section<'_>) -> Option<ConnectionsConfig> {
+    let defaults = ConnectionsConfig::default();
+    let Some(mut s) = top.section("connections", Leftovers::Reject) else {
+        return (!top.has("connections")).then_some(defaults);
+    };
+    let max_connections = match s.get::<usize>("max_connections") {
+        Some(0) => {
+            s.problem("max_connections", "must be at least 1");
+            None
+        }
+        // Absent, or not a number (that problem is recorded and stops the load).
+        other => Some(other),
+    };
+    let header_read_timeout =
+        positive_duration(&mut s, "header_read_timeout", defaults.header_read_timeout);
+    let idle_timeout = positive_duration(&mut s, "idle_timeout", defaults.idle_timeout);
+    let replication_idle_timeout = positive_duration(
+        &mut s,
+        "replication_idle_timeout",
+        defaults.replication_idle_timeout,
+    );
+    if let Some(t) = replication_idle_timeout
+        && t <= super::SYNAPSE_REPLICATION_POOL_TIMEOUT
+    {
+        s.warning(
+            "replication_idle_timeout",
+            format!(
+                "Synapse keeps idle replication connections for {}: a shorter timeout can \
+                 close one as Synapse sends a request on it, failing that request",
+                display_duration(super::SYNAPSE_REPLICATION_POOL_TIMEOUT)
+            ),
+        );
+    }
+    s.finish();
+    Some(ConnectionsConfig {
+        max_connections: max_connections?,
+        header_read_timeout: header_read_timeout?,
+        idle_timeout: idle_timeout?,
+        replication_idle_timeout: replication_idle_timeout?,
     })
 }
 

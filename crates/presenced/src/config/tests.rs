@@ -857,6 +857,45 @@ fn python_section_defaults_and_errors() {
 }
 
 #[test]
+fn connections_section_defaults_and_errors() {
+    let c = load(MINIMAL).config;
+    assert_eq!(c.connections, ConnectionsConfig::default());
+    assert_eq!(c.connections.max_connections, None);
+
+    let loaded = load(&minimal_with(
+        "connections: {max_connections: 500, header_read_timeout: 10s, idle_timeout: 2m, \
+         replication_idle_timeout: 1m}\n",
+    ));
+    let c = loaded.config.connections;
+    assert_eq!(c.max_connections, Some(500));
+    assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.replication_idle_timeout, Duration::from_secs(60));
+    // Shorter than Synapse's pool: accepted, with a warning naming the key.
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.path == "connections.replication_idle_timeout"),
+        "{:?}",
+        loaded.warnings
+    );
+
+    assert_eq!(
+        problem_paths(&minimal_with(
+            "connections: {max_connections: 0, idle_timeout: 0s, header_read_timeout: soon, \
+             max_conections: 3}\n"
+        )),
+        vec![
+            "connections.header_read_timeout",
+            "connections.idle_timeout",
+            "connections.max_conections",
+            "connections.max_connections",
+        ]
+    );
+}
+
+#[test]
 fn tls_listeners_need_their_files_and_federation_needs_a_signing_key() {
     let yaml = "
 server_name: example.org

@@ -99,6 +99,53 @@ mod tests {
 
     use super::*;
 
+    async fn client_ip(peer: Option<&str>, trusted: bool, forwarded: &[&str]) -> Option<IpAddr> {
+        let mut request = axum::http::Request::builder();
+        for f in forwarded {
+            request = request.header("x-forwarded-for", *f);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        if let Some(peer) = peer {
+            parts
+                .extensions
+                .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        }
+        parts.extensions.insert(ForwardedFor(trusted));
+        ClientIp::from_request_parts(&mut parts, &())
+            .await
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn the_client_address_is_the_peer_or_what_a_trusted_proxy_appended() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(Some("10.0.0.1:5"), false, &[]).await,
+            ip("10.0.0.1")
+        );
+        // An untrusted peer's header is the client's own words.
+        assert_eq!(
+            client_ip(Some("10.0.0.1:5"), false, &["1.2.3.4"]).await,
+            ip("10.0.0.1")
+        );
+        // Behind the proxy: the entry it appended, not the one the client wrote first.
+        assert_eq!(
+            client_ip(Some("10.0.0.1:5"), true, &["6.6.6.6", "1.2.3.4, 5.6.7.8"]).await,
+            ip("5.6.7.8")
+        );
+        assert_eq!(
+            client_ip(Some("10.0.0.1:5"), true, &["garbage"]).await,
+            ip("10.0.0.1")
+        );
+        // IPv4 over an IPv6 socket is one address, not two.
+        assert_eq!(
+            client_ip(Some("[::ffff:10.0.0.2]:5"), false, &[]).await,
+            ip("10.0.0.2")
+        );
+        assert_eq!(client_ip(None, false, &[]).await, None);
+    }
+
     #[test]
     fn integer_query_parameters() {
         assert_eq!(

@@ -578,7 +578,14 @@ async fn fake_receiver(port: u16, shutdown: CancellationToken) -> Receiver {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    tokio::spawn(tls::serve_tls(listener, tls, app, shutdown));
+    tokio::spawn(presence_listen::serve(
+        listener,
+        Some(tls),
+        app,
+        presence_listen::Limits::default(),
+        presence_listen::ConnectionCap::new(1024),
+        shutdown,
+    ));
     receiver
 }
 

@@ -6,6 +6,7 @@ mod accounts;
 mod binary;
 mod clients;
 mod conformance;
+mod connections;
 mod federation;
 mod limits;
 mod matrix;
