@@ -13,7 +13,7 @@ use presence_router::{
     DeviceId, Millis, PresenceState, RoomId, ServerName, StateBatch, UserId, UserPresenceState,
     UserStates,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     EngineConfig, PresenceMode, UserIdx,
@@ -116,6 +116,32 @@ pub struct Applied {
     federation: Vec<(u32, Vec<UserIdx>)>,
     /// Inbound remote entries dropped by validation.
     pub dropped_remote_entries: usize,
+    undo: Undo,
+}
+
+/// What a change replaced, to put it back exactly when its commit fails
+/// ([`Engine::revert`]): each touched user's record, devices and stream position from before
+/// the change, and the position the change gave it.
+#[derive(Debug, Default)]
+pub struct Undo {
+    before: Vec<Before>,
+}
+
+#[derive(Debug)]
+struct Before {
+    user: UserIdx,
+    record: Record,
+    devices: Option<Devices>,
+    pos: StreamPos,
+    /// The position the change notified the user at (`None`: changed without notifying).
+    changed_at: Option<StreamPos>,
+}
+
+impl Undo {
+    /// Whether the change touched nobody.
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty()
+    }
 }
 
 impl Applied {
@@ -128,6 +154,11 @@ impl Applied {
     /// Whether nothing was notified or pinged.
     pub fn is_empty(&self) -> bool {
         self.batch.is_none() && self.federation.is_empty()
+    }
+
+    /// Takes what [`Engine::revert`] needs to undo this change if it cannot be committed.
+    pub fn take_undo(&mut self) -> Undo {
+        std::mem::take(&mut self.undo)
     }
 }
 
@@ -405,6 +436,7 @@ impl Engine {
             return Applied::default();
         }
         for u in due.into_iter().map(UserIdx) {
+            self.journal(u, &mut batch);
             let timed_out = machine::handle_timeout(
                 self.users.record(u),
                 self.devices.get_mut(&u),
@@ -439,6 +471,16 @@ impl Engine {
         applied: &mut Applied,
     ) {
         let tracks = self.config.mode.tracks();
+        match &input {
+            Input::SetPresence { user, .. }
+            | Input::SyncStarted { user, .. }
+            | Input::SyncEnded { user, .. }
+            | Input::Activity { user, .. }
+            | Input::DeviceRemoved { user, .. }
+            | Input::Force { user, .. } => self.journal(*user, batch),
+            // Remote entries are journaled one by one as they are validated.
+            Input::Remote { .. } => {}
+        }
         match input {
             Input::SetPresence {
                 user,
@@ -534,6 +576,61 @@ impl Engine {
         }
     }
 
+    /// Remembers `u` as it is before the batch first changes it.
+    fn journal(&self, u: UserIdx, batch: &mut BatchBuilder) {
+        if batch.journaled.insert(u) {
+            batch.undo.push(Before {
+                user: u,
+                record: self.users.record(u).clone(),
+                devices: self.devices.get(&u).cloned(),
+                pos: self.users.pos(u),
+                changed_at: None,
+            });
+        }
+    }
+
+    /// Puts back what a change replaced, after its commit failed: each user it touched gets
+    /// its record and devices from before, notified at a new position when the record differs
+    /// (readers that saw the failed state see the previous one again, and stream positions
+    /// only move forward). A user changed again since, by a later change, keeps that change.
+    /// Complete the result like any other change.
+    pub fn revert(&mut self, now: Millis, undo: Undo) -> Applied {
+        let mut batch = BatchBuilder::new();
+        for before in undo.before {
+            let u = before.user;
+            let pos = self.users.pos(u);
+            let untouched_since = match before.changed_at {
+                Some(at) => pos == at,
+                None => pos == before.pos,
+            };
+            if !untouched_since {
+                continue;
+            }
+            match before.devices {
+                Some(devices) => {
+                    self.devices.insert(u, devices);
+                }
+                None => {
+                    self.devices.remove(&u);
+                }
+            }
+            if *self.users.record(u) != before.record {
+                self.users.set_record(u, before.record);
+                let pos = self.stream.advance();
+                self.users.set_pos(u, pos);
+                batch.notify(u, pos);
+            }
+            self.reschedule(u, now);
+        }
+        self.close_batch(batch, Applied::default())
+    }
+
+    /// Raises the stream position to at least `pos` (restored from storage at startup, so
+    /// that positions handed out before a restart are never handed out again).
+    pub fn advance_stream_to(&mut self, pos: StreamPos) {
+        self.stream.advance_to(pos);
+    }
+
     fn devices_mut(&mut self, u: UserIdx, device: Option<&DeviceId>) -> &mut machine::Device {
         machine::device_mut(self.devices.entry(u).or_default(), device)
     }
@@ -589,6 +686,7 @@ impl Engine {
             match self.validate_remote(origin, &e) {
                 Some((user, state)) => {
                     let u = self.intern_user(&user);
+                    self.journal(u, batch);
                     let mut new = self.users.record(u).clone();
                     new.state = state;
                     new.last_federation_update_ts = now;
@@ -693,7 +791,8 @@ impl Engine {
     }
 
     fn close_batch(&mut self, batch: BatchBuilder, mut applied: Applied) -> Applied {
-        let (notified, pinged) = batch.finish();
+        let (notified, pinged, undo) = batch.finish();
+        applied.undo = Undo { before: undo };
         // Stream logs, in position order.
         for &(pos, u) in &notified {
             self.log_change(pos, u);
@@ -932,6 +1031,9 @@ struct BatchBuilder {
     notified: Vec<(StreamPos, UserIdx)>,
     pinged: Vec<UserIdx>,
     slot: FxHashMap<UserIdx, usize>,
+    /// Users as they were before the batch changed them (see [`Undo`]).
+    undo: Vec<Before>,
+    journaled: FxHashSet<UserIdx>,
 }
 
 impl BatchBuilder {
@@ -940,6 +1042,8 @@ impl BatchBuilder {
             notified: Vec::new(),
             pinged: Vec::new(),
             slot: FxHashMap::default(),
+            undo: Vec::new(),
+            journaled: FxHashSet::default(),
         }
     }
 
@@ -957,12 +1061,16 @@ impl BatchBuilder {
         self.pinged.push(u);
     }
 
-    /// Notified users in stream order, and pinged users that were not notified.
-    fn finish(mut self) -> (Vec<(StreamPos, UserIdx)>, Vec<UserIdx>) {
+    /// Notified users in stream order, pinged users that were not notified, and the undo
+    /// journal.
+    fn finish(mut self) -> (Vec<(StreamPos, UserIdx)>, Vec<UserIdx>, Vec<Before>) {
+        for before in &mut self.undo {
+            before.changed_at = self.slot.get(&before.user).map(|&i| self.notified[i].0);
+        }
         self.notified.sort_unstable();
         self.pinged.sort_unstable();
         self.pinged.dedup();
         self.pinged.retain(|u| !self.slot.contains_key(u));
-        (self.notified, self.pinged)
+        (self.notified, self.pinged, self.undo)
     }
 }

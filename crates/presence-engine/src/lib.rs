@@ -24,7 +24,7 @@ mod timers;
 mod users;
 
 pub use config::{EngineConfig, PresenceMode, Timers};
-pub use engine::{Applied, Effects, Engine, Input, RemotePresence};
+pub use engine::{Applied, Effects, Engine, Input, RemotePresence, Undo};
 pub use intern::UserIdx;
 pub use read::{Candidates, LocalOnline, Routed, SyncRead};
 pub use rooms::StreamPos;

@@ -11,6 +11,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Notified presence updates persisted.
 pub const PRESENCE_UPDATES: &str = "presenced_presence_updates_total";
+/// Presence changes put back because their commit failed.
+pub const PRESENCE_ROLLBACKS: &str = "presenced_presence_rollbacks_total";
 /// (recipient, user) presence entries returned by syncs.
 pub const PRESENCE_DELIVERIES: &str = "presenced_presence_deliveries_total";
 /// Wall time of `/sync` requests.
@@ -301,6 +303,10 @@ fn describe() {
         PYTHON_REJECTED,
         "Python router calls refused at once (interpreter stuck, queue full or stopped)."
     );
+    metrics::describe_counter!(
+        PRESENCE_ROLLBACKS,
+        "Presence changes put back because they could not be committed."
+    );
     metrics::describe_histogram!(
         PRESENCE_BATCH_SIZE,
         "Local presence changes per batch (each batch is one router call and one commit)."
@@ -366,6 +372,11 @@ pub fn remote_dropped(n: usize) {
 /// Records a rate-limited request.
 pub fn rate_limited(endpoint: &'static str) {
     metrics::counter!(RATE_LIMITED, "endpoint" => endpoint).increment(1);
+}
+
+/// Records a change put back after its commit failed.
+pub fn presence_rollback() {
+    metrics::counter!(PRESENCE_ROLLBACKS).increment(1);
 }
 
 /// Records the number of changes in a processed batch.

@@ -1,6 +1,8 @@
 //! The write side: what to persist, whom to wake, which servers get what (reference 57, 58,
 //! 62 and the inbound EDU rules).
 
+use std::sync::Arc;
+
 use presence_engine::{Input, RemotePresence};
 use presence_router::{PresenceState::*, ServerName};
 
@@ -300,4 +302,78 @@ fn snapshot_for_remote_targets() {
             .map(|s| short(&s.user_id))
             .collect();
     assert_eq!(got, ["roomie"]);
+}
+
+/// A change whose commit failed is put back exactly: the previous record and devices return,
+/// at a new (later) position, so readers that saw the failed state see the previous one again.
+#[test]
+fn a_reverted_change_restores_the_previous_state_at_a_later_position() {
+    let mut h = H::new();
+    h.join("r", "alice");
+    h.join("r", "bob");
+    h.put("alice", Online, Some("committed"));
+    let committed = h.get("alice");
+    let (_, token) = h.read("bob", None);
+
+    let alice = h.u("alice");
+    let mut applied = h.e.apply(
+        h.now,
+        vec![Input::SetPresence {
+            user: alice,
+            device: dev("dev-2"),
+            state: Unavailable,
+            status_msg: Some(Arc::from("never committed")),
+        }],
+    );
+    let undo = applied.take_undo();
+    let failed_at = h.e.current_token();
+    let _ = h.e.finish(applied, &Default::default());
+    assert_eq!(
+        h.get("alice").status_msg.as_deref(),
+        Some("never committed")
+    );
+
+    let reverted = h.e.revert(h.now, undo);
+    let _ = h.e.finish(reverted, &Default::default());
+    assert_eq!(
+        h.get("alice"),
+        committed,
+        "the previous state is back exactly"
+    );
+    assert!(
+        h.e.current_token() > failed_at,
+        "positions only move forward"
+    );
+    let (seen, _) = h.read("bob", Some(token));
+    assert_eq!(
+        seen,
+        vec![committed.clone()],
+        "a reader gets the previous state again"
+    );
+}
+
+/// A later change to the same user, committed after the failed one, is not undone.
+#[test]
+fn a_revert_keeps_a_later_change_of_the_same_user() {
+    let mut h = H::new();
+    h.put("alice", Online, None);
+    let alice = h.u("alice");
+    let mut failed = h.e.apply(
+        h.now,
+        vec![Input::SetPresence {
+            user: alice,
+            device: dev("dev-1"),
+            state: Unavailable,
+            status_msg: Some(Arc::from("failed")),
+        }],
+    );
+    let undo = failed.take_undo();
+    let _ = h.e.finish(failed, &Default::default());
+    h.put("alice", Online, Some("later, committed"));
+    let later = h.get("alice");
+
+    let reverted = h.e.revert(h.now, undo);
+    assert!(reverted.batch().is_none(), "nothing to put back");
+    let _ = h.e.finish(reverted, &Default::default());
+    assert_eq!(h.get("alice"), later);
 }

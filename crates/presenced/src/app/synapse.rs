@@ -262,6 +262,22 @@ impl PresencePersistence for Persistence {
             Self::Synapse(w) => w.db.user_exists(user).await.map_err(backend),
         }
     }
+
+    async fn reserve_positions(&self, upto: StreamPos) -> Result<(), StoreError> {
+        match self {
+            Self::Standalone(s) => PresencePersistence::reserve_positions(s, upto).await,
+            // The engine's positions never leave this process here: the deployment's clients
+            // hold positions of Synapse's own sequence, which never goes back.
+            Self::Synapse(_) => Ok(()),
+        }
+    }
+
+    async fn load_reserved_position(&self) -> Result<StreamPos, StoreError> {
+        match self {
+            Self::Standalone(s) => PresencePersistence::load_reserved_position(s).await,
+            Self::Synapse(_) => Ok(0),
+        }
+    }
 }
 
 /// Synapse's access tokens: expired and unknown tokens are `M_UNKNOWN_TOKEN`, a deactivated

@@ -14,7 +14,10 @@ pub mod format;
 mod persistence;
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -64,6 +67,21 @@ impl PresenceError {
     }
 }
 
+/// How announcing a change failed: before its rows were committed (it must be put back) or
+/// after (it stands).
+enum Failed {
+    BeforeCommit(PresenceError),
+    AfterCommit(PresenceError),
+}
+
+impl Failed {
+    fn into_inner(self) -> PresenceError {
+        match self {
+            Self::BeforeCommit(e) | Self::AfterCommit(e) => e,
+        }
+    }
+}
+
 /// The presence part of a sync.
 #[derive(Debug, Clone, Default)]
 pub struct PresenceRead {
@@ -88,7 +106,19 @@ struct Inner<S> {
     federation: OnceLock<Arc<dyn FederationSender>>,
     flush_interval: Duration,
     queue: Mutex<batch::Queue>,
+    /// Stream positions up to this one are reserved in storage (see `reserve_positions`).
+    reserved: AtomicU64,
+    /// One reservation at a time, so that the stored value only grows. An async mutex: it is
+    /// held across the store write and nothing else.
+    reserving: tokio::sync::Mutex<()>,
 }
+
+/// How many stream positions are reserved in storage at a time. Changes stop (and are
+/// refused, before anything becomes visible) when fewer than half of them are left and no
+/// more can be reserved, so up to half a block is there for the changes already under way and
+/// for putting back those whose commit fails. After a restart the stream resumes above the
+/// reservation: positions jump by at most this much per restart.
+const RESERVE_BLOCK: StreamPos = 1_000_000;
 
 /// The presence service. Cheap to clone.
 pub struct PresenceService<S> {
@@ -115,6 +145,8 @@ impl<S: PresencePersistence> PresenceService<S> {
                 federation: OnceLock::new(),
                 flush_interval: Duration::from_secs(10),
                 queue: Mutex::default(),
+                reserved: AtomicU64::new(0),
+                reserving: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -167,14 +199,19 @@ impl<S: PresencePersistence> PresenceService<S> {
         let memberships = self.inner.store.all_joined_memberships().await?;
         let presence = self.inner.store.load_presence().await?;
         let snapshots = self.inner.store.load_full_presence_targets().await?;
+        let floor = self.inner.store.load_reserved_position().await?;
         let (n_members, n_presence) = (memberships.len(), presence.len());
         let applied = {
             let mut e = self.engine();
             for (room, user) in &memberships {
                 e.restore_membership(room, user);
             }
+            // Above every position handed out before the restart, committed or not.
+            e.advance_stream_to(floor);
             e.restore(now_ms(), presence, snapshots)
         };
+        self.inner.reserved.store(floor, Ordering::Relaxed);
+        self.reserve_positions().await?;
         self.complete(applied).await?;
         tracing::info!(
             memberships = n_members,
@@ -187,12 +224,63 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     /// Applies inputs and completes the change (routers, persist, wake, federation).
     pub async fn process(&self, inputs: Vec<Input>) -> Result<Effects, PresenceError> {
+        self.reserve_positions().await?;
         let applied = self.engine().apply(now_ms(), inputs);
         self.complete(applied).await
     }
 
-    /// Routes, persists and announces an applied change.
-    pub(crate) async fn complete(&self, applied: Applied) -> Result<Effects, PresenceError> {
+    /// Makes sure at least half a block of stream positions is reserved in storage before a
+    /// change takes any: otherwise the change is refused before anything becomes visible.
+    async fn reserve_positions(&self) -> Result<(), PresenceError> {
+        let enough = |head: StreamPos, reserved: StreamPos| head + RESERVE_BLOCK / 2 <= reserved;
+        if enough(
+            self.engine().current_token(),
+            self.inner.reserved.load(Ordering::Relaxed),
+        ) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.inner.reserving.lock().await;
+        let head = self.engine().current_token();
+        if enough(head, self.inner.reserved.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        let upto = head + RESERVE_BLOCK;
+        self.inner.store.reserve_positions(upto).await?;
+        self.inner.reserved.fetch_max(upto, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Routes, persists and announces an applied change. If it cannot be committed, the
+    /// engine puts back what it replaced (and that is announced instead), so nobody goes on
+    /// seeing a change that was refused.
+    pub(crate) async fn complete(&self, mut applied: Applied) -> Result<Effects, PresenceError> {
+        let undo = applied.take_undo();
+        match self.route_and_announce(applied).await {
+            Ok(effects) => Ok(effects),
+            Err(Failed::BeforeCommit(e)) => {
+                self.roll_back(undo).await;
+                Err(e)
+            }
+            Err(Failed::AfterCommit(e)) => Err(e),
+        }
+    }
+
+    /// Puts back a change whose commit failed and announces that (the previous states at new
+    /// positions). Its own commit may fail too (the store still holds the previous states, so
+    /// nothing is lost); it is then only logged.
+    async fn roll_back(&self, undo: presence_engine::Undo) {
+        if undo.is_empty() {
+            return;
+        }
+        let applied = self.engine().revert(now_ms(), undo);
+        crate::metrics::presence_rollback();
+        if let Err(e) = self.route_and_announce(applied).await {
+            let e = e.into_inner();
+            tracing::warn!(error = %e, "Could not store the presence put back after a failed commit; the store still holds it.");
+        }
+    }
+
+    async fn route_and_announce(&self, applied: Applied) -> Result<Effects, Failed> {
         if applied.is_empty() {
             let effects = self.engine().finish(applied, &Default::default());
             return Ok(effects);
@@ -211,13 +299,14 @@ impl<S: PresencePersistence> PresenceService<S> {
         Ok(effects)
     }
 
-    async fn announce(&self, effects: &Effects, wake: &[UserId]) -> Result<(), PresenceError> {
+    async fn announce(&self, effects: &Effects, wake: &[UserId]) -> Result<(), Failed> {
         if !effects.persist.is_empty() {
             let started = std::time::Instant::now();
             self.inner
                 .store
                 .persist_presence(effects.persist.clone())
-                .await?;
+                .await
+                .map_err(|e| Failed::BeforeCommit(e.into()))?;
             crate::metrics::store_write(started.elapsed());
             crate::metrics::presence_updates(effects.persist.len());
         }
@@ -230,7 +319,8 @@ impl<S: PresencePersistence> PresenceService<S> {
                 self.inner
                     .store
                     .set_full_presence_targets(users, pos)
-                    .await?;
+                    .await
+                    .map_err(|e| Failed::AfterCommit(e.into()))?;
             }
         }
         self.inner.notifier.wake(wake);
@@ -335,6 +425,7 @@ impl<S: PresencePersistence> PresenceService<S> {
         origin: ServerName,
         entries: Vec<RemotePresence>,
     ) -> Result<usize, PresenceError> {
+        self.reserve_positions().await?;
         let applied = self
             .engine()
             .apply(now_ms(), vec![Input::Remote { origin, entries }]);
@@ -345,13 +436,16 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     /// A membership change: wakes the members and tells remote servers what they need.
     pub async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), PresenceError> {
+        self.reserve_positions().await?;
         let (effects, wake) = {
             let mut e = self.engine();
             let fx = e.join(now_ms(), room, user);
             let wake: Vec<UserId> = fx.wake.iter().map(|&u| e.user_id(u).clone()).collect();
             (fx, wake)
         };
-        self.announce(&effects, &wake).await
+        self.announce(&effects, &wake)
+            .await
+            .map_err(Failed::into_inner)
     }
 
     /// The users the engine holds as joined to `room`.
@@ -496,6 +590,9 @@ impl<S: PresencePersistence> PresenceService<S> {
             }
         }
         if !local.is_empty() {
+            self.reserve_positions()
+                .await
+                .map_err(|e| ModuleApiError::Rejected(e.to_string()))?;
             let (effects, wake) = {
                 let mut e = self.engine();
                 let idx: Vec<UserIdx> = local.iter().map(|u| e.intern_user(u)).collect();
@@ -505,7 +602,7 @@ impl<S: PresencePersistence> PresenceService<S> {
             };
             self.announce(&effects, &wake)
                 .await
-                .map_err(|e| ModuleApiError::Rejected(e.to_string()))?;
+                .map_err(|e| ModuleApiError::Rejected(e.into_inner().to_string()))?;
         }
         if !remote.is_empty() {
             let online = self.engine().local_online();
@@ -544,6 +641,7 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     /// Runs due timers.
     pub(crate) async fn tick(&self) -> Result<(), PresenceError> {
+        self.reserve_positions().await?;
         let applied = self.engine().tick(now_ms());
         if !applied.is_empty() {
             self.complete(applied).await?;

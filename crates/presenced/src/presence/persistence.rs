@@ -45,7 +45,22 @@ pub trait PresencePersistence: Clone + Send + Sync + 'static {
 
     /// Whether `user` is an account of this deployment.
     fn user_exists(&self, user: &UserId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records durably that stream positions up to `upto` may be handed out, so that after a
+    /// restart the stream resumes above every position a client may hold, whatever commits
+    /// failed before it (see [`Self::load_reserved_position`]).
+    fn reserve_positions(
+        &self,
+        upto: StreamPos,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The position the stream resumes from at startup: at least every reservation and every
+    /// stored row's position (unreadable rows included).
+    fn load_reserved_position(&self) -> impl Future<Output = Result<StreamPos, StoreError>> + Send;
 }
+
+/// The `meta` key holding the highest reserved stream position.
+const RESERVED_KEY: &str = "presence_stream_reserved";
 
 impl<S: PresenceStore + Clone + Send + Sync + 'static> PresencePersistence for S {
     fn all_joined_memberships(
@@ -83,5 +98,23 @@ impl<S: PresenceStore + Clone + Send + Sync + 'static> PresencePersistence for S
 
     fn user_exists(&self, user: &UserId) -> impl Future<Output = Result<bool, StoreError>> + Send {
         PresenceStore::user_exists(self, user)
+    }
+
+    async fn reserve_positions(&self, upto: StreamPos) -> Result<(), StoreError> {
+        // Callers reserve one at a time and only upwards (see `PresenceService`).
+        PresenceStore::set_meta(self, RESERVED_KEY, &upto.to_string()).await
+    }
+
+    async fn load_reserved_position(&self) -> Result<StreamPos, StoreError> {
+        let reserved = match PresenceStore::get_meta(self, RESERVED_KEY).await? {
+            // A value this server did not write is not trusted to be a floor.
+            Some(v) => v.parse::<StreamPos>().unwrap_or_else(|_| {
+                tracing::warn!(value = %v, "Ignoring an unreadable {RESERVED_KEY} value.");
+                0
+            }),
+            None => 0,
+        };
+        let stored = PresenceStore::max_presence_stream_id(self).await?;
+        Ok(reserved.max(stored))
     }
 }

@@ -802,3 +802,62 @@ async fn stale_presence_flushed_offline_when_presence_disabled() {
         "then nothing more: {again}"
     );
 }
+
+/// A change whose commit fails is answered with an error and is never shown afterwards: the
+/// previous state stays what `GET` and room-mates' syncs return, and after a restart the
+/// stream resumes above every token handed out, so a client holding one misses nothing.
+#[tokio::test]
+async fn a_change_that_cannot_be_committed_is_put_back_and_tokens_never_go_back() {
+    let s = server("").await;
+    let c = s.client();
+    let (alice, bob) = pair(&c).await;
+    let committed = json!({"presence": "online", "status_msg": "committed"});
+    let (st, _) = c.put_presence(&alice, &alice.user_id, committed).await;
+    assert_eq!(st, StatusCode::OK);
+    let first = c.sync(&bob, "timeout=0").await;
+    let token = first["next_batch"].as_str().unwrap().to_owned();
+
+    // Another connection holds SQLite's write lock: the server's commit times out.
+    let db = s.workspace.path().join("data/presenced.db");
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let failed = json!({"presence": "unavailable", "status_msg": "never committed"});
+    let (st, _) = c.put_presence(&alice, &alice.user_id, failed).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    let (st, got) = get_status(&c, &bob, &alice.user_id).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (got["presence"].as_str(), got["status_msg"].as_str()),
+        (Some("online"), Some("committed")),
+        "GET shows the change that failed: {got}"
+    );
+    let after = c.sync(&bob, &format!("timeout=0&since={token}")).await;
+    if let Some(p) = presence_of(&after, &alice.user_id) {
+        assert_eq!(
+            (p["presence"].as_str(), p["status_msg"].as_str()),
+            (Some("online"), Some("committed")),
+            "a room-mate's sync shows the change that failed: {p}"
+        );
+    }
+    let held = after["next_batch"].as_str().unwrap().to_owned();
+
+    // Killed and restarted: bob's token stays valid and the next real change reaches him.
+    s.signal("KILL");
+    let s = s.restart().await;
+    let c = s.client();
+    let (st, got) = get_status(&c, &bob, &alice.user_id).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(got["status_msg"], "committed", "{got}");
+    let next = json!({"presence": "online", "status_msg": "after the restart"});
+    let (st, _) = c.put_presence(&alice, &alice.user_id, next).await;
+    assert_eq!(st, StatusCode::OK);
+    let resumed = c.sync(&bob, &format!("timeout=0&since={held}")).await;
+    assert_eq!(
+        presence_of(&resumed, &alice.user_id).map(|p| p["status_msg"].clone()),
+        Some(json!("after the restart")),
+        "a client holding a token from before the restart missed the next change: {resumed}"
+    );
+}
