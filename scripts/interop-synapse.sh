@@ -160,6 +160,15 @@ presence:
     config:
       always_send_to_users: $watchers
 rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}
+rc_login:
+  address: {per_second: 1000, burst_count: 1000}
+  account: {per_second: 1000, burst_count: 1000}
+  failed_attempts: {per_second: 1000, burst_count: 1000}
+rc_registration: {per_second: 1000, burst_count: 1000}
+rc_joins: {local: {per_second: 1000, burst_count: 1000}}
+rc_joins_per_room: {per_second: 1000, burst_count: 1000}
+rc_room_creation: {per_second: 1000, burst_count: 1000}
+rc_message: {per_second: 1000, burst_count: 1000}
 EOF
 
 echo "== starting both servers"

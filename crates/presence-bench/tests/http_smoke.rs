@@ -85,6 +85,13 @@ database: {{name: sqlite3, args: {{database: '{}'}}}}
 registration_shared_secret: smoke-secret
 password_hash_cost: {{memory_kib: 8, iterations: 1, parallelism: 1}}
 rc_presence: {{per_user: {{per_second: 100000, burst_count: 100000}}}}
+rc_message: {{per_second: 100000, burst_count: 100000}}
+rc_login:
+  address: {{per_second: 100000, burst_count: 100000}}
+  account: {{per_second: 100000, burst_count: 100000}}
+rc_joins: {{local: {{per_second: 100000, burst_count: 100000}}}}
+rc_joins_per_room: {{per_second: 100000, burst_count: 100000}}
+rc_room_creation: {{per_second: 100000, burst_count: 100000}}
 presence:
   presence_router:
     module: presenced.routers.ExamplePresenceRouter

@@ -27,6 +27,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::{GracefulShutdown, Watcher},
@@ -211,6 +213,14 @@ impl Connection {
             peer,
             _permit,
         } = self;
+        // The peer's address, as `axum::serve` gives it with connect info (the client API's
+        // per-address rate limits key on it).
+        let app = tower::ServiceExt::map_request(app, move |mut request: Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        });
         let service = Counted::new(TowerToHyperService::new(app), activity.clone());
         let io = TokioIo::new(Tracked::new(io, activity.clone()));
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -68,6 +68,8 @@ pub const FEDERATION_REFUSED_BUSY: &str = "presenced_federation_requests_refused
 pub const FEDERATION_PRESENCE_RECEIVED: &str = "presenced_federation_presence_received_total";
 /// HTTP requests refused with 429.
 pub const RATE_LIMITED: &str = "presenced_rate_limited_total";
+/// Password hashes computed and checked (Argon2id), dummy checks for unknown users included.
+pub const PASSWORD_HASHES: &str = "presenced_password_hashes_total";
 /// Users the presence engine holds (local and remote).
 pub const USERS: &str = "presenced_users";
 /// Room memberships the presence engine holds.
@@ -220,6 +222,11 @@ pub fn federation_stats(
     metrics::counter!(FEDERATION_REFUSED_BUSY).absolute(inbound.refused_busy);
 }
 
+/// Records the password hashing gate's count.
+pub fn password_hashes(performed: u64) {
+    metrics::counter!(PASSWORD_HASHES).absolute(performed);
+}
+
 /// Gives every metric its `# HELP` line (once, when the recorder is installed).
 fn describe() {
     metrics::describe_gauge!(USERS, "Users the presence engine holds (local and remote).");
@@ -230,6 +237,10 @@ fn describe() {
     metrics::describe_gauge!(
         ROOM_MEMBERSHIPS,
         "Room memberships the presence engine holds."
+    );
+    metrics::describe_counter!(
+        PASSWORD_HASHES,
+        "Password hashes computed and checked, checks for unknown users included."
     );
     metrics::describe_counter!(
         REPLICATION_COMMANDS_IN,

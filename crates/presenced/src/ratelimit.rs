@@ -1,4 +1,10 @@
-//! Per-user token buckets (`rc_presence.per_user`), kept in memory.
+//! Token buckets keyed by user, address or room (the `rc_*` limits), kept in memory.
+//!
+//! A bucket holds `burst_count` tokens and refills at `per_second`; this is the reference's
+//! "leaky bucket as a meter" seen from the other side, so the same settings allow the same
+//! requests. [`RateLimiter::check`] takes a token; [`RateLimiter::peek`] only asks whether
+//! one is there (the reference's `update=False`), for limits that are counted later or only
+//! on failure.
 //!
 //! The buckets are split into shards, each behind its own mutex, so concurrent checks of
 //! different users rarely wait for each other. Full buckets carry no information and are
@@ -7,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, RandomState},
+    hash::{BuildHasher, Hash, RandomState},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -20,30 +26,43 @@ const SHARDS: usize = 64;
 /// A shard is swept only once it holds more buckets than this (100,000 over all shards).
 const SWEEP_ABOVE: usize = 100_000 / SHARDS;
 
-/// A token-bucket limiter keyed by user: `per_second` tokens refill continuously, up to
-/// `burst` tokens.
-pub struct RateLimiter {
+/// A token-bucket limiter keyed by `K` (a user by default): `per_second` tokens refill
+/// continuously, up to `burst` tokens.
+pub struct RateLimiter<K = UserId> {
     per_second: f64,
     burst: f64,
     /// How long an empty bucket takes to fill: a bucket untouched this long is full.
     refill: Duration,
     /// SipHash with a random key: user IDs are chosen by clients.
     hasher: RandomState,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Mutex<Shard<K>>]>,
 }
 
-#[derive(Default)]
-struct Shard {
-    buckets: HashMap<UserId, (f64, Instant)>,
+struct Shard<K> {
+    buckets: HashMap<K, (f64, Instant)>,
     /// No sweep before this time (the refill period after the last sweep).
     next_sweep: Option<Instant>,
+}
+
+impl<K> Default for Shard<K> {
+    fn default() -> Self {
+        Self {
+            buckets: HashMap::new(),
+            next_sweep: None,
+        }
+    }
 }
 
 /// How long to wait before the next request would be allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub Duration);
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter for `settings`.
+    pub fn from_config(settings: crate::config::RateLimit) -> Self {
+        Self::new(settings.per_second, settings.burst_count)
+    }
+
     /// A limiter; `per_second <= 0` disables limiting.
     pub fn new(per_second: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
@@ -61,12 +80,21 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `user` at `now`, or says how long until one is available.
-    pub fn check(&self, user: &UserId, now: Instant) -> Result<(), RetryAfter> {
+    /// Takes one token for `key` at `now`, or says how long until one is available.
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
+        self.bucket(key, now, true)
+    }
+
+    /// Whether `key` has a token at `now`, without taking it.
+    pub fn peek(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
+        self.bucket(key, now, false)
+    }
+
+    fn bucket(&self, key: &K, now: Instant, take: bool) -> Result<(), RetryAfter> {
         if self.per_second <= 0.0 || !self.per_second.is_finite() {
             return Ok(());
         }
-        let index = (self.hasher.hash_one(user) % SHARDS as u64) as usize;
+        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
         let mut shard = crate::lock(&self.shards[index]);
         if shard.buckets.len() > SWEEP_ABOVE && shard.next_sweep.is_none_or(|t| now >= t) {
             let (burst, rate) = (self.burst, self.per_second);
@@ -75,15 +103,27 @@ impl RateLimiter {
             });
             shard.next_sweep = now.checked_add(self.refill);
         }
-        let (tokens, at) = shard
-            .buckets
-            .entry(user.clone())
-            .or_insert((self.burst, now));
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.per_second;
-        *tokens = (*tokens + refill).min(self.burst);
-        *at = now;
+        let tokens = match shard.buckets.get_mut(key) {
+            Some((tokens, at)) => {
+                let refill = now.saturating_duration_since(*at).as_secs_f64() * self.per_second;
+                *tokens = (*tokens + refill).min(self.burst);
+                *at = now;
+                tokens
+            }
+            // A peek at an unknown key needs no bucket: a full one has a token.
+            None if !take => return Ok(()),
+            None => {
+                &mut shard
+                    .buckets
+                    .entry(key.clone())
+                    .or_insert((self.burst, now))
+                    .0
+            }
+        };
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
+            if take {
+                *tokens -= 1.0;
+            }
             Ok(())
         } else {
             let wait = (1.0 - *tokens) / self.per_second;
@@ -127,6 +167,22 @@ mod tests {
         (0..n)
             .map(|i| UserId::parse(&format!("@u{i}:hs")).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_peek_takes_no_token() {
+        let rl: RateLimiter<String> = RateLimiter::new(0.1, 2);
+        let key = "@a:hs".to_owned();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(rl.peek(&key, t0).is_ok());
+        }
+        assert_eq!(rl.len(), 0, "peeking creates no bucket");
+        assert!(rl.check(&key, t0).is_ok());
+        assert!(rl.check(&key, t0).is_ok());
+        assert!(rl.peek(&key, t0).is_err());
+        assert!(rl.check(&key, t0).is_err());
+        assert!(rl.peek(&key, t0 + Duration::from_secs(11)).is_ok());
     }
 
     #[test]

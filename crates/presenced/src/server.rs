@@ -38,7 +38,8 @@ impl Server {
         let mut bound = Vec::new();
         for listener in &state.config().listeners {
             let resources = listener_resources(listener);
-            let app = http::app_for(state.clone(), &resources);
+            let app = http::app_for(state.clone(), &resources)
+                .layer(axum::Extension(http::ForwardedFor(listener.x_forwarded)));
             let listener_tls = if listener.tls { tls.clone() } else { None };
             let limits = listener_limits(&state.config().connections, &resources);
             for socket in bind_listener(listener).await? {

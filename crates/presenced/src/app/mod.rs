@@ -11,6 +11,8 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod limits;
+pub mod passwords;
 pub mod profile;
 pub mod push_rules;
 pub mod rooms;
@@ -56,6 +58,8 @@ struct Inner {
     metrics: PrometheusHandle,
     presence_put_limit: RateLimiter,
     presence_sync_limit: RateLimiter,
+    limits: limits::Limits,
+    passwords: passwords::Passwords,
     tokens: TokenCache,
     access_tokens: Arc<dyn AccessTokens>,
     sync_filters: sync::SyncFilters,
@@ -298,6 +302,11 @@ impl App {
             inner: Arc::new(Inner {
                 presence_put_limit: RateLimiter::new(rc.per_second, rc.burst_count),
                 presence_sync_limit: RateLimiter::new(rc.per_second, rc.burst_count),
+                limits: limits::Limits::new(&config.rc),
+                passwords: passwords::Passwords::new(
+                    config.password_hash_cost,
+                    passwords::Passwords::default_permits(),
+                ),
                 metrics: crate::metrics::install(),
                 tokens: TokenCache::default(),
                 access_tokens,
@@ -396,6 +405,7 @@ impl App {
             writer.record_metrics();
         }
         crate::metrics::router_stats(self.presence().routers().stats());
+        crate::metrics::password_hashes(self.passwords().performed());
         self.python().record_metrics();
         if let Some(federation) = self.federation() {
             crate::metrics::federation_stats(
@@ -413,6 +423,16 @@ impl App {
     /// `rc_presence` for syncs that set presence (a separate bucket, as the reference has).
     pub fn presence_sync_limit(&self) -> &RateLimiter {
         &self.inner.presence_sync_limit
+    }
+
+    /// The other `rc_*` limits (logins, registration, rooms, messages).
+    pub fn limits(&self) -> &limits::Limits {
+        &self.inner.limits
+    }
+
+    /// The password hashing gate.
+    pub fn passwords(&self) -> &passwords::Passwords {
+        &self.inner.passwords
     }
 }
 

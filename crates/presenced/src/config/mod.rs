@@ -6,7 +6,7 @@
 //! merged tree section by section, building the typed [`Config`] and collecting *every*
 //! problem with its key path instead of stopping at the first. Keys Presenced does not use
 //! are gathered (sorted) so the server can report them once at startup; sections Presenced
-//! owns (`presence`, `rc_presence`, `password_hash_cost`) reject unknown keys instead,
+//! owns (`presence`, the `rc_*` sections it reads, `password_hash_cost`) reject unknown keys instead,
 //! because there a stray key is almost certainly a typo. Router `config:` blocks are kept as
 //! opaque JSON values: each router validates its own with `parse_config` when it is built.
 //!
@@ -82,6 +82,10 @@ pub struct Config {
     pub python: PythonConfig,
     /// `rc_presence`: rate limit on presence updates.
     pub rc_presence: RcPresenceConfig,
+    /// The other `rc_*` sections that apply to endpoints Presenced serves (`rc_login`,
+    /// `rc_registration`, `rc_joins`, `rc_joins_per_room`, `rc_room_creation`,
+    /// `rc_message`, `rc_invites`).
+    pub rc: RcLimits,
     /// `exclude_rooms_from_presence`: rooms whose members do not share presence through
     /// them.
     pub exclude_rooms_from_presence: Vec<RoomId>,
@@ -576,6 +580,99 @@ impl Default for RateLimit {
             burst_count: 1,
         }
     }
+}
+
+impl RateLimit {
+    /// A bucket of `burst_count` refilling at `per_second`.
+    pub const fn new(per_second: f64, burst_count: u32) -> Self {
+        Self {
+            per_second,
+            burst_count,
+        }
+    }
+}
+
+/// The `rc_*` sections besides `rc_presence`, with the reference homeserver's defaults
+/// (`synapse/config/ratelimiting.py`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RcLimits {
+    /// `rc_login`.
+    pub login: RcLoginConfig,
+    /// `rc_registration`: registrations per client address (default 0.17/s, burst 3).
+    pub registration: RateLimit,
+    /// `rc_joins`.
+    pub joins: RcJoinsConfig,
+    /// `rc_joins_per_room`: joins to one room, by anyone (default 1/s, burst 10).
+    pub joins_per_room: RateLimit,
+    /// `rc_room_creation`: rooms each user creates (default 0.016/s, burst 10).
+    pub room_creation: RateLimit,
+    /// `rc_message` (or the older `rc_messages_per_second` / `rc_message_burst_count`):
+    /// events each user sends, memberships and room creations included (default 0.2/s,
+    /// burst 10).
+    pub message: RateLimit,
+    /// `rc_invites`.
+    pub invites: RcInvitesConfig,
+}
+
+impl Default for RcLimits {
+    fn default() -> Self {
+        Self {
+            login: RcLoginConfig {
+                address: RateLimit::new(0.003, 5),
+                account: RateLimit::new(0.003, 5),
+                failed_attempts: RateLimit::new(0.17, 3),
+            },
+            registration: RateLimit::new(0.17, 3),
+            joins: RcJoinsConfig {
+                local: RateLimit::new(0.1, 10),
+                remote: RateLimit::new(0.01, 10),
+            },
+            joins_per_room: RateLimit::new(1.0, 10),
+            room_creation: RateLimit::new(0.016, 10),
+            message: RateLimit::new(0.2, 10),
+            invites: RcInvitesConfig {
+                per_room: RateLimit::new(0.3, 10),
+                per_user: RateLimit::new(0.003, 5),
+                per_issuer: RateLimit::new(0.3, 10),
+            },
+        }
+    }
+}
+
+/// `rc_login`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RcLoginConfig {
+    /// `address`: login requests per client address (default 0.003/s, burst 5).
+    pub address: RateLimit,
+    /// `account`: successful logins per account (default 0.003/s, burst 5).
+    pub account: RateLimit,
+    /// `failed_attempts`: failed logins per account (default 0.17/s, burst 3).
+    pub failed_attempts: RateLimit,
+}
+
+/// `rc_joins`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RcJoinsConfig {
+    /// `local`: joins per user to rooms on this server (default 0.1/s, burst 10).
+    pub local: RateLimit,
+    /// `remote`: joins through other servers (default 0.01/s, burst 10). Accepted but
+    /// unused: Presenced does not join rooms on other servers.
+    pub remote: RateLimit,
+}
+
+/// `rc_invites`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RcInvitesConfig {
+    /// `per_room`: invites into one room (default 0.3/s, burst 10).
+    pub per_room: RateLimit,
+    /// `per_user`: invites one user receives (default 0.003/s, burst 5).
+    pub per_user: RateLimit,
+    /// `per_issuer`: invites one user sends (default 0.3/s, burst 10).
+    pub per_issuer: RateLimit,
 }
 
 /// `experimental_features`: the parts Presenced uses.

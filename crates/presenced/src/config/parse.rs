@@ -11,8 +11,8 @@ use super::{
     DEFAULT_MAX_STATUS_MSG_LENGTH, DEFAULT_SQLITE_PATH, DatabaseConfig, ExperimentalFeatures,
     FederationConfig, FederationTimers, ListenerConfig, ListenerResources, LoadedConfig,
     ModuleConfig, PasswordConfig, PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig,
-    RateLimit, RcPresenceConfig, RegistrationConfig, ResourceName, Secret, SqliteConfig,
-    SqliteSynchronous, TrustedKeyServer,
+    RateLimit, RcInvitesConfig, RcJoinsConfig, RcLimits, RcLoginConfig, RcPresenceConfig,
+    RegistrationConfig, ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -72,6 +72,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
     let modules = read_modules(&mut top);
     let python = read_python(&mut top);
     let rc_presence = read_rc_presence(&mut top);
+    let rc = read_rc_limits(&mut top);
     let exclude_rooms_from_presence = read_room_ids(&mut top, "exclude_rooms_from_presence");
     let experimental_features = read_experimental(&mut top);
     let max_status_msg_length = read_size(
@@ -103,6 +104,7 @@ fn read_root(diag: &Diagnostics, root: Map<String, Value>) -> Option<Config> {
         modules,
         python: python?,
         rc_presence: rc_presence?,
+        rc: rc?,
         exclude_rooms_from_presence,
         experimental_features,
         max_status_msg_length: max_status_msg_length?,
@@ -582,41 +584,146 @@ fn read_rc_presence(top: &mut Section<'_>) -> Option<RcPresenceConfig> {
     let Some(mut s) = top.section("rc_presence", Leftovers::Reject) else {
         return (!top.has("rc_presence")).then(RcPresenceConfig::default);
     };
-    let default = RateLimit::default();
-    let per_user = match s.section("per_user", Leftovers::Reject) {
-        None => (!s.has("per_user")).then_some(default),
-        Some(mut p) => {
-            let per_second = p.get::<f64>("per_second");
-            let burst_count = p.get::<u32>("burst_count");
-            let mut ok = true;
-            let per_second = match per_second {
-                Some(v) if !(v.is_finite() && v > 0.0) => {
-                    p.problem("per_second", "must be a number greater than zero");
-                    ok = false;
-                    v
-                }
-                Some(v) => v,
-                None => default.per_second,
-            };
-            let burst_count = match burst_count {
-                Some(0) => {
-                    p.problem("burst_count", "must be at least 1");
-                    ok = false;
-                    0
-                }
-                Some(v) => v,
-                None => default.burst_count,
-            };
-            p.finish();
-            ok.then_some(RateLimit {
-                per_second,
-                burst_count,
-            })
-        }
-    };
+    let per_user = read_rate_limit(&mut s, "per_user", RateLimit::default());
     s.finish();
     Some(RcPresenceConfig {
         per_user: per_user?,
+    })
+}
+
+/// Reads a `{per_second, burst_count}` section at `key`, `default` where it or a field is
+/// absent. `burst_count` may be written as a float (the reference's documentation does),
+/// and is truncated as the reference's `int()` does.
+fn read_rate_limit(top: &mut Section<'_>, key: &str, default: RateLimit) -> Option<RateLimit> {
+    let Some(mut p) = top.section(key, Leftovers::Reject) else {
+        return (!top.has(key)).then_some(default);
+    };
+    let per_second = p.get::<f64>("per_second");
+    let burst_count = p.get::<f64>("burst_count");
+    let mut ok = true;
+    let per_second = match per_second {
+        Some(v) if !(v.is_finite() && v > 0.0) => {
+            p.problem("per_second", "must be a number greater than zero");
+            ok = false;
+            v
+        }
+        Some(v) => v,
+        None => default.per_second,
+    };
+    let burst_count = match burst_count {
+        Some(v) if !(v.is_finite() && v >= 1.0) => {
+            p.problem("burst_count", "must be at least 1");
+            ok = false;
+            0
+        }
+        // Truncation is the reference's `int()`; values past u32 saturate.
+        Some(v) => v as u32,
+        None => default.burst_count,
+    };
+    p.finish();
+    ok.then_some(RateLimit {
+        per_second,
+        burst_count,
+    })
+}
+
+/// Reads a section of named rate limits (`rc_login: {address, account, ...}`), each with
+/// its own default; `None` when any of them has a problem.
+fn read_rate_limit_group<const N: usize>(
+    top: &mut Section<'_>,
+    key: &str,
+    defaults: [(&str, RateLimit); N],
+) -> Option<[RateLimit; N]> {
+    let Some(mut s) = top.section(key, Leftovers::Reject) else {
+        return (!top.has(key)).then(|| defaults.map(|(_, d)| d));
+    };
+    let read = defaults.map(|(name, d)| read_rate_limit(&mut s, name, d));
+    s.finish();
+    let mut out = defaults.map(|(_, d)| d);
+    for (slot, value) in out.iter_mut().zip(read) {
+        *slot = value?;
+    }
+    Some(out)
+}
+
+/// The `rc_*` limits on logins, registration, rooms and messages, with the reference's
+/// defaults.
+fn read_rc_limits(top: &mut Section<'_>) -> Option<RcLimits> {
+    let d = RcLimits::default();
+    let login = read_rate_limit_group(
+        top,
+        "rc_login",
+        [
+            ("address", d.login.address),
+            ("account", d.login.account),
+            ("failed_attempts", d.login.failed_attempts),
+        ],
+    );
+    let registration = read_rate_limit(top, "rc_registration", d.registration);
+    let joins = read_rate_limit_group(
+        top,
+        "rc_joins",
+        [("local", d.joins.local), ("remote", d.joins.remote)],
+    );
+    let joins_per_room = read_rate_limit(top, "rc_joins_per_room", d.joins_per_room);
+    let room_creation = read_rate_limit(top, "rc_room_creation", d.room_creation);
+    let invites = read_rate_limit_group(
+        top,
+        "rc_invites",
+        [
+            ("per_room", d.invites.per_room),
+            ("per_user", d.invites.per_user),
+            ("per_issuer", d.invites.per_issuer),
+        ],
+    );
+    let message = if top.has("rc_message") {
+        read_rate_limit(top, "rc_message", d.message)
+    } else {
+        // The reference's older keys, read only when `rc_message` is absent (as it does).
+        let per_second = top.get::<f64>("rc_messages_per_second");
+        let burst_count = top.get::<f64>("rc_message_burst_count");
+        let mut message = d.message;
+        let mut ok = true;
+        if let Some(v) = per_second {
+            if v.is_finite() && v > 0.0 {
+                message.per_second = v;
+            } else {
+                top.problem(
+                    "rc_messages_per_second",
+                    "must be a number greater than zero",
+                );
+                ok = false;
+            }
+        }
+        if let Some(v) = burst_count {
+            if v.is_finite() && v >= 1.0 {
+                message.burst_count = v as u32;
+            } else {
+                top.problem("rc_message_burst_count", "must be at least 1");
+                ok = false;
+            }
+        }
+        ok.then_some(message)
+    };
+    let [address, account, failed_attempts] = login?;
+    let [local, remote] = joins?;
+    let [per_room, per_user, per_issuer] = invites?;
+    Some(RcLimits {
+        login: RcLoginConfig {
+            address,
+            account,
+            failed_attempts,
+        },
+        registration: registration?,
+        joins: RcJoinsConfig { local, remote },
+        joins_per_room: joins_per_room?,
+        room_creation: room_creation?,
+        message: message?,
+        invites: RcInvitesConfig {
+            per_room,
+            per_user,
+            per_issuer,
+        },
     })
 }
 

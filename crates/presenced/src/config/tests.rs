@@ -90,6 +90,20 @@ fn minimal_config_gets_the_reference_defaults() {
 
     assert_eq!(c.rc_presence.per_user.per_second, 0.1);
     assert_eq!(c.rc_presence.per_user.burst_count, 1);
+    // The reference's defaults (synapse/config/ratelimiting.py).
+    let rc = &c.rc;
+    assert_eq!(rc.login.address, RateLimit::new(0.003, 5));
+    assert_eq!(rc.login.account, RateLimit::new(0.003, 5));
+    assert_eq!(rc.login.failed_attempts, RateLimit::new(0.17, 3));
+    assert_eq!(rc.registration, RateLimit::new(0.17, 3));
+    assert_eq!(rc.joins.local, RateLimit::new(0.1, 10));
+    assert_eq!(rc.joins.remote, RateLimit::new(0.01, 10));
+    assert_eq!(rc.joins_per_room, RateLimit::new(1.0, 10));
+    assert_eq!(rc.room_creation, RateLimit::new(0.016, 10));
+    assert_eq!(rc.message, RateLimit::new(0.2, 10));
+    assert_eq!(rc.invites.per_room, RateLimit::new(0.3, 10));
+    assert_eq!(rc.invites.per_user, RateLimit::new(0.003, 5));
+    assert_eq!(rc.invites.per_issuer, RateLimit::new(0.3, 10));
     assert!(c.modules.is_empty());
     assert!(c.exclude_rooms_from_presence.is_empty());
     assert!(!c.experimental_features.msc3026_enabled);
@@ -461,7 +475,6 @@ fn a_realistic_reference_homeserver_yaml_loads_with_warnings() {
             "password_config.policy",
             "pid_file",
             "public_baseurl",
-            "rc_message",
             "report_stats",
             "retention",
             "serve_server_wellknown",
@@ -485,6 +498,7 @@ fn a_realistic_reference_homeserver_yaml_loads_with_warnings() {
     assert!(c.registration.registration_shared_secret.is_some());
     assert_eq!(c.rc_presence.per_user.per_second, 0.5);
     assert_eq!(c.rc_presence.per_user.burst_count, 2);
+    assert_eq!(c.rc.message, RateLimit::new(0.2, 10));
     assert!(c.experimental_features.msc3026_enabled);
     assert_eq!(c.modules.len(), 1);
     assert_eq!(
@@ -526,6 +540,7 @@ fn the_shipped_example_config_loads() {
         router.config,
         json!({"always_send_to_users": ["@watcher:localhost:8008"], "blacklisted_users": []})
     );
+    assert_eq!(c.rc, RcLimits::default(), "the example shows the defaults");
     assert!(!c.registration.enable_registration);
     assert!(c.registration.registration_shared_secret.is_some());
     // Its secret is the public one the server warns about at startup.
@@ -733,6 +748,79 @@ fn rate_limits_and_excluded_rooms() {
     assert_eq!(
         c.exclude_rooms_from_presence[0].as_str(),
         "!busy:example.org"
+    );
+}
+
+#[test]
+fn rc_sections_are_read_with_their_defaults_and_key_paths() {
+    let c = load(&minimal_with(
+        "rc_login:\n  address: {per_second: 0.15, burst_count: 5.0}\n  failed_attempts: {burst_count: 7}\n\
+         rc_registration: {per_second: 2}\n\
+         rc_joins: {local: {per_second: 0.2, burst_count: 15.0}}\n\
+         rc_joins_per_room: {burst_count: 20}\n\
+         rc_room_creation: {per_second: 1.0, burst_count: 5.0}\n\
+         rc_invites: {per_issuer: {per_second: 0.5, burst_count: 5}}\n\
+         rc_message: {per_second: 0.5, burst_count: 15.0}\n",
+    ))
+    .config;
+    let d = RcLimits::default();
+    assert_eq!(c.rc.login.address, RateLimit::new(0.15, 5));
+    assert_eq!(c.rc.login.account, d.login.account);
+    assert_eq!(c.rc.login.failed_attempts, RateLimit::new(0.17, 7));
+    assert_eq!(c.rc.registration, RateLimit::new(2.0, 3));
+    assert_eq!(c.rc.joins.local, RateLimit::new(0.2, 15));
+    assert_eq!(c.rc.joins.remote, d.joins.remote);
+    assert_eq!(c.rc.joins_per_room, RateLimit::new(1.0, 20));
+    assert_eq!(c.rc.room_creation, RateLimit::new(1.0, 5));
+    assert_eq!(c.rc.invites.per_issuer, RateLimit::new(0.5, 5));
+    assert_eq!(c.rc.invites.per_room, d.invites.per_room);
+    assert_eq!(c.rc.message, RateLimit::new(0.5, 15));
+
+    // The older message keys count only without `rc_message`, as in the reference.
+    let old = "rc_messages_per_second: 3\nrc_message_burst_count: 30\n";
+    assert_eq!(
+        load(&minimal_with(old)).config.rc.message,
+        RateLimit::new(3.0, 30)
+    );
+    let both = format!("{old}rc_message: {{per_second: 1}}\n");
+    let loaded = load(&minimal_with(&both));
+    assert_eq!(loaded.config.rc.message, RateLimit::new(1.0, 10));
+
+    let bad = minimal_with(
+        "rc_login: {address: {per_second: 0}, acount: {}}\nrc_joins: {local: {burst_count: 0.5}}\n\
+         rc_room_creation: {per_second: fast}\nrc_message_burst_count: 0\n",
+    );
+    assert_eq!(
+        problem_paths(&bad),
+        [
+            "rc_joins.local.burst_count",
+            "rc_login.acount",
+            "rc_login.address.per_second",
+            "rc_message_burst_count",
+            "rc_room_creation.per_second",
+        ]
+    );
+    assert_eq!(
+        problem_at(&bad, "rc_joins.local.burst_count"),
+        "must be at least 1"
+    );
+}
+
+#[test]
+fn rc_sections_presenced_does_not_apply_are_reported_as_unused() {
+    let loaded = load(&minimal_with(
+        "rc_3pid_validation: {per_second: 1}\nrc_federation: {window_size: 750}\n\
+         rc_admin_redaction: {per_second: 1}\nrc_media_create: {per_second: 1}\n\
+         rc_login: {address: {per_second: 1}}\n",
+    ));
+    assert_eq!(
+        loaded.unknown_keys,
+        [
+            "rc_3pid_validation",
+            "rc_admin_redaction",
+            "rc_federation",
+            "rc_media_create",
+        ]
     );
 }
 

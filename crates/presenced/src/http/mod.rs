@@ -31,7 +31,10 @@ use tower_http::{
 };
 use tracing::Level;
 
-pub use self::json::{MatrixJson, parse_json_body};
+pub use self::{
+    extract::ForwardedFor,
+    json::{MatrixJson, parse_json_body},
+};
 use crate::{app::App, config::ResourceName, error::ApiError};
 
 /// The path of the health check, served on every listener as the reference does.

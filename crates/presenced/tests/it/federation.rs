@@ -75,7 +75,7 @@ database: {{name: sqlite3, args: {{database: data/presenced.db}}}}
 registration_shared_secret: {secret}
 password_hash_cost: {{memory_kib: 64, iterations: 1, parallelism: 1}}
 rc_presence: {{per_user: {{per_second: 10000, burst_count: 100000}}}}
-signing_key_path: keys/signing.key
+{raised}signing_key_path: keys/signing.key
 tls_certificate_path: tls.crt
 tls_private_key_path: tls.key
 federation_verify_certificates: false
@@ -90,6 +90,7 @@ federation:
   key_refetch_interval: 100ms
 {extra}",
             secret = crate::matrix::SHARED_SECRET,
+            raised = crate::support::RAISED_LIMITS,
         );
         let server = TestServer::start(ws, &config).await;
         Self { server, name }

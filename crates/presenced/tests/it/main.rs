@@ -8,6 +8,7 @@ mod clients;
 mod conformance;
 mod connections;
 mod federation;
+mod limits;
 mod matrix;
 mod presence;
 #[cfg(feature = "python")]

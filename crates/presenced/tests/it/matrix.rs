@@ -11,7 +11,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::support::Workspace;
+use crate::support::{RAISED_LIMITS, Workspace};
 
 /// The shared secret the test servers use.
 pub(crate) const SHARED_SECRET: &str = "test-shared-secret";
@@ -128,7 +128,7 @@ presence:
       always_send_to_users: ['@oracle_gobbler:test', '@oracle_gobbler2:test']
       blacklisted_users: ['@oracle_blocked:test']
 rc_presence: {{per_user: {{per_second: 10000, burst_count: 100000}}}}
-"
+{RAISED_LIMITS}"
     );
     let mut doc: Value = serde_saphyr::from_str(&base).unwrap();
     if !extra.trim().is_empty() {

@@ -589,8 +589,9 @@ database: {{name: sqlite3, args: {{database: {}}}}}
 registration_shared_secret: {SHARED_SECRET}
 password_hash_cost: {{memory_kib: 64, iterations: 1, parallelism: 1}}
 rc_presence: {{per_user: {{per_second: 10000, burst_count: 100000}}}}
-",
-            dir.path().join("presenced.db").display()
+{}",
+            dir.path().join("presenced.db").display(),
+            crate::support::RAISED_LIMITS,
         );
         let config: Config = Config::from_yaml(&yaml).unwrap().config;
         let server = Server::start(config).await.unwrap();

@@ -15,6 +15,26 @@ use tokio::{
 /// How long a test waits for the server to report its address.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Every `rc_*` limit besides `rc_presence` raised far beyond what a test does, for servers
+/// whose tests create many rooms, joins, logins and messages quickly. A test of a limit
+/// overlays its own section (an empty one restores the defaults).
+pub(crate) const RAISED_LIMITS: &str = "rc_login:
+  address: {per_second: 10000, burst_count: 100000}
+  account: {per_second: 10000, burst_count: 100000}
+  failed_attempts: {per_second: 10000, burst_count: 100000}
+rc_registration: {per_second: 10000, burst_count: 100000}
+rc_joins:
+  local: {per_second: 10000, burst_count: 100000}
+  remote: {per_second: 10000, burst_count: 100000}
+rc_joins_per_room: {per_second: 10000, burst_count: 100000}
+rc_room_creation: {per_second: 10000, burst_count: 100000}
+rc_message: {per_second: 10000, burst_count: 100000}
+rc_invites:
+  per_room: {per_second: 10000, burst_count: 100000}
+  per_user: {per_second: 10000, burst_count: 100000}
+  per_issuer: {per_second: 10000, burst_count: 100000}
+";
+
 /// A minimal configuration listening on an ephemeral loopback port.
 pub(crate) fn config_yaml(extra: &str) -> String {
     format!(

@@ -375,7 +375,9 @@ async fn check_invitee(state: &App, invitee: &UserId) -> Result<(), ApiError> {
 
 /// `POST /createRoom`: creates the room with the creator joined and the invites sent.
 pub async fn create_room(state: &App, creator: &UserId, new: NewRoom) -> Result<RoomId, ApiError> {
+    state.limits().create_room(creator)?;
     NewRoom::check_version(&new.room_version)?;
+    state.limits().invites_at_creation(new.invite.len())?;
     let server = state.config().server_name.clone();
     let mut invitees: Vec<UserId> = Vec::new();
     for u in &new.invite {
@@ -511,6 +513,8 @@ pub async fn create_room(state: &App, creator: &UserId, new: NewRoom) -> Result<
     }
     let _guard = state.room_locks().lock(&room).await;
     commit(state, &room, evs, changes).await?;
+    // The creator's join counts towards the room's joins, as any join does.
+    state.limits().joined(&room);
     tracing::info!(room = %room, creator = %creator, "Created a room.");
     Ok(room)
 }
@@ -537,6 +541,10 @@ pub async fn join(state: &App, user: &UserId, room: &RoomId) -> Result<(), ApiEr
         state.presence().join(room, user).await?;
         return Ok(());
     }
+    // Counted before the join is allowed, as the reference does: a refused join still
+    // spends a token. A join to a room the user is already in is not limited.
+    state.limits().join(user, room)?;
+    state.limits().message(user)?;
     let room_state = state.store()?.room_state(room).await?;
     if join_rule(&room_state) != "public" && current != Some(Membership::Invite) {
         return Err(ApiError::forbidden("You are not invited to this room."));
@@ -545,7 +553,9 @@ pub async fn join(state: &App, user: &UserId, room: &RoomId) -> Result<(), ApiEr
     let ev = member_event(user, user, ts, join_content(state, user).await?)?;
     let change = MembershipChange::new(user.clone(), Membership::Join, ts)
         .with_event_id(ev.event_id.clone());
-    commit(state, room, vec![ev], vec![change]).await
+    commit(state, room, vec![ev], vec![change]).await?;
+    state.limits().joined(room);
+    Ok(())
 }
 
 /// `POST /rooms/{roomId}/invite`: a joined member invites a local user.
@@ -556,6 +566,8 @@ pub async fn invite(
     invitee: &UserId,
 ) -> Result<(), ApiError> {
     existing_room(state, room).await?;
+    state.limits().invite(inviter, room, invitee)?;
+    state.limits().message(inviter)?;
     let _guard = state.room_locks().lock(room).await;
     if membership(state, room, inviter).await? != Some(Membership::Join) {
         return Err(ApiError::forbidden(format!(
@@ -587,6 +599,7 @@ pub async fn invite(
 /// `POST /rooms/{roomId}/leave`: leaves a room, or turns down an invite.
 pub async fn leave(state: &App, user: &UserId, room: &RoomId) -> Result<(), ApiError> {
     existing_room(state, room).await?;
+    state.limits().message(user)?;
     let _guard = state.room_locks().lock(room).await;
     match membership(state, room, user).await? {
         Some(Membership::Join | Membership::Invite) => {}
@@ -715,6 +728,7 @@ pub async fn send_event(
     if membership(state, room, user).await? != Some(Membership::Join) {
         return Err(ApiError::forbidden(format!("{user} is not in room {room}")));
     }
+    state.limits().message(user)?;
     let event_id = transaction_event_id(user, device, room, txn_id);
     let ev = StoredEvent::new(
         event_id.clone(),

@@ -30,13 +30,13 @@ use crate::{
     app::{
         App,
         accounts::{
-            MAX_SECRET_INPUT_LEN, RegistrationMac, hash_password, login_user, new_access_token,
-            new_device_id, new_localpart, validate_new_localpart, verify_password,
+            MAX_SECRET_INPUT_LEN, RegistrationMac, login_user, new_access_token, new_device_id,
+            new_localpart, validate_new_localpart,
         },
         rooms::set_displayname,
     },
     error::ApiError,
-    http::{MatrixJson, auth::Requester},
+    http::{MatrixJson, auth::Requester, extract::ClientIp},
     presence::now_ms,
     query::form_urlencoded_get,
 };
@@ -77,6 +77,14 @@ pub(super) fn routes() -> Router<App> {
     router
 }
 
+/// Who asks for an account: a client at an address (`rc_registration` applies), or the
+/// holder of the shared secret (not limited, as in the reference).
+#[derive(Clone, Copy)]
+enum Registrant {
+    Client(Option<std::net::IpAddr>),
+    SharedSecret,
+}
+
 /// Creates the account (its password hashed), records its display name, or fails with
 /// 400 `M_USER_IN_USE` when the ID is taken.
 async fn create_account(
@@ -85,15 +93,18 @@ async fn create_account(
     password: Option<String>,
     admin: bool,
     displayname: Option<&str>,
+    registrant: Registrant,
 ) -> Result<(), ApiError> {
     // Checked first so a taken name does not cost a password hash.
     if state.store()?.user_exists(user).await? {
         return Err(ApiError::user_in_use("User ID already taken."));
     }
+    if let Registrant::Client(client) = registrant {
+        state.limits().registration(client)?;
+    }
     let mut new = NewUser::new(user.clone(), now_ms()).with_admin(admin);
     if let Some(password) = password {
-        new = new
-            .with_password_hash(hash_password(state.config().password_hash_cost, password).await?);
+        new = new.with_password_hash(state.passwords().hash(password).await?);
     }
     match state.store()?.create_user(new).await {
         Ok(()) => {}
@@ -234,7 +245,15 @@ async fn register_with_shared_secret(
         return Err(ApiError::unknown("unrecognised nonce"));
     }
     let user = validate_new_localpart(&username.to_lowercase(), &state.config().server_name)?;
-    create_account(&state, &user, Some(password.to_owned()), admin, displayname).await?;
+    create_account(
+        &state,
+        &user,
+        Some(password.to_owned()),
+        admin,
+        displayname,
+        Registrant::SharedSecret,
+    )
+    .await?;
     let session = if body.get("inhibit_login").and_then(Value::as_bool) == Some(true) {
         None
     } else {
@@ -274,9 +293,12 @@ fn auth_flows(session: &str) -> Response {
 /// `POST /register`: open registration, when enabled, behind the `m.login.dummy` stage.
 async fn register(
     State(state): State<App>,
+    ClientIp(client): ClientIp,
     RawQuery(query): RawQuery,
     MatrixJson(body): MatrixJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
+    // Checked on every step of the flow, counted when the account is created.
+    state.limits().registration_may_start(client)?;
     let query = query.unwrap_or_default();
     match form_urlencoded_get(&query, "kind").as_deref() {
         None | Some("user") => {}
@@ -325,7 +347,15 @@ async fn register(
         Some(u) => u,
         None => UserId::from_parts(&new_localpart()?, &server).map_err(ApiError::internal)?,
     };
-    create_account(&state, &user, Some(password), false, None).await?;
+    create_account(
+        &state,
+        &user,
+        Some(password),
+        false,
+        None,
+        Registrant::Client(client),
+    )
+    .await?;
     if let Some(session) = &auth.session {
         state.pending_auth().close_session(session, now);
     }
@@ -383,11 +413,13 @@ struct Identifier {
     user: Option<String>,
 }
 
-/// `POST /login` with a password.
+/// `POST /login` with a password, limited by `rc_login` (see [`crate::app::limits`]).
 async fn login(
     State(state): State<App>,
+    ClientIp(client): ClientIp,
     MatrixJson(body): MatrixJson<LoginBody>,
 ) -> Result<Json<Value>, ApiError> {
+    state.limits().login_attempt(client)?;
     if body.kind != PASSWORD_LOGIN || !state.config().password_config.enabled {
         return Err(ApiError::unknown("Unknown login type"));
     }
@@ -401,17 +433,34 @@ async fn login(
         .password
         .ok_or_else(|| ApiError::bad_json("Missing parameter: password"))?;
     let device = device_param(body.device_id)?;
-    let bad = || ApiError::forbidden(BAD_LOGIN);
-    let user = login_user(&name, &state.config().server_name).ok_or_else(bad)?;
-    let hash = state
-        .store()?
-        .get_user(&user)
-        .await?
-        .and_then(|u| u.password_hash)
-        .ok_or_else(bad)?;
-    if !verify_password(hash, password).await? {
-        return Err(bad());
-    }
+    let server = &state.config().server_name;
+    // The reference keys the failed-attempt limit by the qualified ID as named.
+    let named = if name.starts_with('@') {
+        name.clone()
+    } else {
+        format!("@{name}:{}", server.as_str())
+    };
+    state.limits().login_may_try(&named)?;
+    let user = login_user(&name, server);
+    let hash = match &user {
+        Some(user) => state
+            .store()?
+            .get_user(user)
+            .await?
+            .and_then(|u| u.password_hash),
+        None => None,
+    };
+    // A user who does not exist (or has no password) costs the same hash check as one who
+    // does, so neither the answer nor its timing tells them apart.
+    let verified = state.passwords().verify(hash, password).await?;
+    let user = match user {
+        Some(user) if verified => user,
+        _ => {
+            state.limits().login_failed(&named);
+            return Err(ApiError::forbidden(BAD_LOGIN));
+        }
+    };
+    state.limits().login_succeeded(&user)?;
     let session = log_in_device(&state, &user, device, body.initial_device_display_name).await?;
     tracing::info!(user = %user, device = %session.0, "Logged in.");
     Ok(Json(session_body(&state, &user, Some(session))))
