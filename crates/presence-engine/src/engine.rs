@@ -487,15 +487,25 @@ impl Engine {
                 device,
                 state,
                 status_msg,
-            } if tracks => self.set_state(
-                now,
-                user,
-                device.as_ref(),
-                state,
-                Some(status_msg),
-                false,
-                batch,
-            ),
+            } if tracks => {
+                // An explicit change replaces the stand-in device restored at startup: left
+                // there, its old state would outrank what the user now says (`online` over
+                // a new `unavailable`). The reference keeps devices in memory only, so after
+                // a restart it combines only what was set since. Syncs leave the stand-in
+                // alone, as the reference's restored state is left alone by them.
+                if let Some(devices) = self.devices.get_mut(&user) {
+                    devices.retain(|d| !d.restored);
+                }
+                self.set_state(
+                    now,
+                    user,
+                    device.as_ref(),
+                    state,
+                    Some(status_msg),
+                    false,
+                    batch,
+                );
+            }
             // A sync with `set_presence=offline` does not affect presence at all.
             Input::SyncStarted {
                 user,
@@ -975,6 +985,7 @@ impl Engine {
                             last_active_ts: rec.last_active_ts,
                             last_sync_ts: rec.last_user_sync_ts,
                             syncing: 0,
+                            restored: true,
                         };
                         self.devices.insert(u, vec![dev]);
                     }

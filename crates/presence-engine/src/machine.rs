@@ -41,6 +41,9 @@ pub struct Device {
     pub last_sync_ts: Millis,
     /// Syncs of this device in flight.
     pub syncing: u32,
+    /// The pseudo-device restored at startup: it stands in for the devices the user had
+    /// before the restart until one of the user's devices reports.
+    pub restored: bool,
 }
 
 impl Device {
@@ -52,6 +55,7 @@ impl Device {
             last_active_ts: 0,
             last_sync_ts: 0,
             syncing: 0,
+            restored: false,
         }
     }
 }

@@ -26,6 +26,7 @@ fn device(state: PresenceState, last_active: Millis, last_sync: Millis, syncing:
         last_active_ts: last_active,
         last_sync_ts: last_sync,
         syncing: u32::from(syncing),
+        restored: false,
     }]
 }
 

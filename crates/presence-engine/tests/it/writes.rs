@@ -245,6 +245,21 @@ fn restart_restores_positions_and_reads_continue() {
     assert_eq!(h2.get("alice").status_msg.as_deref(), Some("hi"));
 }
 
+/// Found by the soak benchmark: after a restart, the device standing in for the user's
+/// devices from before it kept its restored `online` and outranked the user's own
+/// `PUT unavailable`, which was acknowledged and then not shown.
+#[test]
+fn put_after_restart_is_not_outranked_by_the_restored_device() {
+    let mut h = H::new();
+    let rows = h.put("alice", Online, Some("before")).persist.clone();
+    let mut h2 = H::new();
+    h2.e.restore(h2.now, rows, vec![]);
+    h2.put("alice", Unavailable, Some("after"));
+    let alice = h2.get("alice");
+    assert_eq!(alice.state, Unavailable);
+    assert_eq!(alice.status_msg.as_deref(), Some("after"));
+}
+
 #[test]
 fn disabled_mode_flushes_stale_states_at_startup() {
     let mut h = H::mode(presence_engine::PresenceMode::Disabled);
