@@ -7,6 +7,8 @@
 //! - [`baseline`]: the simplest fan-out loops over the same rooms, to put the engine's figures
 //!   in proportion.
 //! - [`heap`]: the counting allocator the memory figure comes from.
+//! - [`soak_bench`]: the real server for a long time under mixed load with restarts: memory
+//!   over time and no acknowledged update lost.
 //! - [`http_bench`]: the end-to-end load generator over the Matrix client-server API, for
 //!   Presenced and the reference homeserver alike.
 //!
@@ -18,6 +20,7 @@ pub mod engine_bench;
 pub mod heap;
 pub mod http_bench;
 pub mod rng;
+pub mod soak_bench;
 pub mod world;
 pub mod writer_bench;
 

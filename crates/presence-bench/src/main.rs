@@ -6,6 +6,9 @@
 //! `presence-bench http --base-url URL --shared-secret S --users N ...` loads a running
 //! homeserver over the client-server API; see `presence_bench::http_bench`.
 //!
+//! `presence-bench soak --server-bin PATH [--duration 20m]` runs the real server under mixed
+//! load with restarts; see `presence_bench::soak_bench`.
+//!
 //! `presence-bench writer --replication-url URL ...` loads the presence writer of a Synapse
 //! deployment; see `presence_bench::writer_bench` and `scripts/bench-synapse-writer.sh`.
 
@@ -16,6 +19,7 @@ use presence_bench::{
     engine_bench::{self, EngineArgs},
     heap::{self, CountingAlloc},
     http_bench::{self, HttpArgs},
+    soak_bench::{self, SoakArgs},
     writer_bench::{self, WriterArgs},
 };
 
@@ -40,6 +44,9 @@ enum Command {
     /// Load the presence writer of a Synapse deployment: `presence_set_state` throughput and
     /// latency, and the time from a `PUT` on a sync worker to a room-mate's `/sync` there.
     Writer(WriterArgs),
+    /// Run the real `presenced` under mixed load with periodic restarts (SIGTERM and SIGKILL
+    /// in turn): its memory over time, and no acknowledged presence update lost.
+    Soak(SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
         }
         Command::Http(args) => http_bench::main(args, &mut std::io::stdout()),
         Command::Writer(args) => writer_bench::main(args, &mut std::io::stdout()),
+        Command::Soak(args) => soak_bench::main(args, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -212,6 +212,61 @@ impl Matrix {
     }
 }
 
+impl Matrix {
+    /// Sets `user_id`'s presence once (no retry: the caller must know whether this exact
+    /// request was acknowledged).
+    pub async fn put_presence(
+        &self,
+        session: &Session,
+        presence: &str,
+        status_msg: &str,
+    ) -> Result<(), BenchError> {
+        let body = json!({"presence": presence, "status_msg": status_msg});
+        self.call(
+            reqwest::Method::PUT,
+            &presence_path(&session.user_id),
+            Some(&session.access_token),
+            Some(&body),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Reads `user_id`'s presence as `session` sees it.
+    pub async fn get_presence(
+        &self,
+        session: &Session,
+        user_id: &str,
+    ) -> Result<Value, BenchError> {
+        let bytes = self
+            .call(
+                reqwest::Method::GET,
+                &presence_path(user_id),
+                Some(&session.access_token),
+                None,
+                Duration::from_secs(30),
+            )
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| BenchError::Http(format!("presence: bad JSON: {e}")))
+    }
+
+    /// One `GET` of `path` (no retry), for `/sync` long polls; `wait` bounds the request.
+    pub async fn get(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        wait: Duration,
+    ) -> Result<Value, BenchError> {
+        let bytes = self
+            .call(reqwest::Method::GET, path, token, None, wait)
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| BenchError::Http(format!("{path}: bad JSON: {e}")))
+    }
+}
+
 /// The error of a non-2xx answer: its Matrix `errcode` and `error` when the body has them.
 pub fn matrix_error(status: u16, bytes: &[u8]) -> BenchError {
     let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
