@@ -72,6 +72,9 @@ mod clock;
 mod config;
 mod error;
 mod federation;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod https;
 pub mod inbound;
 pub mod keys;

@@ -11,6 +11,9 @@
 //! See `docs/module-authors.md` for a guide and the reference contract this implements.
 
 mod batch;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod module_api;
 mod registry;

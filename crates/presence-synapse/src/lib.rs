@@ -16,6 +16,9 @@
 
 pub mod command;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 pub mod pg;
 pub mod replication;

@@ -18,6 +18,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod federation;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod notify;

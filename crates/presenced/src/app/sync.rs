@@ -85,7 +85,7 @@ pub(crate) struct SyncFilter {
 
 impl SyncFilter {
     /// Bytes this filter holds (itself and its lists), for the cache's budget.
-    fn heap_size(&self) -> usize {
+    pub(crate) fn heap_size(&self) -> usize {
         let p = &self.presence;
         std::mem::size_of::<Self>()
             + [
@@ -208,7 +208,7 @@ impl PresenceFilter {
     }
 
     /// Whether presence events are wanted at all.
-    fn wants_presence(&self) -> bool {
+    pub(crate) fn wants_presence(&self) -> bool {
         let ty = "m.presence";
         !self.not_types.iter().any(|p| glob(p, ty))
             && self
@@ -217,7 +217,7 @@ impl PresenceFilter {
                 .is_none_or(|ts| ts.iter().any(|p| glob(p, ty)))
     }
 
-    fn keeps(&self, sender: &UserId) -> bool {
+    pub(crate) fn keeps(&self, sender: &UserId) -> bool {
         let s = sender.as_str();
         !self.not_senders.iter().any(|x| x == s)
             && self
@@ -554,8 +554,8 @@ impl App {
         // The reference's answers (`synapse/rest/client/sync.py`, `SyncRestServlet.on_GET`):
         // 400 M_NOT_JSON for an inline definition that does not parse, 400 M_INVALID_PARAM
         // for a filter ID that names no filter of this user.
-        let definition: Value = if raw.trim_start().starts_with('{') {
-            serde_json::from_str(&raw).map_err(|_| ApiError::not_json("Invalid filter JSON"))?
+        let definition: Value = if let Some(inline) = inline_definition(&raw) {
+            inline?
         } else {
             let stored = self
                 .store()?
@@ -568,6 +568,14 @@ impl App {
         self.sync_filters().insert(user, encoded, filter.clone());
         Ok(filter)
     }
+}
+
+/// An inline filter definition (`filter={...}`, already decoded) as JSON; `None` when `raw`
+/// is a filter ID.
+pub(crate) fn inline_definition(raw: &str) -> Option<Result<Value, ApiError>> {
+    raw.trim_start()
+        .starts_with('{')
+        .then(|| serde_json::from_str(raw).map_err(|_| ApiError::not_json("Invalid filter JSON")))
 }
 
 /// Ends the presence-affecting part of a sync when the request finishes or is dropped.

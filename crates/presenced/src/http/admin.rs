@@ -33,7 +33,7 @@ pub(super) fn routes() -> Router<App> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendBody {
+pub(crate) struct SendBody {
     users: Vec<UserId>,
 }
 

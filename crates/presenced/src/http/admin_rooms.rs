@@ -25,7 +25,7 @@ pub(super) fn routes() -> Router<App> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MembershipBody {
+pub(crate) struct MembershipBody {
     membership: String,
 }
 

@@ -8,13 +8,13 @@
 //! [`app`] builds the router with every resource, so tests can drive it in-process.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/#web-browser-clients>.
 
-mod admin;
-mod admin_rooms;
+pub(crate) mod admin;
+pub(crate) mod admin_rooms;
 pub mod auth;
-mod client;
+pub(crate) mod client;
 mod extract;
 mod json;
-mod replication;
+pub(crate) mod replication;
 mod response;
 
 use axum::{

@@ -102,7 +102,7 @@ fn device(raw: Option<String>) -> Result<Option<DeviceId>, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct SetStateBody {
+pub(crate) struct SetStateBody {
     #[serde(default)]
     device_id: Option<String>,
     state: Map,
@@ -146,7 +146,7 @@ async fn presence_set_state(
 }
 
 #[derive(Deserialize)]
-struct BumpBody {
+pub(crate) struct BumpBody {
     #[serde(default)]
     device_id: Option<String>,
 }
@@ -217,7 +217,7 @@ async fn get_repl_stream_updates(
 }
 
 #[derive(Deserialize)]
-struct EduBody {
+pub(crate) struct EduBody {
     origin: String,
     content: EduContent,
 }

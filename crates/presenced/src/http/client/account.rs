@@ -263,7 +263,7 @@ async fn register_with_shared_secret(
 }
 
 #[derive(Deserialize)]
-struct RegisterBody {
+pub(crate) struct RegisterBody {
     username: Option<String>,
     password: Option<String>,
     device_id: Option<String>,
@@ -395,7 +395,7 @@ async fn get_login_flows(State(state): State<App>) -> Json<Value> {
 }
 
 #[derive(Deserialize)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     #[serde(rename = "type")]
     kind: String,
     identifier: Option<Identifier>,

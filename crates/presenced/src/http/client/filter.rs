@@ -52,7 +52,7 @@ fn own_user(raw: &str, auth: &Requester, action: &'static str) -> Result<UserId,
 }
 
 /// Checks the shape of a filter definition.
-fn validate(filter: &Map<String, Value>) -> Result<(), ApiError> {
+pub(crate) fn validate(filter: &Map<String, Value>) -> Result<(), ApiError> {
     for section in OBJECT_SECTIONS {
         if let Some(v) = filter.get(section)
             && !v.is_object()

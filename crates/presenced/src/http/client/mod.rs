@@ -1,15 +1,15 @@
 //! The client-server API (`/_matrix/client`): one file per group of endpoints.
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/>.
 
-mod account;
+pub(crate) mod account;
 mod body;
 mod capabilities;
-mod filter;
+pub(crate) mod filter;
 mod presence;
 mod profile;
 mod push_rules;
-mod rooms;
-mod sync;
+pub(crate) mod rooms;
+pub(crate) mod sync;
 mod versions;
 
 use axum::{Router, routing::get};

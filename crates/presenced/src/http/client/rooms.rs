@@ -68,7 +68,7 @@ pub(super) fn routes() -> Router<App> {
 }
 
 #[derive(Deserialize)]
-struct CreateRoomBody {
+pub(crate) struct CreateRoomBody {
     visibility: Option<String>,
     room_alias_name: Option<String>,
     name: Option<String>,
@@ -180,7 +180,7 @@ async fn join_by_id(
 }
 
 #[derive(Deserialize)]
-struct InviteBody {
+pub(crate) struct InviteBody {
     user_id: UserId,
 }
 

@@ -28,7 +28,7 @@ use crate::{
 /// The paths (current and legacy versions).
 pub(super) const PATHS: [&str; 2] = ["/_matrix/client/v3/sync", "/_matrix/client/r0/sync"];
 
-fn parse_query(raw: Option<&str>) -> Result<SyncRequest<'_>, ApiError> {
+pub(crate) fn parse_query(raw: Option<&str>) -> Result<SyncRequest<'_>, ApiError> {
     let raw = raw.unwrap_or("");
     let get = |k| form_urlencoded_raw(raw, k).map(percent_decode);
     let since = match get("since") {
