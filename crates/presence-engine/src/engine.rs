@@ -304,6 +304,15 @@ impl Engine {
         false
     }
 
+    /// Whether server `s` is in a room of `u` other than `room` (one that shares presence),
+    /// so it already receives `u`'s presence.
+    fn shares_other_room(&self, u: UserIdx, s: u32, room: u32) -> bool {
+        self.users.rooms(u).iter().any(|&(other, _)| {
+            let other_room = self.rooms.room(other);
+            other != room && !other_room.excluded && other_room.has_server(s)
+        })
+    }
+
     /// Records a membership loaded from storage at startup: no stream position, no effects.
     pub fn restore_membership(&mut self, room: &RoomId, user: &UserId) {
         let r = self.intern_room(room);
@@ -351,6 +360,8 @@ impl Engine {
                     .iter()
                     .copied()
                     .filter(|&m| self.users.is_local(m))
+                    // A member the server already sees through another room is no news.
+                    .filter(|&m| !self.shares_other_room(m, remote, r))
                     .filter(|&m| {
                         let rec = self.users.record(m);
                         rec.state != PresenceState::Offline
@@ -369,6 +380,9 @@ impl Engine {
             None => {
                 let state = self.users.state(u);
                 for &(s, _) in &self.rooms.room(r).servers {
+                    if self.shares_other_room(u, s, r) {
+                        continue;
+                    }
                     effects
                         .federation
                         .push((self.servers.resolve(s).clone(), vec![state.clone()]));
@@ -799,7 +813,12 @@ impl Engine {
         }
         self.stream.maybe_compact(self.users.len());
         applied.wake = self.wake_for(&notified);
-        applied.federation = self.room_destinations(&notified, &pinged);
+        let changed: &[(StreamPos, UserIdx)] = if self.config.federate_room_changes {
+            &notified
+        } else {
+            &[]
+        };
+        applied.federation = self.room_destinations(changed, &pinged);
         if !notified.is_empty() {
             let states = notified.iter().map(|&(_, u)| self.users.state(u)).collect();
             applied.batch = Some(StateBatch::new(states));

@@ -377,3 +377,29 @@ fn a_revert_keeps_a_later_change_of_the_same_user() {
     let _ = h.e.finish(reverted, &Default::default());
     assert_eq!(h.get("alice"), later);
 }
+
+/// A join sends presence only where it is news: a server that already shares another room
+/// with the user (or with a member) gets nothing more (the reference sends to every server of
+/// the room again, `_handle_state_delta`).
+#[test]
+fn joins_skip_servers_that_already_share_a_room_with_the_user() {
+    let mut h = H::new();
+    h.put("test", Online, None);
+    h.put("carol", Online, None);
+    h.join("first", "test");
+    h.join("first", "alice:server2");
+    h.join("second", "carol");
+    h.join("second", "bob:server3");
+    h.join("second", "alice:server2");
+
+    // test joins "second": server2 already sees test through "first", server3 does not.
+    let fx = h.join("second", "test");
+    assert_eq!(
+        servers(&fx),
+        vec![("server3".to_owned(), vec!["test".to_owned()])]
+    );
+
+    // server3 joins "first": test is already shared with it through "second".
+    let fx = h.join("first", "dave:server3");
+    assert_eq!(servers(&fx), Vec::<(String, Vec<String>)>::new());
+}
