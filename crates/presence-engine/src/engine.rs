@@ -111,6 +111,9 @@ pub struct RemotePresence {
 pub struct Applied {
     batch: Option<StateBatch>,
     notified: Vec<(StreamPos, UserIdx)>,
+    /// Pinged (unchanged, re-announced) users; their states follow the notified ones in
+    /// `batch`, so routers name remote recipients for pings too.
+    pinged: Vec<UserIdx>,
     wake: Vec<UserIdx>,
     /// Remote server index → local users whose states it gets.
     federation: Vec<(u32, Vec<UserIdx>)>,
@@ -145,8 +148,8 @@ impl Undo {
 }
 
 impl Applied {
-    /// The notified states, to be passed once through the routers' `get_users_for_states`.
-    /// `None` when nothing was notified.
+    /// The notified states, then the pinged ones, to be passed once through the routers'
+    /// `get_users_for_states`. `None` when nothing was notified or pinged.
     pub fn batch(&self) -> Option<&StateBatch> {
         self.batch.as_ref()
     }
@@ -819,11 +822,17 @@ impl Engine {
             &[]
         };
         applied.federation = self.room_destinations(changed, &pinged);
-        if !notified.is_empty() {
-            let states = notified.iter().map(|&(_, u)| self.users.state(u)).collect();
+        if !notified.is_empty() || !pinged.is_empty() {
+            let states = notified
+                .iter()
+                .map(|&(_, u)| u)
+                .chain(pinged.iter().copied())
+                .map(|u| self.users.state(u))
+                .collect();
             applied.batch = Some(StateBatch::new(states));
         }
         applied.notified = notified;
+        applied.pinged = pinged;
         applied
     }
 
@@ -901,16 +910,25 @@ impl Engine {
                 if !set.batch().same_batch(batch) || set.is_empty() {
                     continue;
                 }
+                let changed = applied.notified.len();
                 if recipient.is_on(&self.config.server_name) {
-                    if let Some(r) = self.users.get(recipient) {
+                    // A ping is news to nobody local: only changes wake.
+                    if set.indices().any(|i| i < changed)
+                        && let Some(r) = self.users.get(recipient)
+                    {
                         self.users.wake(r, &mut effects.wake);
                     }
                 } else {
                     let s = self.servers.intern(&recipient.server_name()).0;
                     let entry = by_server.entry(s).or_default();
                     for i in set.indices() {
-                        let u = applied.notified[i].1;
-                        if self.users.is_local(u) {
+                        let u = match applied.notified.get(i) {
+                            Some(&(_, u)) => Some(u),
+                            None => applied.pinged.get(i - changed).copied(),
+                        };
+                        if let Some(u) = u
+                            && self.users.is_local(u)
+                        {
                             entry.push(u);
                         }
                     }

@@ -165,7 +165,10 @@ mod tests {
             .unwrap();
         assert_eq!(id, 1);
         assert_eq!(rows.len(), 4, "two servers (deduplicated) times two users");
-        assert_eq!(rows[0], PresenceFederationRow::new(s("a.org"), u("@x:here")));
+        assert_eq!(
+            rows[0],
+            PresenceFederationRow::new(s("a.org"), u("@x:here"))
+        );
         assert!(q.push(1_000, vec![], vec![u("@x:here")]).is_none());
         assert_eq!(q.current_token(), 1);
     }

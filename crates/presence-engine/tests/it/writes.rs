@@ -211,6 +211,31 @@ fn federation_ping_after_interval() {
     );
 }
 
+/// Keep-alive pings go where routers send the user's presence too: a remote watcher named by
+/// a router (sharing no room) is not left to time the user out after 30 minutes.
+#[test]
+fn federation_pings_reach_routed_remote_recipients_and_wake_nobody() {
+    let mut h = H::new();
+    h.example_router(&["watcher:far", "local_watcher"], &[]);
+    h.sync_start("alice", "d", Online);
+    let watcher = h.u("local_watcher");
+    h.e.set_listening(watcher, true);
+    h.log.clear();
+    h.advance(1_500_000 + 2_000);
+    let pinged = h.log.iter().any(|fx| {
+        fx.federation
+            .iter()
+            .any(|(s, st)| s.as_str() == "far" && st.iter().any(|x| x.user_id == uid("alice")))
+    });
+    assert!(pinged, "the routed remote server got no keep-alive");
+    let ping_woke = h
+        .log
+        .iter()
+        .filter(|fx| fx.persist.is_empty())
+        .any(|fx| fx.wake.contains(&watcher));
+    assert!(!ping_woke, "a ping woke a local recipient");
+}
+
 #[test]
 fn sync_bookkeeping_is_persisted_lazily_without_new_positions() {
     let mut h = H::new();

@@ -30,8 +30,8 @@ use presence_engine::StreamPos;
 use presence_router::{DeviceId, RoomId, ServerName, UserId, UserPresenceState};
 use presence_store::StoreError;
 use presence_synapse::{
-    EVENTS_STREAM, FederationQueue, FederationUpdates, PRESENCE_FEDERATION_STREAM,
-    PRESENCE_STREAM, PresenceFederationRow, SynapseDb,
+    EVENTS_STREAM, FederationQueue, FederationUpdates, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM,
+    PresenceFederationRow, SynapseDb,
     command::{Command, SyncState},
     pg::TokenLookup,
     replication::{Event, Publisher},
@@ -178,13 +178,14 @@ impl SynapseWriter {
         for (i, row) in rows.iter().enumerate() {
             let token = (i == last).then_some(id);
             let body = [row.destination.as_str(), row.user_id.as_str()];
-            let published = match Command::rdata(PRESENCE_FEDERATION_STREAM, &self.instance, token, &body) {
-                Ok(command) => self.publish(&command).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Could not encode a presence_federation row.");
-                    continue;
-                }
-            };
+            let published =
+                match Command::rdata(PRESENCE_FEDERATION_STREAM, &self.instance, token, &body) {
+                    Ok(command) => self.publish(&command).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not encode a presence_federation row.");
+                        continue;
+                    }
+                };
             if let Err(e) = published {
                 tracing::warn!(error = %e, "Could not queue a presence_federation row.");
             }
@@ -200,7 +201,12 @@ impl SynapseWriter {
         let federation = self.federation_published.load(Ordering::Acquire);
         for command in [
             Command::position(PRESENCE_STREAM, &self.instance, at, at),
-            Command::position(PRESENCE_FEDERATION_STREAM, &self.instance, federation, federation),
+            Command::position(
+                PRESENCE_FEDERATION_STREAM,
+                &self.instance,
+                federation,
+                federation,
+            ),
         ] {
             if let Err(e) = self.publish(&command).await {
                 tracing::warn!(error = %e, "Could not queue a POSITION.");
