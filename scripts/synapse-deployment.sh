@@ -385,6 +385,7 @@ write_configs() {
             "PRESENCED_WRITER_METRICS_PORT=$w_metrics" \
             "SYNAPSE_PYTHONPATH=$repo/crates/presence-python/tests/python:$repo/crates/presenced/tests/python" \
             "SYNAPSE_ROUTED_WATCHER=@routed-watcher:$server_name" \
+            "SYNAPSE_REMOTE_ROUTED_WATCHER=@far-watcher:remote.invalid" \
             "SYNAPSE_PG_HOST=$dir/pg/run" \
             "SYNAPSE_PG_PORT=$pg" \
             "SYNAPSE_PG_DB=synapse" \
@@ -440,12 +441,14 @@ instance_map:
 stream_writers:
   presence: $writer_name
 # The example presence router, loaded by every process (Synapse's and Presenced): the routed
-# watcher receives everyone's presence without sharing a room.
+# watchers receive everyone's presence without sharing a room (the remote one's server does
+# not exist: what Presenced asks Synapse's federation sender to send it is checked on the
+# presence_federation stream).
 presence:
   enabled: true
   presence_router:
     module: example_router.ExamplePresenceRouter
-    config: {always_send_to_users: ['$SYNAPSE_ROUTED_WATCHER'], blacklisted_users: []}
+    config: {always_send_to_users: ['$SYNAPSE_ROUTED_WATCHER', '@far-watcher:remote.invalid'], blacklisted_users: []}
 # A module of another kind, written against Synapse's internals: Synapse loads it, Presenced
 # skips it with a warning.
 modules:

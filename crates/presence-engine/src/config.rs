@@ -72,6 +72,10 @@ pub struct EngineConfig {
     pub max_remote_entries_per_edu: usize,
     /// Rooms whose members do not share presence through them.
     pub exclude_rooms_from_presence: Vec<Arc<str>>,
+    /// Whether local users' changes go to the servers sharing a room with them. Off where
+    /// another process sends those (beside Synapse, its federation sender); pings, joins and
+    /// routed recipients still produce federation effects.
+    pub federate_room_changes: bool,
 }
 
 impl EngineConfig {
@@ -85,6 +89,7 @@ impl EngineConfig {
             max_status_msg_len: 4096,
             max_remote_entries_per_edu: 1000,
             exclude_rooms_from_presence: Vec::new(),
+            federate_room_changes: true,
         }
     }
 }

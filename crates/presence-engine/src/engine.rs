@@ -111,6 +111,9 @@ pub struct RemotePresence {
 pub struct Applied {
     batch: Option<StateBatch>,
     notified: Vec<(StreamPos, UserIdx)>,
+    /// Pinged (unchanged, re-announced) users; their states follow the notified ones in
+    /// `batch`, so routers name remote recipients for pings too.
+    pinged: Vec<UserIdx>,
     wake: Vec<UserIdx>,
     /// Remote server index → local users whose states it gets.
     federation: Vec<(u32, Vec<UserIdx>)>,
@@ -145,8 +148,8 @@ impl Undo {
 }
 
 impl Applied {
-    /// The notified states, to be passed once through the routers' `get_users_for_states`.
-    /// `None` when nothing was notified.
+    /// The notified states, then the pinged ones, to be passed once through the routers'
+    /// `get_users_for_states`. `None` when nothing was notified or pinged.
     pub fn batch(&self) -> Option<&StateBatch> {
         self.batch.as_ref()
     }
@@ -304,6 +307,15 @@ impl Engine {
         false
     }
 
+    /// Whether server `s` is in a room of `u` other than `room` (one that shares presence),
+    /// so it already receives `u`'s presence.
+    fn shares_other_room(&self, u: UserIdx, s: u32, room: u32) -> bool {
+        self.users.rooms(u).iter().any(|&(other, _)| {
+            let other_room = self.rooms.room(other);
+            other != room && !other_room.excluded && other_room.has_server(s)
+        })
+    }
+
     /// Records a membership loaded from storage at startup: no stream position, no effects.
     pub fn restore_membership(&mut self, room: &RoomId, user: &UserId) {
         let r = self.intern_room(room);
@@ -351,6 +363,8 @@ impl Engine {
                     .iter()
                     .copied()
                     .filter(|&m| self.users.is_local(m))
+                    // A member the server already sees through another room is no news.
+                    .filter(|&m| !self.shares_other_room(m, remote, r))
                     .filter(|&m| {
                         let rec = self.users.record(m);
                         rec.state != PresenceState::Offline
@@ -369,6 +383,9 @@ impl Engine {
             None => {
                 let state = self.users.state(u);
                 for &(s, _) in &self.rooms.room(r).servers {
+                    if self.shares_other_room(u, s, r) {
+                        continue;
+                    }
                     effects
                         .federation
                         .push((self.servers.resolve(s).clone(), vec![state.clone()]));
@@ -809,12 +826,23 @@ impl Engine {
         }
         self.stream.maybe_compact(self.users.len());
         applied.wake = self.wake_for(&notified);
-        applied.federation = self.room_destinations(&notified, &pinged);
-        if !notified.is_empty() {
-            let states = notified.iter().map(|&(_, u)| self.users.state(u)).collect();
+        let changed: &[(StreamPos, UserIdx)] = if self.config.federate_room_changes {
+            &notified
+        } else {
+            &[]
+        };
+        applied.federation = self.room_destinations(changed, &pinged);
+        if !notified.is_empty() || !pinged.is_empty() {
+            let states = notified
+                .iter()
+                .map(|&(_, u)| u)
+                .chain(pinged.iter().copied())
+                .map(|u| self.users.state(u))
+                .collect();
             applied.batch = Some(StateBatch::new(states));
         }
         applied.notified = notified;
+        applied.pinged = pinged;
         applied
     }
 
@@ -892,16 +920,25 @@ impl Engine {
                 if !set.batch().same_batch(batch) || set.is_empty() {
                     continue;
                 }
+                let changed = applied.notified.len();
                 if recipient.is_on(&self.config.server_name) {
-                    if let Some(r) = self.users.get(recipient) {
+                    // A ping is news to nobody local: only changes wake.
+                    if set.indices().any(|i| i < changed)
+                        && let Some(r) = self.users.get(recipient)
+                    {
                         self.users.wake(r, &mut effects.wake);
                     }
                 } else {
                     let s = self.servers.intern(&recipient.server_name()).0;
                     let entry = by_server.entry(s).or_default();
                     for i in set.indices() {
-                        let u = applied.notified[i].1;
-                        if self.users.is_local(u) {
+                        let u = match applied.notified.get(i) {
+                            Some(&(_, u)) => Some(u),
+                            None => applied.pinged.get(i - changed).copied(),
+                        };
+                        if let Some(u) = u
+                            && self.users.is_local(u)
+                        {
                             entry.push(u);
                         }
                     }

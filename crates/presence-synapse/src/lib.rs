@@ -6,6 +6,7 @@
 //!   `events` streams.
 //! - [`pg`]: Synapse's own PostgreSQL tables (read, and `presence_stream` written), never
 //!   migrated by us.
+//! - [`federation_queue`]: the in-memory `presence_federation` stream the writer keeps.
 //! - [`replication`]: the Redis transport (one subscriber and one publisher connection).
 //! - `tls`: TLS to PostgreSQL with libpq's `sslmode` meanings (Redis's is the redis crate's).
 //!
@@ -16,6 +17,7 @@
 
 pub mod command;
 mod error;
+pub mod federation_queue;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,6 +29,7 @@ mod tls;
 
 pub use command::{Command, CommandError, SyncState};
 pub use error::Error;
+pub use federation_queue::{FederationQueue, FederationUpdates};
 pub use json::to_python_json;
 pub use pg::{
     PgHost, PgSettings, PresenceUpdates, SslMode, SynapseDb, TESTED_SCHEMA_VERSION, TokenInfo,

@@ -211,6 +211,31 @@ fn federation_ping_after_interval() {
     );
 }
 
+/// Keep-alive pings go where routers send the user's presence too: a remote watcher named by
+/// a router (sharing no room) is not left to time the user out after 30 minutes.
+#[test]
+fn federation_pings_reach_routed_remote_recipients_and_wake_nobody() {
+    let mut h = H::new();
+    h.example_router(&["watcher:far", "local_watcher"], &[]);
+    h.sync_start("alice", "d", Online);
+    let watcher = h.u("local_watcher");
+    h.e.set_listening(watcher, true);
+    h.log.clear();
+    h.advance(1_500_000 + 2_000);
+    let pinged = h.log.iter().any(|fx| {
+        fx.federation
+            .iter()
+            .any(|(s, st)| s.as_str() == "far" && st.iter().any(|x| x.user_id == uid("alice")))
+    });
+    assert!(pinged, "the routed remote server got no keep-alive");
+    let ping_woke = h
+        .log
+        .iter()
+        .filter(|fx| fx.persist.is_empty())
+        .any(|fx| fx.wake.contains(&watcher));
+    assert!(!ping_woke, "a ping woke a local recipient");
+}
+
 #[test]
 fn sync_bookkeeping_is_persisted_lazily_without_new_positions() {
     let mut h = H::new();
@@ -391,4 +416,30 @@ fn a_revert_keeps_a_later_change_of_the_same_user() {
     assert!(reverted.batch().is_none(), "nothing to put back");
     let _ = h.e.finish(reverted, &Default::default());
     assert_eq!(h.get("alice"), later);
+}
+
+/// A join sends presence only where it is news: a server that already shares another room
+/// with the user (or with a member) gets nothing more (the reference sends to every server of
+/// the room again, `_handle_state_delta`).
+#[test]
+fn joins_skip_servers_that_already_share_a_room_with_the_user() {
+    let mut h = H::new();
+    h.put("test", Online, None);
+    h.put("carol", Online, None);
+    h.join("first", "test");
+    h.join("first", "alice:server2");
+    h.join("second", "carol");
+    h.join("second", "bob:server3");
+    h.join("second", "alice:server2");
+
+    // test joins "second": server2 already sees test through "first", server3 does not.
+    let fx = h.join("second", "test");
+    assert_eq!(
+        servers(&fx),
+        vec![("server3".to_owned(), vec!["test".to_owned()])]
+    );
+
+    // server3 joins "first": test is already shared with it through "second".
+    let fx = h.join("first", "dave:server3");
+    assert_eq!(servers(&fx), Vec::<(String, Vec<String>)>::new());
 }

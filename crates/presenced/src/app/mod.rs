@@ -284,6 +284,11 @@ impl App {
         let presence = PresenceService::new(engine, routers.set, persistence, Notifier::default());
         // Connected before the restore, so restored changes reach remote servers too.
         let federation = crate::federation::start(&config, &presence, federation_shutdown).await?;
+        if let Some(writer) = &writer {
+            presence.set_federation(Arc::new(crate::app::synapse::WriterFederation(
+                writer.clone(),
+            )));
+        }
         presence.restore().await.map_err(StartError::Restore)?;
         let rc = config.rc_presence.per_user;
         let access_tokens: Arc<dyn AccessTokens> = match (&store, &writer) {
@@ -499,6 +504,8 @@ fn engine_config(config: &Config) -> EngineConfig {
         federation_ping_interval: ms(p.federation_ping_interval),
     };
     e.include_offline_users_on_sync = p.include_offline_users_on_sync;
+    // Beside Synapse, its federation sender sends changes to the rooms' servers itself.
+    e.federate_room_changes = config.writer.is_none();
     e.max_status_msg_len = config.max_status_msg_length;
     e.exclude_rooms_from_presence = config
         .exclude_rooms_from_presence

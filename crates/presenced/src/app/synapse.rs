@@ -27,10 +27,11 @@ use std::{
 
 use async_trait::async_trait;
 use presence_engine::StreamPos;
-use presence_router::{DeviceId, RoomId, UserId, UserPresenceState};
+use presence_router::{DeviceId, RoomId, ServerName, UserId, UserPresenceState};
 use presence_store::StoreError;
 use presence_synapse::{
-    EVENTS_STREAM, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM, SynapseDb,
+    EVENTS_STREAM, FederationQueue, FederationUpdates, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM,
+    PresenceFederationRow, SynapseDb,
     command::{Command, SyncState},
     pg::TokenLookup,
     replication::{Event, Publisher},
@@ -70,7 +71,18 @@ pub struct SynapseWriter {
     /// The engine's memberships may have missed changes (a lost connection, a failed read):
     /// they are compared with `current_state_events` at the next check.
     membership_stale: AtomicBool,
+    /// The `presence_federation` stream (ad-hoc sends for Synapse's federation sender).
+    federation: Mutex<FederationQueue>,
+    /// Entries added to `federation`, to be published in order by the replication loop.
+    federation_out: mpsc::UnboundedSender<FederationEntry>,
+    federation_rx: Mutex<Option<mpsc::UnboundedReceiver<FederationEntry>>>,
+    /// The last `presence_federation` token published (what POSITION announces: a receiver
+    /// told of a token before its rows would drop them).
+    federation_published: AtomicU64,
 }
+
+/// One `presence_federation` entry: its token and rows.
+type FederationEntry = (u64, Vec<PresenceFederationRow>);
 
 #[derive(Default)]
 struct ProcessSyncs {
@@ -82,7 +94,12 @@ impl SynapseWriter {
     /// Connects the writer: `position` is where the presence stream stands (from the
     /// sequence).
     pub fn new(instance: String, db: SynapseDb, publisher: Publisher, position: u64) -> Self {
+        let (federation_out, federation_rx) = mpsc::unbounded_channel();
         Self {
+            federation: Mutex::new(FederationQueue::new()),
+            federation_out,
+            federation_rx: Mutex::new(Some(federation_rx)),
+            federation_published: AtomicU64::new(0),
             instance,
             db,
             publisher,
@@ -137,14 +154,59 @@ impl SynapseWriter {
         Ok(())
     }
 
-    /// Publishes both streams' positions (on connection and on `REPLICATE`). The
-    /// `presence_federation` stream has no history yet: it stands at 0.
+    /// Queues an ad-hoc send: each of `users`' presence to each of `destinations`, as one
+    /// `presence_federation` entry. Never blocks; the replication loop publishes it.
+    pub fn send_presence_to(&self, destinations: Vec<ServerName>, users: Vec<UserId>) {
+        let now = crate::presence::now_ms();
+        let entry = lock(&self.federation).push(now, destinations, users);
+        if let Some(entry) = entry {
+            // The receiver lives as long as the replication loop; after it, nothing is sent.
+            let _ = self.federation_out.send(entry);
+        }
+    }
+
+    /// `presence_federation` rows with `from < token <= upto`, for `get_repl_stream_updates`.
+    pub fn federation_updates(&self, from: u64, upto: u64, limit: usize) -> FederationUpdates {
+        let upto = upto.min(self.federation_published.load(Ordering::Acquire));
+        lock(&self.federation).updates(from, upto, limit)
+    }
+
+    /// Publishes one `presence_federation` entry: all rows but the last as `batch`, the last
+    /// with the token.
+    async fn publish_federation(&self, (id, rows): FederationEntry) {
+        let last = rows.len().saturating_sub(1);
+        for (i, row) in rows.iter().enumerate() {
+            let token = (i == last).then_some(id);
+            let body = [row.destination.as_str(), row.user_id.as_str()];
+            let published =
+                match Command::rdata(PRESENCE_FEDERATION_STREAM, &self.instance, token, &body) {
+                    Ok(command) => self.publish(&command).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not encode a presence_federation row.");
+                        continue;
+                    }
+                };
+            if let Err(e) = published {
+                tracing::warn!(error = %e, "Could not queue a presence_federation row.");
+            }
+        }
+        crate::metrics::replication_rdata_out(rows.len() as u64);
+        self.federation_published.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// Publishes both streams' positions (on connection and on `REPLICATE`).
     async fn announce_positions(&self) {
         let _serial = self.persist.lock().await;
         let at = self.position();
+        let federation = self.federation_published.load(Ordering::Acquire);
         for command in [
             Command::position(PRESENCE_STREAM, &self.instance, at, at),
-            Command::position(PRESENCE_FEDERATION_STREAM, &self.instance, 0, 0),
+            Command::position(
+                PRESENCE_FEDERATION_STREAM,
+                &self.instance,
+                federation,
+                federation,
+            ),
         ] {
             if let Err(e) = self.publish(&command).await {
                 tracing::warn!(error = %e, "Could not queue a POSITION.");
@@ -176,6 +238,19 @@ impl SynapseWriter {
             crate::metrics::replication_rdata_out(1);
         }
         Ok(())
+    }
+}
+
+/// The presence service's federation output beside Synapse: Synapse's federation sender sends
+/// ordinary changes to the rooms' servers itself, so what reaches here (keep-alive pings,
+/// presence for newly joined servers and users, routed remote recipients, module calls) goes
+/// to it as `presence_federation` entries.
+pub struct WriterFederation(pub Arc<SynapseWriter>);
+
+impl crate::presence::FederationSender for WriterFederation {
+    fn enqueue(&self, destination: ServerName, states: Vec<UserPresenceState>) {
+        let users = states.into_iter().map(|s| s.user_id).collect();
+        self.0.send_presence_to(vec![destination], users);
     }
 }
 
@@ -356,9 +431,17 @@ pub async fn run_replication(
     shutdown: CancellationToken,
 ) {
     let mut expiry = tokio::time::interval(EXPIRY_CHECK);
+    let Some(mut federation) = lock(&writer.federation_rx).take() else {
+        tracing::error!("The replication loop was started twice.");
+        return;
+    };
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => return,
+            Some(entry) = federation.recv() => {
+                writer.publish_federation(entry).await;
+                continue;
+            }
             _ = expiry.tick() => {
                 expire_processes(&app, &writer).await;
                 if writer.membership_stale.swap(false, Ordering::AcqRel) {

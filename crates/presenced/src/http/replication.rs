@@ -206,12 +206,19 @@ async fn get_repl_stream_updates(
                 "limited": page.limited,
             })))
         }
-        // No ad-hoc federation sends yet: the stream has no history.
-        PRESENCE_FEDERATION_STREAM => Ok(Json(json!({
-            "updates": [],
-            "upto_token": upto,
-            "limited": false,
-        }))),
+        PRESENCE_FEDERATION_STREAM => {
+            let page = writer(&app)?.federation_updates(from, upto, UPDATES_PAGE);
+            let updates: Vec<Value> = page
+                .updates
+                .iter()
+                .map(|(id, row)| json!([id, [row.destination.as_str(), row.user_id.as_str()]]))
+                .collect();
+            Ok(Json(json!({
+                "updates": updates,
+                "upto_token": page.upto_token,
+                "limited": page.limited,
+            })))
+        }
         other => Err(ApiError::not_found(format!("Unknown stream {other:?}"))),
     }
 }

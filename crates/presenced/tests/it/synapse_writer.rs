@@ -1299,6 +1299,55 @@ async fn the_example_router_routes_presence_to_a_user_who_shares_no_room() {
     s.finish().await;
 }
 
+/// A remote user a router names shares no room with anyone, so Synapse's federation sender
+/// cannot find its server from the `presence` rows: Presenced asks for the send on the
+/// `presence_federation` stream, which `get_repl_stream_updates` serves back.
+#[tokio::test]
+async fn routed_remote_recipients_are_asked_for_on_the_presence_federation_stream() {
+    let Some(s) = Scenario::start(
+        "routed_remote_recipients_are_asked_for_on_the_presence_federation_stream",
+        "fedstream",
+    )
+    .await
+    else {
+        return;
+    };
+    let alice = s.register("alice").await;
+    let remote = s.d.var("SYNAPSE_REMOTE_ROUTED_WATCHER");
+    let remote_server = remote.rsplit(':').next().unwrap().to_owned();
+    let want = json!({"presence": "online", "status_msg": format!("far {}", run_id())});
+    s.put_presence(s.d.worker_url(), &alice, want).await;
+
+    let auth = s.replication_auth();
+    let deadline = tokio::time::Instant::now() + SEEN_WITHIN;
+    loop {
+        let url = s.replication(&format!(
+            "get_repl_stream_updates/presence_federation/{}?from_token=0&upto_token=1000000000",
+            txn_id()
+        ));
+        let (status, data) = s.call(Method::GET, &url, Some(&auth), None).await;
+        s.check(status == StatusCode::OK, || format!("{status} {data}"));
+        let rows = data["updates"].as_array().cloned().unwrap_or_default();
+        let found = rows.iter().any(|r| {
+            r[1][0].as_str() == Some(remote_server.as_str())
+                && r[1][1].as_str() == Some(alice.user_id.as_str())
+        });
+        if found {
+            let token = data["upto_token"].as_u64().unwrap_or(0);
+            s.check(token >= 1, || format!("upto_token {data}"));
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            s.fail(&format!(
+                "no presence_federation row [{remote_server}, {}] after the PUT: {data}",
+                alice.user_id
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn memberships_follow_the_events_stream() {
     let Some(s) = Scenario::start("memberships_follow_the_events_stream", "members").await else {
