@@ -6,7 +6,8 @@
 //! - `POST /_synapse/replication/bump_presence_active_time/{user_id}`: activity (receipts,
 //!   typing, messages);
 //! - `GET /_synapse/replication/get_repl_stream_updates/{stream}/{txn_id}`: the rows a
-//!   process missed, from the database;
+//!   process missed (`presence` and the writer's `caches` rows from the database,
+//!   `presence_federation` from memory);
 //! - `POST /_synapse/replication/fed_send_edu/m.presence/{txn_id}`: inbound federation
 //!   presence received by another process.
 //!
@@ -23,7 +24,7 @@ use axum::{
 };
 use presence_engine::RemotePresence;
 use presence_router::{DeviceId, PresenceState, ServerName, UserId};
-use presence_synapse::{PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM};
+use presence_synapse::{CACHES_STREAM, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -212,6 +213,22 @@ async fn get_repl_stream_updates(
                 .updates
                 .iter()
                 .map(|(id, row)| json!([id, [row.destination.as_str(), row.user_id.as_str()]]))
+                .collect();
+            Ok(Json(json!({
+                "updates": updates,
+                "upto_token": page.upto_token,
+                "limited": page.limited,
+            })))
+        }
+        CACHES_STREAM => {
+            let page = writer(&app)?
+                .cache_updates(from, upto, UPDATES_PAGE)
+                .await
+                .map_err(ApiError::internal)?;
+            let updates: Vec<Value> = page
+                .updates
+                .iter()
+                .map(|(id, row)| json!([id, row]))
                 .collect();
             Ok(Json(json!({
                 "updates": updates,
