@@ -422,6 +422,26 @@ write_configs() {
     log_config "$writer_name"
     log_config remote
     "$SYNAPSE_VENV/bin/generate_signing_key" -o "$dir/synapse/signing.key"
+    # Both servers' rate limits, out of the way of the tests.
+    local rate_limits
+    rate_limits="$(cat <<EOF
+rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}
+rc_message: {per_second: 1000, burst_count: 1000}
+rc_registration: {per_second: 1000, burst_count: 1000}
+rc_login:
+  address: {per_second: 1000, burst_count: 1000}
+  account: {per_second: 1000, burst_count: 1000}
+  failed_attempts: {per_second: 1000, burst_count: 1000}
+rc_joins:
+  local: {per_second: 1000, burst_count: 1000}
+  remote: {per_second: 1000, burst_count: 1000}
+rc_joins_per_room: {per_second: 1000, burst_count: 1000}
+rc_invites:
+  per_room: {per_second: 1000, burst_count: 1000}
+  per_user: {per_second: 1000, burst_count: 1000}
+  per_issuer: {per_second: 1000, burst_count: 1000}
+EOF
+)"
     cat >"$dir/homeserver.yaml" <<EOF
 # Shared by main and every worker (scripts/synapse-deployment.sh).
 server_name: "$server_name"
@@ -480,21 +500,7 @@ modules:
   - module: deployment_modules.InternalsSpamChecker
     config: {}
 # Tests hammer one user at a time: the defaults (rc_presence is 0.1/s) would give 429s.
-rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}
-rc_message: {per_second: 1000, burst_count: 1000}
-rc_registration: {per_second: 1000, burst_count: 1000}
-rc_login:
-  address: {per_second: 1000, burst_count: 1000}
-  account: {per_second: 1000, burst_count: 1000}
-  failed_attempts: {per_second: 1000, burst_count: 1000}
-rc_joins:
-  local: {per_second: 1000, burst_count: 1000}
-  remote: {per_second: 1000, burst_count: 1000}
-rc_joins_per_room: {per_second: 1000, burst_count: 1000}
-rc_invites:
-  per_room: {per_second: 1000, burst_count: 1000}
-  per_user: {per_second: 1000, burst_count: 1000}
-  per_issuer: {per_second: 1000, burst_count: 1000}
+$rate_limits
 EOF
     # The remote server: a Synapse monolith of its own, on SQLite, whose example router sends
     # its users' presence to the deployment's routed watcher.
@@ -527,21 +533,7 @@ presence:
     module: example_router.ExamplePresenceRouter
     config: {always_send_to_users: ['@watcher:$remote_name', '$SYNAPSE_ROUTED_WATCHER'],
              blacklisted_users: []}
-rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}
-rc_message: {per_second: 1000, burst_count: 1000}
-rc_registration: {per_second: 1000, burst_count: 1000}
-rc_login:
-  address: {per_second: 1000, burst_count: 1000}
-  account: {per_second: 1000, burst_count: 1000}
-  failed_attempts: {per_second: 1000, burst_count: 1000}
-rc_joins:
-  local: {per_second: 1000, burst_count: 1000}
-  remote: {per_second: 1000, burst_count: 1000}
-rc_joins_per_room: {per_second: 1000, burst_count: 1000}
-rc_invites:
-  per_room: {per_second: 1000, burst_count: 1000}
-  per_user: {per_second: 1000, burst_count: 1000}
-  per_issuer: {per_second: 1000, burst_count: 1000}
+$rate_limits
 EOF
     mkdir -p "$dir/remote/media"
     "$SYNAPSE_VENV/bin/generate_signing_key" -o "$dir/remote/signing.key"

@@ -200,15 +200,25 @@ impl SynapseDb {
     }
 
     /// The writer's current position: the last ID allocated from
-    /// `presence_stream_sequence`, as Synapse's writer takes it at startup
-    /// (`PostgresSequenceGenerator.get_max_allocated`: `last_value`, minus one while
-    /// `is_called` is false, i.e. before the first `nextval`).
+    /// `presence_stream_sequence`, as Synapse's writer takes it at startup.
     pub async fn current_presence_position(&self) -> Result<StreamId, Error> {
-        self.timed("current_presence_position", QUERY_TIMEOUT, async {
+        self.sequence_position("current_presence_position", "presence_stream_sequence")
+            .await
+    }
+
+    /// The last ID allocated from `sequence`, as Synapse's
+    /// `PostgresSequenceGenerator.get_max_allocated` reads it: `last_value`, minus one while
+    /// `is_called` is false (before the first `nextval`).
+    async fn sequence_position(
+        &self,
+        operation: &'static str,
+        sequence: &'static str,
+    ) -> Result<StreamId, Error> {
+        self.timed(operation, QUERY_TIMEOUT, async {
             let client = self.pool.get().await?;
             let row = client
                 .query_one(
-                    "SELECT last_value, is_called FROM presence_stream_sequence",
+                    &format!("SELECT last_value, is_called FROM {sequence}"),
                     &[],
                 )
                 .await?;
@@ -219,8 +229,7 @@ impl SynapseDb {
             } else {
                 last_value - 1
             };
-            u64::try_from(pos)
-                .map_err(|_| Error::Corrupt(format!("presence_stream_sequence is at {pos}")))
+            u64::try_from(pos).map_err(|_| Error::Corrupt(format!("{sequence} is at {pos}")))
         })
         .await
     }
@@ -481,26 +490,8 @@ impl SynapseDb {
     /// Where the `caches` stream stands: the last ID allocated from
     /// `cache_invalidation_stream_seq`, which every process of the deployment draws from.
     pub async fn caches_position(&self) -> Result<StreamId, Error> {
-        self.timed("caches_position", QUERY_TIMEOUT, async {
-            let client = self.pool.get().await?;
-            let row = client
-                .query_one(
-                    "SELECT last_value, is_called FROM cache_invalidation_stream_seq",
-                    &[],
-                )
-                .await?;
-            let last_value: i64 = row.try_get(0)?;
-            let is_called: bool = row.try_get(1)?;
-            to_u64(
-                if is_called {
-                    last_value
-                } else {
-                    last_value - 1
-                }
-                .max(0),
-            )
-        })
-        .await
+        self.sequence_position("caches_position", "cache_invalidation_stream_seq")
+            .await
     }
 
     /// Marks `users` as owed a full presence snapshot on their next sync, as Synapse's

@@ -59,11 +59,17 @@ async fn send_local_online_presence_to(
         .presence()
         .send_local_online_presence_to(body.users)
         .await
-        .map_err(|e| match e {
-            ModuleApiError::Rejected(msg) => ApiError::not_found(msg),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(refused)?;
     Ok(Json(json!({})))
+}
+
+/// A module API call the server refused: what it names is not there (an unknown local
+/// user), else an internal error.
+fn refused(e: ModuleApiError) -> ApiError {
+    match e {
+        ModuleApiError::Rejected(msg) => ApiError::not_found(msg),
+        other => ApiError::internal(other),
+    }
 }
 
 #[derive(Deserialize)]
@@ -103,10 +109,7 @@ async fn set_presence_for_users(
         .presence()
         .set_presence_for_users(states)
         .await
-        .map_err(|e| match e {
-            ModuleApiError::Rejected(msg) => ApiError::not_found(msg),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(refused)?;
     Ok(Json(json!({})))
 }
 

@@ -189,52 +189,39 @@ async fn get_repl_stream_updates(
             .map_err(|_| ApiError::invalid_param(format!("{key} must be a non-negative integer")))
     };
     let (from, upto) = (token("from_token")?, token("upto_token")?);
+    let page = |updates: Vec<Value>, upto_token: u64, limited: bool| {
+        Ok(Json(json!({
+            "updates": updates,
+            "upto_token": upto_token,
+            "limited": limited,
+        })))
+    };
     match stream.as_str() {
         PRESENCE_STREAM => {
-            let page = writer(&app)?
+            let p = writer(&app)?
                 .db()
                 .presence_updates(from, upto, UPDATES_PAGE)
                 .await
                 .map_err(ApiError::internal)?;
-            let updates: Vec<Value> = page
-                .updates
-                .iter()
-                .map(|(id, row)| json!([id, row]))
-                .collect();
-            Ok(Json(json!({
-                "updates": updates,
-                "upto_token": page.upto_token,
-                "limited": page.limited,
-            })))
+            let rows = p.updates.iter().map(|(id, row)| json!([id, row])).collect();
+            page(rows, p.upto_token, p.limited)
         }
         PRESENCE_FEDERATION_STREAM => {
-            let page = writer(&app)?.federation_updates(from, upto, UPDATES_PAGE);
-            let updates: Vec<Value> = page
+            let p = writer(&app)?.federation_updates(from, upto, UPDATES_PAGE);
+            let rows = p
                 .updates
                 .iter()
                 .map(|(id, row)| json!([id, [row.destination.as_str(), row.user_id.as_str()]]))
                 .collect();
-            Ok(Json(json!({
-                "updates": updates,
-                "upto_token": page.upto_token,
-                "limited": page.limited,
-            })))
+            page(rows, p.upto_token, p.limited)
         }
         CACHES_STREAM => {
-            let page = writer(&app)?
+            let p = writer(&app)?
                 .cache_updates(from, upto, UPDATES_PAGE)
                 .await
                 .map_err(ApiError::internal)?;
-            let updates: Vec<Value> = page
-                .updates
-                .iter()
-                .map(|(id, row)| json!([id, row]))
-                .collect();
-            Ok(Json(json!({
-                "updates": updates,
-                "upto_token": page.upto_token,
-                "limited": page.limited,
-            })))
+            let rows = p.updates.iter().map(|(id, row)| json!([id, row])).collect();
+            page(rows, p.upto_token, p.limited)
         }
         other => Err(ApiError::not_found(format!("Unknown stream {other:?}"))),
     }

@@ -1416,28 +1416,18 @@ async fn routed_remote_recipients_are_asked_for_on_the_presence_federation_strea
     let want = json!({"presence": "online", "status_msg": format!("far {}", run_id())});
     s.put_presence(s.d.worker_url(), &alice, want).await;
 
-    let auth = s.replication_auth();
-    let deadline = tokio::time::Instant::now() + SEEN_WITHIN;
+    let t = Instant::now();
     loop {
-        let url = s.replication(&format!(
-            "get_repl_stream_updates/presence_federation/{}?from_token=0&upto_token=1000000000",
-            txn_id()
-        ));
-        let (status, data) = s.call(Method::GET, &url, Some(&auth), None).await;
-        s.check(status == StatusCode::OK, || format!("{status} {data}"));
-        let rows = data["updates"].as_array().cloned().unwrap_or_default();
-        let found = rows.iter().any(|r| {
-            r[1][0].as_str() == Some(remote_server.as_str())
-                && r[1][1].as_str() == Some(alice.user_id.as_str())
-        });
+        let (top, found) = s.federation_rows(0, &remote_server, &alice).await;
         if found {
-            let token = data["upto_token"].as_u64().unwrap_or(0);
-            s.check(token >= 1, || format!("upto_token {data}"));
+            s.check(top >= 1, || {
+                format!("presence_federation tokens up to {top}")
+            });
             break;
         }
-        if tokio::time::Instant::now() > deadline {
+        if t.elapsed() > SEEN_WITHIN {
             s.fail(&format!(
-                "no presence_federation row [{remote_server}, {}] after the PUT: {data}",
+                "no presence_federation row [{remote_server}, {}] after the PUT",
                 alice.user_id
             ));
         }
