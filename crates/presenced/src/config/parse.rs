@@ -212,6 +212,14 @@ fn read_resources(diag: &Diagnostics, path: String, value: Value) -> Option<List
 
 fn read_database(top: &mut Section<'_>, writer: bool) -> Option<DatabaseConfig> {
     let Some(mut s) = top.section("database", Leftovers::Report) else {
+        if writer && top.has("databases") {
+            top.problem(
+                "databases",
+                "(several databases) is not supported: the presence writer needs the \
+                 deployment's single `database` (name: psycopg2)",
+            );
+            return None;
+        }
         if writer && !top.has("database") {
             top.problem(
                 "database",

@@ -388,6 +388,14 @@ fn a_worker_named_as_presence_writer_is_the_writer_mode() {
 }
 
 #[test]
+fn a_worker_log_config_is_reported_as_not_read() {
+    let loaded = load(&format!("{WRITER}worker_log_config: /etc/synapse/log.yaml\n"));
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(warnings, ["worker_log_config"]);
+    assert!(load(WRITER).warnings.is_empty());
+}
+
+#[test]
 fn an_inconsistent_deployment_stops_startup_with_the_key() {
     let cases = [
         (WRITER.replace("enabled: true, host", "enabled: false, host"), "redis.enabled"),
@@ -410,6 +418,14 @@ fn an_inconsistent_deployment_stops_startup_with_the_key() {
         (
             format!("{WRITER}matrix_authentication_service: {{enabled: true}}\n"),
             "matrix_authentication_service.enabled",
+        ),
+        (
+            WRITER.replace(
+                "database: {name: psycopg2,",
+                "databases: {main: {name: psycopg2,",
+            )
+            .replace("cp_max: 3}}", "cp_max: 3}}}"),
+            "databases",
         ),
     ];
     for (yaml, path) in cases {
