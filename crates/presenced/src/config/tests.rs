@@ -389,7 +389,9 @@ fn a_worker_named_as_presence_writer_is_the_writer_mode() {
 
 #[test]
 fn a_worker_log_config_is_reported_as_not_read() {
-    let loaded = load(&format!("{WRITER}worker_log_config: /etc/synapse/log.yaml\n"));
+    let loaded = load(&format!(
+        "{WRITER}worker_log_config: /etc/synapse/log.yaml\n"
+    ));
     let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(warnings, ["worker_log_config"]);
     assert!(load(WRITER).warnings.is_empty());
