@@ -711,6 +711,9 @@ pub struct FederationConfig {
     pub tls_private_key_path: Option<PathBuf>,
     /// The `federation` section: timeouts, retry timers and the inbound body budget.
     pub timers: FederationTimers,
+    /// `rc_federation` (or the older `federation_rc_*` keys): the per-origin limit on
+    /// inbound federation requests.
+    pub rc_federation: presence_federation::FederationRateLimit,
 }
 
 impl Default for FederationConfig {
@@ -731,6 +734,7 @@ impl Default for FederationConfig {
             tls_certificate_path: None,
             tls_private_key_path: None,
             timers: FederationTimers::default(),
+            rc_federation: presence_federation::FederationRateLimit::default(),
         }
     }
 }

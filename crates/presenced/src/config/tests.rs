@@ -836,9 +836,53 @@ fn rc_sections_presenced_does_not_apply_are_reported_as_unused() {
         [
             "rc_3pid_validation",
             "rc_admin_redaction",
-            "rc_federation",
-            "rc_media_create",
+            "rc_media_create"
         ]
+    );
+}
+
+#[test]
+fn rc_federation_and_its_older_keys_are_read() {
+    let d = presence_federation::FederationRateLimit::default();
+    assert_eq!(load(MINIMAL).config.federation.rc_federation, d);
+    let c = load(&minimal_with(
+        "rc_federation: {window_size: 750, sleep_limit: 5, sleep_delay: 250, reject_limit: 20, concurrent: 2}\n",
+    ))
+    .config;
+    let r = &c.federation.rc_federation;
+    assert_eq!(
+        (
+            r.window,
+            r.sleep_limit,
+            r.sleep_delay,
+            r.reject_limit,
+            r.concurrent
+        ),
+        (
+            Duration::from_millis(750),
+            5,
+            Duration::from_millis(250),
+            20,
+            2
+        )
+    );
+    // The reference's older top-level keys, when the section is absent.
+    let c = load(&minimal_with(
+        "federation_rc_sleep_limit: 7\nfederation_rc_concurrent: 4\n",
+    ))
+    .config;
+    let r = &c.federation.rc_federation;
+    assert_eq!((r.sleep_limit, r.concurrent, r.window), (7, 4, d.window));
+    assert_eq!(
+        problem_at(
+            &minimal_with("rc_federation: {concurrent: 0}\n"),
+            "rc_federation.concurrent"
+        ),
+        "must be at least 1"
+    );
+    assert_eq!(
+        load(&minimal_with("rc_federation: {windw_size: 1}\n")).unknown_keys,
+        ["rc_federation.windw_size"]
     );
 }
 
