@@ -42,9 +42,9 @@ def substitute(value, records, depth=0):
 /// The batch every answer is read against.
 fn batch() -> StateBatch {
     let state = |user: &str, state, msg: Option<&str>| {
-        let mut s = UserPresenceState::offline(UserId::parse(user).unwrap_or_else(|_| {
-            unreachable!("a valid literal user ID")
-        }));
+        let mut s = UserPresenceState::offline(
+            UserId::parse(user).unwrap_or_else(|_| unreachable!("a valid literal user ID")),
+        );
         s.state = state;
         s.status_msg = msg.map(Arc::from);
         s.last_active_ts = 1_700_000_000_000 as Millis;
@@ -108,7 +108,10 @@ pub fn router_answer(data: &[u8]) {
         if let Ok(users) = users_from_py(py, &value, &prepared, &states, "fuzz", &stats) {
             for (user, set) in users.iter() {
                 assert!(UserId::parse(user.as_str()).is_ok(), "{user}");
-                assert!(set.batch().same_batch(&batch), "{user}'s set is of another batch");
+                assert!(
+                    set.batch().same_batch(&batch),
+                    "{user}'s set is of another batch"
+                );
                 assert!(set.indices().all(|i| i < batch.len()), "{user}: {set:?}");
             }
         }
@@ -120,7 +123,10 @@ pub fn router_answer(data: &[u8]) {
 mod tests {
     #[test]
     fn router_answer_corpus_replays() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/router_answer");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/corpus/router_answer"
+        );
         let mut n = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

@@ -442,6 +442,20 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
     );
     let router_timeout =
         positive_duration(&mut s, "router_call_timeout", defaults.router_call_timeout);
+    let sync_gather = match s.get::<ConfigDuration>("sync_gather") {
+        None => Some(defaults.sync_gather),
+        Some(ConfigDuration(d)) if d > super::MAX_SYNC_GATHER => {
+            s.problem(
+                "sync_gather",
+                format!(
+                    "must be at most {} (it delays every answer under load)",
+                    display_duration(super::MAX_SYNC_GATHER)
+                ),
+            );
+            None
+        }
+        Some(ConfigDuration(d)) => Some(d),
+    };
     let router = match s.section("presence_router", Leftovers::Reject) {
         Some(r) => read_module(r).map(Some),
         None => Some(None),
@@ -481,6 +495,7 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
         federation_timeout: fed_timeout?,
         federation_ping_interval: fed_ping?,
         router_call_timeout: router_timeout?,
+        sync_gather: sync_gather?,
         presence_router: router?,
     })
 }

@@ -842,6 +842,23 @@ fn rc_sections_presenced_does_not_apply_are_reported_as_unused() {
 }
 
 #[test]
+fn sync_gather_defaults_to_a_few_milliseconds_and_is_bounded() {
+    assert_eq!(
+        load(MINIMAL).config.presence.sync_gather,
+        Duration::from_millis(5)
+    );
+    let off = load(&minimal_with("presence: {sync_gather: 0s}\n")).config;
+    assert_eq!(off.presence.sync_gather, Duration::ZERO);
+    assert!(
+        problem_at(
+            &minimal_with("presence: {sync_gather: 200ms}\n"),
+            "presence.sync_gather"
+        )
+        .contains("at most 100ms")
+    );
+}
+
+#[test]
 fn rc_federation_and_its_older_keys_are_read() {
     let d = presence_federation::FederationRateLimit::default();
     assert_eq!(load(MINIMAL).config.federation.rc_federation, d);
