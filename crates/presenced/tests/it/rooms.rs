@@ -429,49 +429,110 @@ async fn members_send_messages_once_per_transaction() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admins_set_memberships_directly() {
+/// `PUT /_presenced/admin/v1/rooms/{room}/members/{user}` with `who`'s token (none: no
+/// token).
+async fn set_membership(
+    c: &Client,
+    who: Option<&User>,
+    room: &str,
+    user: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let path = format!("/_presenced/admin/v1/rooms/{}/members/{}", q(room), q(user));
+    c.request(
+        Method::PUT,
+        &path,
+        who.map(|w| w.token.as_str()),
+        Some(RequestBody::Json(body)),
+    )
+    .await
+}
+
+/// A server with an admin, Alice and Bob.
+async fn admin_server() -> (TestServer, Client, User, User, User) {
     let server = TestServer::start(Workspace::new(), &test_config("")).await;
     let c = server.client();
     let admin = c.register("root", "pw-root", true).await.unwrap();
     let [alice, bob] = <[User; 2]>::try_from(users(&c, &["alice", "bob"]).await).unwrap();
-    let path = |room: &str, user: &str| {
-        format!("/_presenced/admin/v1/rooms/{}/members/{}", q(room), q(user))
-    };
-    let set = |who: &User, room: &str, user: &str, body: Value| {
-        let (c, token, p) = (c.clone(), who.token.clone(), path(room, user));
-        async move {
-            c.request(Method::PUT, &p, Some(&token), Some(RequestBody::Json(body)))
-                .await
-        }
-    };
-    let room = "!engineering:test";
+    (server, c, admin, alice, bob)
+}
 
-    let (status, data) = set(&alice, room, "@alice:test", json!({"membership": "join"})).await;
+/// Only an admin may set memberships, and bad rooms, users and bodies are Matrix errors.
+#[tokio::test]
+async fn admin_memberships_are_for_admins_and_check_their_input() {
+    let (_server, c, admin, alice, _bob) = admin_server().await;
+    let join = json!({"membership": "join"});
+    let (status, data) =
+        set_membership(&c, Some(&alice), "!e:test", "@alice:test", join.clone()).await;
     assert_eq!(
         (status, errcode(&data)),
         (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
         "not an admin"
     );
-    let (status, data) = c
-        .request(
-            Method::PUT,
-            &path(room, "@alice:test"),
-            None,
-            Some(RequestBody::Json(json!({"membership": "join"}))),
-        )
-        .await;
+    let (status, data) = set_membership(&c, None, "!e:test", "@alice:test", join).await;
     assert_eq!(
         (status, errcode(&data)),
         (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN")
     );
+    for (room, user, body, code, errc) in [
+        (
+            "!x:test",
+            "@a:test",
+            json!({"membership": "ban"}),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "!x:test",
+            "@a:test",
+            json!({"membership": "join", "extra": 1}),
+            400,
+            "M_BAD_JSON",
+        ),
+        ("!x:test", "@a:test", json!({}), 400, "M_BAD_JSON"),
+        (
+            "x",
+            "@a:test",
+            json!({"membership": "join"}),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "!x:test",
+            "a",
+            json!({"membership": "join"}),
+            400,
+            "M_INVALID_PARAM",
+        ),
+    ] {
+        let (status, data) = set_membership(&c, Some(&admin), room, user, body.clone()).await;
+        assert_eq!(
+            (status.as_u16(), errcode(&data)),
+            (code, errc),
+            "{room} {user} {body}"
+        );
+    }
+}
 
+/// An admin's joins create the server-owned, invite-only room and put local and remote users
+/// in it (again: a no-op); its members then share presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_join_users_to_rooms_directly() {
+    let (_server, c, admin, alice, bob) = admin_server().await;
+    let room = "!engineering:test";
     for user in ["@alice:test", "@bob:test", "@remote:elsewhere.org"] {
-        let (status, data) = set(&admin, room, user, json!({"membership": "join"})).await;
+        let (status, data) =
+            set_membership(&c, Some(&admin), room, user, json!({"membership": "join"})).await;
         assert_eq!((status, data), (StatusCode::OK, json!({})), "{user}");
     }
-    // Again: a no-op.
-    let (status, _) = set(&admin, room, "@bob:test", json!({"membership": "join"})).await;
+    let (status, _) = set_membership(
+        &c,
+        Some(&admin),
+        room,
+        "@bob:test",
+        json!({"membership": "join"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, data) = members(&c, &alice, room).await;
     assert_eq!(status, StatusCode::OK, "{data}");
@@ -510,66 +571,34 @@ async fn admins_set_memberships_directly() {
         .flatten()
         .any(|e| e["sender"] == "@alice:test" && e["content"]["presence"] == "online");
     assert!(seen, "{sync}");
+}
 
-    let (status, _) = set(&admin, room, "@bob:test", json!({"membership": "leave"})).await;
+/// An admin's leave takes a member out; leaving a room one is not in, or one that does not
+/// exist, changes nothing and creates no room.
+#[tokio::test]
+async fn admins_take_users_out_of_rooms_directly() {
+    let (_server, c, admin, alice, _bob) = admin_server().await;
+    let room = "!engineering:test";
+    for user in ["@alice:test", "@bob:test", "@remote:elsewhere.org"] {
+        let (status, _) =
+            set_membership(&c, Some(&admin), room, user, json!({"membership": "join"})).await;
+        assert_eq!(status, StatusCode::OK, "{user}");
+    }
+    let leave = json!({"membership": "leave"});
+    let (status, _) = set_membership(&c, Some(&admin), room, "@bob:test", leave.clone()).await;
     assert_eq!(status, StatusCode::OK);
     let (_, data) = members(&c, &alice, room).await;
     assert_eq!(member_ids(&data), ["@alice:test", "@remote:elsewhere.org"]);
-    let (status, _) = set(&admin, room, "@nobody:test", json!({"membership": "leave"})).await;
+    let (status, _) = set_membership(&c, Some(&admin), room, "@nobody:test", leave.clone()).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "leaving a room one is not in changes nothing"
     );
-    let (status, _) = set(
-        &admin,
-        "!ghost:test",
-        "@alice:test",
-        json!({"membership": "leave"}),
-    )
-    .await;
+    let (status, _) = set_membership(&c, Some(&admin), "!ghost:test", "@alice:test", leave).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = members(&c, &alice, "!ghost:test").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a leave creates no room");
-
-    for (room, user, body, code, errc) in [
-        (
-            "!x:test",
-            "@a:test",
-            json!({"membership": "ban"}),
-            400,
-            "M_INVALID_PARAM",
-        ),
-        (
-            "!x:test",
-            "@a:test",
-            json!({"membership": "join", "extra": 1}),
-            400,
-            "M_BAD_JSON",
-        ),
-        ("!x:test", "@a:test", json!({}), 400, "M_BAD_JSON"),
-        (
-            "x",
-            "@a:test",
-            json!({"membership": "join"}),
-            400,
-            "M_INVALID_PARAM",
-        ),
-        (
-            "!x:test",
-            "a",
-            json!({"membership": "join"}),
-            400,
-            "M_INVALID_PARAM",
-        ),
-    ] {
-        let (status, data) = set(&admin, room, user, body.clone()).await;
-        assert_eq!(
-            (status.as_u16(), errcode(&data)),
-            (code, errc),
-            "{room} {user} {body}"
-        );
-    }
 }
 
 /// The server started in-process, so tests can read its state directly.
