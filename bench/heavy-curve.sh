@@ -8,9 +8,10 @@
 # The server runs on CPU $SERVER_CPU (default 1) and `presence-bench http` on CPU $GEN_CPU
 # (default 0). Environment: BENCH (presence-bench binary, default the release one),
 # RATES (default 2000,5000,10000,20000,0; 0 is full speed), DURATION (seconds per step,
-# default 10), BENCH_WORK (scratch, default /tmp/presenced-heavy). Prints one line per binary
-# and step: `bin=... step=N target_rate=R` followed by presence-bench's line, and its
-# "server CPU / generator CPU" figures.
+# default 10), BENCH_WORK (scratch, default /tmp/presenced-heavy), and for a smaller layout
+# (CI's smoke run) USERS / WATCHERS / MAX_ROOM (default 10000 / 1000 / 1000). Prints one line
+# per binary and step: `bin=... step=N target_rate=R` followed by presence-bench's line, and
+# its "server CPU / generator CPU" figures.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,9 @@ BENCH="${BENCH:-$TARGET/release/presence-bench}"
 RATES="${RATES:-2000,5000,10000,20000,0}"
 DURATION="${DURATION:-10}"
 WORK="${BENCH_WORK:-/tmp/presenced-heavy}"
+USERS="${USERS:-10000}"
+WATCHERS="${WATCHERS:-1000}"
+MAX_ROOM="${MAX_ROOM:-1000}"
 SERVER_CPU="${SERVER_CPU:-1}"
 GEN_CPU="${GEN_CPU:-0}"
 SECRET="bench-shared-secret"
@@ -63,7 +67,7 @@ for bin in "$@"; do
     log "$bin (load $(cut -d' ' -f1-3 /proc/loadavg))"
     taskset -c "$GEN_CPU" "$BENCH" http --base-url "http://127.0.0.1:$PORT" \
         --shared-secret "$SECRET" --server-pid "$SERVER_PID" --label "run$i" \
-        --users 10000 --watchers 1000 --router-watchers 1 --max-room 1000 \
+        --users "$USERS" --watchers "$WATCHERS" --router-watchers 1 --max-room "$MAX_ROOM" \
         --concurrency 64 --setup-concurrency 32 --rate "$RATES" --duration "$DURATION" \
         >"$dir/bench.out" 2>"$dir/bench.err"
     stop_server
