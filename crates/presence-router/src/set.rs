@@ -76,6 +76,12 @@ impl RouterSet {
         self.members.is_empty()
     }
 
+    /// Each router's name and the router, in calling order (for tools that call them one by
+    /// one, such as `presenced routers check`).
+    pub fn routers(&self) -> impl Iterator<Item = (&str, &Arc<dyn PresenceRouter>)> {
+        self.members.iter().map(|m| (m.name.as_str(), &m.router))
+    }
+
     /// Each router's name and counters.
     pub fn stats(&self) -> impl Iterator<Item = (&str, &Arc<RouterStats>)> {
         self.members.iter().map(|m| (m.name.as_str(), &m.stats))

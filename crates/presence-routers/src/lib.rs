@@ -3,12 +3,15 @@
 //!
 //! - [`example`]: the router contract's example (`always_send_to_users`, `blacklisted_users`).
 //! - [`conformance`] and [`router_conformance!`]: checks of the router contract.
+//! - [`consistency`]: the checker of `presenced routers check`, which tests a configured
+//!   router's two methods against each other on generated or recorded states.
 //!
 //! [`register_builtin`] adds every built-in router to a [`RouterRegistry`] under its names.
 
 use presence_router::RouterRegistry;
 
 pub mod conformance;
+pub mod consistency;
 pub mod example;
 
 pub use example::{

@@ -17,6 +17,9 @@ use crate::{config::Config, error::StartError};
 pub struct Routers {
     /// Every configured router, in configuration order.
     pub set: RouterSet,
+    /// Where each router of `set` is configured and its name (`modules[0] (example)`), in
+    /// the same order.
+    pub labels: Vec<String>,
     /// The Python side, if it was started.
     pub python: PythonModules,
 }
@@ -44,6 +47,16 @@ pub fn check(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Builds every configured router exactly as [`build`] does, for a tool that calls them
+/// itself (`presenced routers check`). Blocking; call it outside an async runtime, and stop
+/// the Python side with [`PythonModules::shutdown_blocking`] when done. The module API is
+/// detached: a router that sends a command while it is checked is told this process does not
+/// write presence.
+pub fn build_for_tool(config: &Config) -> Result<Routers, StartError> {
+    let api = ModuleApi::detached(config.server_name.clone());
+    build_blocking(config, &api)
+}
+
 /// Room for module commands sent while `check` loads the routers (nobody reads them).
 const MODULE_COMMAND_QUEUE: usize = 64;
 
@@ -59,6 +72,7 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
     registry.set_fallback(other_names, Arc::new(|_, _, _| None));
     let mut python = PythonModules::default();
     let mut set = RouterSet::new(config.presence.router_call_timeout);
+    let mut labels = Vec::new();
     for (path, module) in config.module_entries() {
         let router = if !is_python_candidate(&registry, &module.module) {
             registry.build(&path, &module.module, &module.config, api)?
@@ -90,9 +104,14 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
             }
         };
         tracing::info!(module = %module.module, at = %path, "Loaded presence router.");
+        labels.push(format!("{path} ({})", module.module));
         set.push(module.module.clone(), router);
     }
-    Ok(Routers { set, python })
+    Ok(Routers {
+        set,
+        labels,
+        python,
+    })
 }
 
 /// Whether `name` goes to Python: not a built-in, not in the built-ins' namespace (a

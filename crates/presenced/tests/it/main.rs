@@ -14,6 +14,7 @@ mod presence;
 #[cfg(feature = "python")]
 mod python;
 mod rooms;
+mod routers_check;
 mod server;
 mod startup;
 mod support;
