@@ -2,6 +2,9 @@
 //! router (built-in or not) is tested with.
 //!
 //! - [`example`]: the router contract's example (`always_send_to_users`, `blacklisted_users`).
+//! - [`shared_rooms`]: the restricting mode's shared-room delivery (served by the engine).
+//! - [`local_only`]: restricting; local users' presence to no other server, or only to listed
+//!   servers.
 //! - [`conformance`] and [`router_conformance!`]: checks of the router contract.
 //! - [`consistency`]: the checker of `presenced routers check`, which tests a configured
 //!   router's two methods against each other on generated or recorded states.
@@ -13,6 +16,8 @@ use presence_router::RouterRegistry;
 pub mod conformance;
 pub mod consistency;
 pub mod example;
+pub mod local_only;
+pub mod shared_rooms;
 
 pub use example::{
     EXAMPLE_ROUTER_ALIAS, EXAMPLE_ROUTER_NAME, ExamplePresenceRouter, ExampleRouterConfig,
@@ -23,9 +28,11 @@ pub use example::{
 pub const BUILTIN_NAMESPACE: &str = "presenced.routers.";
 
 /// Registers every built-in router in `registry`: the example router under
-/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`].
+/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`], `shared_rooms` and `local_only`.
 pub fn register_builtin(registry: &mut RouterRegistry) {
     example::register(registry);
+    shared_rooms::register(registry);
+    local_only::register(registry);
 }
 
 /// The router authors' guide, `docs/module-authors.md`: its Rust examples are compiled as

@@ -280,7 +280,26 @@ impl App {
         routers: crate::routers::Routers,
         federation_shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Self, StartError> {
-        let engine = Engine::new(engine_config(&config));
+        let mut engine_config = engine_config(&config);
+        if routers.restricting {
+            engine_config.audience = presence_engine::Audience {
+                shared_rooms: routers.shared_rooms,
+                filter: routers
+                    .set
+                    .recipient_filter()
+                    .map(|f| f as Arc<dyn presence_router::RecipientFilter>),
+            };
+            if config.writer.is_some() {
+                tracing::warn!(
+                    "presence.routing is restricting, but beside Synapse its own processes \
+                     compute /sync, GET presence and shared-room federation with the additive \
+                     rule: the restriction applies only to what Presenced sends itself \
+                     (routed federation and send_local_online_presence_to). See \
+                     docs/module-authors.md."
+                );
+            }
+        }
+        let engine = Engine::new(engine_config);
         let presence = PresenceService::new(engine, routers.set, persistence, Notifier::default());
         // Connected before the restore, so restored changes reach remote servers too.
         let federation = crate::federation::start(&config, &presence, federation_shutdown).await?;

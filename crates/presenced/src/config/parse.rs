@@ -12,7 +12,8 @@ use super::{
     FederationConfig, FederationTimers, ListenerConfig, ListenerResources, LoadedConfig,
     ModuleConfig, PasswordConfig, PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig,
     RateLimit, RcInvitesConfig, RcJoinsConfig, RcLimits, RcLoginConfig, RcPresenceConfig,
-    RegistrationConfig, ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    RegistrationConfig, ResourceName, RoutingMode, Secret, SqliteConfig, SqliteSynchronous,
+    TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -434,6 +435,21 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
     );
     let router_timeout =
         positive_duration(&mut s, "router_call_timeout", defaults.router_call_timeout);
+    let routing = match s.take_raw("routing") {
+        None | Some(Value::Null) => Some(RoutingMode::Additive),
+        Some(Value::String(text)) if text == "additive" => Some(RoutingMode::Additive),
+        Some(Value::String(text)) if text == "restricting" => Some(RoutingMode::Restricting),
+        Some(other) => {
+            s.problem(
+                "routing",
+                format!(
+                    "expected \"additive\" or \"restricting\", found {}",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+    };
     let router = match s.section("presence_router", Leftovers::Reject) {
         Some(r) => read_module(r).map(Some),
         None => Some(None),
@@ -474,6 +490,7 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
         federation_ping_interval: fed_ping?,
         router_call_timeout: router_timeout?,
         presence_router: router?,
+        routing: routing?,
     })
 }
 

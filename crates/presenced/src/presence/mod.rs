@@ -538,6 +538,18 @@ impl<S: PresencePersistence> PresenceService<S> {
         self.engine().current_token()
     }
 
+    /// Whether users who share a room receive each other's presence (always in the additive
+    /// mode; in the restricting mode, only with the `shared_rooms` router).
+    pub fn shares_through_rooms(&self) -> bool {
+        self.engine().config().audience.shared_rooms
+    }
+
+    /// Whether the routers' filter (restricting mode) lets `recipient` receive `sender`'s
+    /// presence; always true in the additive mode.
+    pub fn audience_allows(&self, sender: &UserId, recipient: &UserId) -> bool {
+        self.engine().config().audience.allows(sender, recipient)
+    }
+
     /// `target`'s current presence, whoever asks.
     pub fn state_of(&self, target: &UserId) -> UserPresenceState {
         let mut e = self.engine();
@@ -568,7 +580,13 @@ impl<S: PresencePersistence> PresenceService<S> {
                 routes.get(reader).is_some_and(|set| !set.is_empty())
             }
         };
-        routed.then_some(state)
+        // In the restricting mode the routers' filter has the last word.
+        let visible = routed && {
+            let mut e = self.engine();
+            let (r, t) = (e.intern_user(reader), e.intern_user(target));
+            e.can_see(r, t, true)
+        };
+        visible.then_some(state)
     }
 
     /// `ModuleApi.send_local_online_presence_to`: local targets get a full snapshot on their

@@ -13,6 +13,7 @@ mod matrix;
 mod presence;
 #[cfg(feature = "python")]
 mod python;
+mod restricting;
 mod rooms;
 mod routers_check;
 mod server;
