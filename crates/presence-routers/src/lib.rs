@@ -2,6 +2,8 @@
 //! router (built-in or not) is tested with.
 //!
 //! - [`example`]: the router contract's example (`always_send_to_users`, `blacklisted_users`).
+//! - [`organisation`]: every member of the organisation (this server's users, and those of
+//!   listed servers) sees every other.
 //! - [`shared_rooms`]: the restricting mode's shared-room delivery (served by the engine).
 //! - [`local_only`]: restricting; local users' presence to no other server, or only to listed
 //!   servers.
@@ -17,6 +19,7 @@ pub mod conformance;
 pub mod consistency;
 pub mod example;
 pub mod local_only;
+pub mod organisation;
 pub mod shared_rooms;
 
 pub use example::{
@@ -28,11 +31,13 @@ pub use example::{
 pub const BUILTIN_NAMESPACE: &str = "presenced.routers.";
 
 /// Registers every built-in router in `registry`: the example router under
-/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`], `shared_rooms` and `local_only`.
+/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`], `shared_rooms`, `local_only` and
+/// `organisation`.
 pub fn register_builtin(registry: &mut RouterRegistry) {
     example::register(registry);
     shared_rooms::register(registry);
     local_only::register(registry);
+    organisation::register(registry);
 }
 
 /// The router authors' guide, `docs/module-authors.md`: its Rust examples are compiled as

@@ -302,7 +302,8 @@ async fn check_config_fails_on_the_router_configs_startup_refuses() {
             "presence.presence_router.module: unknown presence router module \"exmaple\"; \
              known modules: presenced.routers.ExamplePresenceRouter (alias: example), \
              presenced.routers.SharedRooms (alias: shared_rooms), presenced.routers.LocalOnly \
-             (alias: local_only), or a \
+             (alias: local_only), \
+             presenced.routers.Organisation (alias: organisation), or a \
              Python class path",
         ),
         (
@@ -311,7 +312,8 @@ async fn check_config_fails_on_the_router_configs_startup_refuses() {
              \"presenced.routers.NoSuchRouter\"; known modules: \
              presenced.routers.ExamplePresenceRouter (alias: example), \
              presenced.routers.SharedRooms (alias: shared_rooms), presenced.routers.LocalOnly \
-             (alias: local_only), or a Python class path",
+             (alias: local_only), \
+             presenced.routers.Organisation (alias: organisation), or a Python class path",
         ),
     ];
     for (config, expected) in cases {

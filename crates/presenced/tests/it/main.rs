@@ -4,6 +4,7 @@
 
 mod accounts;
 mod binary;
+mod builtin_routers;
 mod clients;
 mod conformance;
 mod connections;
