@@ -50,7 +50,7 @@ cleanup() {
     [ -n "$keep" ] || rm -rf "$dir"
 }
 trap cleanup EXIT
-scripts/synapse-deployment.sh start "$dir" >&2
+scripts/synapse-deployment.sh start "$dir" --no-remote >&2
 # shellcheck disable=SC1091
 source "$dir/env"
 

@@ -3,7 +3,7 @@
 # stream writer: PostgreSQL + Redis + Synapse main + one generic sync worker (`sync1`), with
 # `stream_writers.presence: presenced`, all on loopback, everything inside one directory.
 #
-#   scripts/synapse-deployment.sh start <dir> [--stock-writer]
+#   scripts/synapse-deployment.sh start <dir> [--stock-writer] [--no-remote]
 #   scripts/synapse-deployment.sh stop <dir>
 #   scripts/synapse-deployment.sh env <dir>          # the exports tests read (also in <dir>/env)
 #   scripts/synapse-deployment.sh restart-redis <dir>     # same port; Redis holds no data
@@ -12,6 +12,11 @@
 #   scripts/synapse-deployment.sh start-stock-writer <dir>  # Synapse's own writer in the slot
 #   scripts/synapse-deployment.sh stop-stock-writer <dir>   # (for tests that Presenced refuses to
 #                                                            #  start beside it)
+#
+# The deployment's server name is 127.0.0.1:<port of main's TLS federation listener>, and a
+# second, independent Synapse (a monolith on SQLite, `remote`, named 127.0.0.1:<its port>)
+# federates with it over TLS on loopback, for the tests of presence over federation (left out
+# with --no-remote).
 #
 # <dir> should be a fresh (empty or missing) directory; it gets the data, sockets, configs,
 # logs (<dir>/logs) and pid files (<dir>/pids). Without --stock-writer nothing serves the
@@ -24,14 +29,13 @@
 # scripts/synapse-venv.sh --postgres). Environment:
 #   PRESENCED_SYNAPSE_PG_VENV  the virtualenv (default ~/.cache/presenced-synapse-pg-venv)
 #   SYNAPSE_VERSION            default 1.163.2
-#   SYNAPSE_SERVER_NAME        default test.local
+#   SYNAPSE_SERVER_NAME        default 127.0.0.1:<main's federation port>
 # Works as root (PostgreSQL then runs as the `postgres` user, since initdb refuses root) and
 # as an ordinary user (everything runs as that user; missing packages need sudo).
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${PRESENCED_SYNAPSE_PG_VENV:-$HOME/.cache/presenced-synapse-pg-venv}"
-server_name="${SYNAPSE_SERVER_NAME:-test.local}"
 writer_name=presenced
 
 say() { echo "== $*"; }
@@ -364,7 +368,10 @@ write_configs() {
     local dir="$1"
     local repl_secret reg_secret macaroon_secret form_secret
     read -r repl_secret reg_secret macaroon_secret form_secret < <(secrets 4)
-    read -r pg redis main_client main_repl sync_client w_repl w_client w_metrics redis_tls < <(free_ports 9)
+    read -r pg redis main_client main_repl sync_client w_repl w_client w_metrics redis_tls \
+        main_fed remote_client remote_fed < <(free_ports 12)
+    local server_name="${SYNAPSE_SERVER_NAME:-127.0.0.1:$main_fed}"
+    local remote_name="127.0.0.1:$remote_fed"
     local q
     {
         echo "# Written by scripts/synapse-deployment.sh start; source it."
@@ -386,6 +393,11 @@ write_configs() {
             "SYNAPSE_PYTHONPATH=$repo/crates/presence-python/tests/python:$repo/crates/presenced/tests/python" \
             "SYNAPSE_ROUTED_WATCHER=@routed-watcher:$server_name" \
             "SYNAPSE_REMOTE_ROUTED_WATCHER=@far-watcher:remote.invalid" \
+            "SYNAPSE_REMOTE=$remote" \
+            "SYNAPSE_REMOTE_SERVER_NAME=$remote_name" \
+            "SYNAPSE_REMOTE_URL=http://127.0.0.1:$remote_client" \
+            "SYNAPSE_REMOTE_YAML=$dir/remote.yaml" \
+            "SYNAPSE_REMOTE_WATCHER=@watcher:$remote_name" \
             "SYNAPSE_PG_HOST=$dir/pg/run" \
             "SYNAPSE_PG_PORT=$pg" \
             "SYNAPSE_PG_DB=synapse" \
@@ -408,53 +420,11 @@ write_configs() {
     log_config main
     log_config sync1
     log_config "$writer_name"
+    log_config remote
     "$SYNAPSE_VENV/bin/generate_signing_key" -o "$dir/synapse/signing.key"
-    cat >"$dir/homeserver.yaml" <<EOF
-# Shared by main and every worker (scripts/synapse-deployment.sh).
-server_name: "$server_name"
-public_baseurl: "$SYNAPSE_MAIN_URL/"
-listeners:
-  - {port: $main_client, type: http, tls: false, bind_addresses: ['127.0.0.1'], x_forwarded: true,
-     resources: [{names: [client, federation], compress: false}]}
-  - {port: $main_repl, type: http, tls: false, bind_addresses: ['127.0.0.1'],
-     resources: [{names: [replication]}]}
-database:
-  name: psycopg2
-  args: {user: $SYNAPSE_PG_USER, dbname: $SYNAPSE_PG_DB, host: '$SYNAPSE_PG_HOST', port: $pg,
-         cp_min: 1, cp_max: 5}
-log_config: '$dir/synapse/main.log.config'
-media_store_path: '$dir/synapse/media'
-signing_key_path: '$dir/synapse/signing.key'
-registration_shared_secret: "$reg_secret"
-macaroon_secret_key: "$macaroon_secret"
-form_secret: "$form_secret"
-enable_registration: false
-report_stats: false
-# No outbound key fetches: the test machine reaches no homeserver.
-trusted_key_servers: []
-suppress_key_server_warning: true
-worker_replication_secret: "$repl_secret"
-redis: {enabled: true, host: 127.0.0.1, port: $redis}
-instance_map:
-  main: {host: 127.0.0.1, port: $main_repl}
-  $writer_name: {host: 127.0.0.1, port: $w_repl}
-stream_writers:
-  presence: $writer_name
-# The example presence router, loaded by every process (Synapse's and Presenced): the routed
-# watchers receive everyone's presence without sharing a room (the remote one's server does
-# not exist: what Presenced asks Synapse's federation sender to send it is checked on the
-# presence_federation stream).
-presence:
-  enabled: true
-  presence_router:
-    module: example_router.ExamplePresenceRouter
-    config: {always_send_to_users: ['$SYNAPSE_ROUTED_WATCHER', '@far-watcher:remote.invalid'], blacklisted_users: []}
-# A module of another kind, written against Synapse's internals: Synapse loads it, Presenced
-# skips it with a warning.
-modules:
-  - module: deployment_modules.InternalsSpamChecker
-    config: {}
-# Tests hammer one user at a time: the defaults (rc_presence is 0.1/s) would give 429s.
+    # Both servers' rate limits, out of the way of the tests.
+    local rate_limits
+    rate_limits="$(cat <<EOF
 rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}
 rc_message: {per_second: 1000, burst_count: 1000}
 rc_registration: {per_second: 1000, burst_count: 1000}
@@ -471,6 +441,102 @@ rc_invites:
   per_user: {per_second: 1000, burst_count: 1000}
   per_issuer: {per_second: 1000, burst_count: 1000}
 EOF
+)"
+    cat >"$dir/homeserver.yaml" <<EOF
+# Shared by main and every worker (scripts/synapse-deployment.sh).
+server_name: "$server_name"
+public_baseurl: "$SYNAPSE_MAIN_URL/"
+listeners:
+  - {port: $main_client, type: http, tls: false, bind_addresses: ['127.0.0.1'], x_forwarded: true,
+     resources: [{names: [client, federation], compress: false}]}
+  - {port: $main_repl, type: http, tls: false, bind_addresses: ['127.0.0.1'],
+     resources: [{names: [replication]}]}
+  # Federation as other servers reach it: TLS on the port in the server name.
+  - {port: $main_fed, type: http, tls: true, bind_addresses: ['127.0.0.1'],
+     resources: [{names: [federation, keys], compress: false}]}
+tls_certificate_path: '$dir/tls/server.crt'
+tls_private_key_path: '$dir/tls/server.key'
+database:
+  name: psycopg2
+  args: {user: $SYNAPSE_PG_USER, dbname: $SYNAPSE_PG_DB, host: '$SYNAPSE_PG_HOST', port: $pg,
+         cp_min: 1, cp_max: 5}
+log_config: '$dir/synapse/main.log.config'
+media_store_path: '$dir/synapse/media'
+signing_key_path: '$dir/synapse/signing.key'
+registration_shared_secret: "$reg_secret"
+macaroon_secret_key: "$macaroon_secret"
+form_secret: "$form_secret"
+enable_registration: false
+report_stats: false
+# No notary: keys come from the servers themselves, the remote Synapse on loopback (whose
+# certificate is the throwaway CA's; Synapse checks IP-literal server names against the
+# blacklist alone, so loopback must be off it).
+trusted_key_servers: []
+suppress_key_server_warning: true
+federation_verify_certificates: false
+federation_ip_range_blacklist: []
+ip_range_whitelist: ['127.0.0.1']
+worker_replication_secret: "$repl_secret"
+redis: {enabled: true, host: 127.0.0.1, port: $redis}
+instance_map:
+  main: {host: 127.0.0.1, port: $main_repl}
+  $writer_name: {host: 127.0.0.1, port: $w_repl}
+stream_writers:
+  presence: $writer_name
+# The example presence router, loaded by every process (Synapse's and Presenced): the routed
+# watchers receive everyone's presence without sharing a room (the remote one's server does
+# not exist: what Presenced asks Synapse's federation sender to send it is checked on the
+# presence_federation stream). Tests that route to the remote Synapse's watcher give
+# Presenced a router of its own that names it, so Synapse's processes do not send it.
+presence:
+  enabled: true
+  presence_router:
+    module: example_router.ExamplePresenceRouter
+    config: {always_send_to_users: ['$SYNAPSE_ROUTED_WATCHER', '@far-watcher:remote.invalid'],
+             blacklisted_users: []}
+# A module of another kind, written against Synapse's internals: Synapse loads it, Presenced
+# skips it with a warning.
+modules:
+  - module: deployment_modules.InternalsSpamChecker
+    config: {}
+# Tests hammer one user at a time: the defaults (rc_presence is 0.1/s) would give 429s.
+$rate_limits
+EOF
+    # The remote server: a Synapse monolith of its own, on SQLite, whose example router sends
+    # its users' presence to the deployment's routed watcher.
+    cat >"$dir/remote.yaml" <<EOF
+server_name: "$remote_name"
+listeners:
+  - {port: $remote_client, type: http, tls: false, bind_addresses: ['127.0.0.1'],
+     resources: [{names: [client], compress: false}]}
+  - {port: $remote_fed, type: http, tls: true, bind_addresses: ['127.0.0.1'],
+     resources: [{names: [federation, keys], compress: false}]}
+tls_certificate_path: '$dir/tls/server.crt'
+tls_private_key_path: '$dir/tls/server.key'
+database: {name: sqlite3, args: {database: '$dir/remote/homeserver.db'}}
+log_config: '$dir/synapse/remote.log.config'
+media_store_path: '$dir/remote/media'
+signing_key_path: '$dir/remote/signing.key'
+registration_shared_secret: "$reg_secret"
+macaroon_secret_key: "$macaroon_secret"
+form_secret: "$form_secret"
+enable_registration: false
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+federation_verify_certificates: false
+federation_ip_range_blacklist: []
+ip_range_whitelist: ['127.0.0.1']
+presence:
+  enabled: true
+  presence_router:
+    module: example_router.ExamplePresenceRouter
+    config: {always_send_to_users: ['@watcher:$remote_name', '$SYNAPSE_ROUTED_WATCHER'],
+             blacklisted_users: []}
+$rate_limits
+EOF
+    mkdir -p "$dir/remote/media"
+    "$SYNAPSE_VENV/bin/generate_signing_key" -o "$dir/remote/signing.key"
     cat >"$dir/sync1.yaml" <<EOF
 worker_app: synapse.app.generic_worker
 worker_name: sync1
@@ -499,14 +565,16 @@ EOF
 cmd_start() {
     local dir="" arg t0
     stock=0
+    remote=1
     for arg in "$@"; do
         case "$arg" in
             --stock-writer) stock=1 ;;
+            --no-remote) remote=0 ;;
             -*) die "unknown option $arg" ;;
             *) [ -z "$dir" ] || die "one directory only"; dir="$arg" ;;
         esac
     done
-    [ -n "$dir" ] || die "usage: $0 start <dir> [--stock-writer]"
+    [ -n "$dir" ] || die "usage: $0 start <dir> [--stock-writer] [--no-remote]"
     t0="$(now)"
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
@@ -533,8 +601,10 @@ cmd_start() {
     fi
     launch_synapse sync1 synapse.app.generic_worker \
         "$SYNAPSE_HOMESERVER_YAML" "$SYNAPSE_SYNC_WORKER_YAML"
+    [ "$remote" = 0 ] || launch_synapse remote synapse.app.homeserver "$SYNAPSE_REMOTE_YAML"
     [ "$stock" = 0 ] || wait_synapse "$writer_name" "$PRESENCED_WRITER_CLIENT_PORT"
     wait_synapse sync1 "${SYNAPSE_WORKER_URL##*:}"
+    [ "$remote" = 0 ] || wait_synapse remote "${SYNAPSE_REMOTE_URL##*:}"
     trap - EXIT
     say "deployment up in $(since "$t0"): source $dir/env"
     echo "   main $SYNAPSE_MAIN_URL, sync worker $SYNAPSE_WORKER_URL, presence writer '$writer_name'" \
@@ -551,6 +621,7 @@ cmd_stop() {
     # Workers before main, the databases last so Synapse can shut down cleanly.
     stop_pidfile sync1
     stop_pidfile "$writer_name"
+    stop_pidfile remote
     stop_pidfile main
     stop_redis
     stop_postgres
@@ -559,7 +630,7 @@ cmd_stop() {
 
 main() {
     local cmd="${1:-}"
-    [ $# -ge 2 ] || die "usage: $0 {start <dir> [--stock-writer]|stop|env|restart-redis|restart-postgres|stop-redis|start-redis|stop-postgres|start-postgres|start-stock-writer|stop-stock-writer} <dir>"
+    [ $# -ge 2 ] || die "usage: $0 {start <dir> [--stock-writer] [--no-remote]|stop|env|restart-redis|restart-postgres|stop-redis|start-redis|stop-postgres|start-postgres|start-stock-writer|stop-stock-writer} <dir>"
     shift
     case "$cmd" in
         start) cmd_start "$@" ;;

@@ -20,7 +20,9 @@ use std::{
     time::Duration,
 };
 
-use presence_router::{InterestedUsers, ModuleApi, RouterError, UserId, UserStates};
+use presence_router::{
+    ForcedPresence, InterestedUsers, ModuleApi, PresenceState, RouterError, UserId, UserStates,
+};
 use pyo3::{intern, prelude::*};
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
@@ -32,7 +34,7 @@ use crate::{
         Activity, Call, CallKind, Control, FailureSite, LoadFailure, LoadRequest, Setup, Signals,
         Waker,
     },
-    outbound::{self, Job},
+    outbound::{self, Job, Request},
     shim, watchdog,
 };
 
@@ -300,7 +302,45 @@ impl Bridge {
             &self.outbound,
             Job {
                 api,
-                users: targets,
+                request: Request::SendPresenceTo(targets),
+                waiter,
+            },
+        )
+        .err()
+    }
+
+    /// `ModuleApi.set_presence_for_users`: `(user_id, presence, status_msg)` entries, checked
+    /// here and handed to the server as [`Self::send_presence`] does.
+    fn set_presence(
+        &self,
+        api_id: u64,
+        states: Vec<(String, String, Option<String>)>,
+        waiter: u64,
+    ) -> Option<String> {
+        let api = self.tables.borrow().apis.get(&api_id).cloned();
+        let Some(api) = api else {
+            return Some("this module is not connected to the server".to_owned());
+        };
+        let mut forced = Vec::with_capacity(states.len());
+        for (user, state, status_msg) in states {
+            let user = match UserId::parse(&user) {
+                Ok(id) => id,
+                Err(e) => return Some(format!("invalid user ID {user:?}: {e}")),
+            };
+            let Some(state) = PresenceState::from_wire(&state) else {
+                return Some(format!("invalid presence {state:?} for {user}"));
+            };
+            forced.push(ForcedPresence {
+                user,
+                state,
+                status_msg: status_msg.map(Into::into),
+            });
+        }
+        outbound::send(
+            &self.outbound,
+            Job {
+                api,
+                request: Request::SetPresence(forced),
                 waiter,
             },
         )

@@ -1,5 +1,5 @@
-//! Requests from modules to the server (`send_local_online_presence_to`), carried out off
-//! the Python thread.
+//! Requests from modules to the server (`send_local_online_presence_to`,
+//! `set_presence_for_users`), carried out off the Python thread.
 //!
 //! [`ModuleApi`]'s methods are async and the Python thread runs no Tokio runtime, so requests
 //! go to a small thread with its own single-threaded runtime. The outcome goes back to the
@@ -7,7 +7,7 @@
 
 use std::{io, sync::Arc, thread};
 
-use presence_router::{ModuleApi, UserId};
+use presence_router::{ForcedPresence, ModuleApi, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::host::{Control, Waker};
@@ -15,10 +15,16 @@ use crate::host::{Control, Waker};
 /// How many module requests may wait for the server at once.
 const CAPACITY: usize = 1024;
 
+/// What a module asks for.
+pub(crate) enum Request {
+    SendPresenceTo(Vec<UserId>),
+    SetPresence(Vec<ForcedPresence>),
+}
+
 /// One module request.
 pub(crate) struct Job {
     pub(crate) api: ModuleApi,
-    pub(crate) users: Vec<UserId>,
+    pub(crate) request: Request,
     /// The Python side's id of what the module awaits.
     pub(crate) waiter: u64,
 }
@@ -52,12 +58,15 @@ pub(crate) fn start(
                     let control = control.clone();
                     let waker = waker.clone();
                     tokio::spawn(async move {
-                        let error = job
-                            .api
-                            .send_local_online_presence_to(job.users)
-                            .await
-                            .err()
-                            .map(|e| e.to_string());
+                        let outcome = match job.request {
+                            Request::SendPresenceTo(users) => {
+                                job.api.send_local_online_presence_to(users).await
+                            }
+                            Request::SetPresence(states) => {
+                                job.api.set_presence_for_users(states).await
+                            }
+                        };
+                        let error = outcome.err().map(|e| e.to_string());
                         if control
                             .send(Control::Resolve {
                                 waiter: job.waiter,

@@ -23,7 +23,7 @@ mod state;
 
 pub use batch::{StateBatch, StateSet, UserStates};
 pub use id::{DeviceId, IdError, MAX_USER_ID_LEN, RoomId, ServerName, UserId};
-pub use module_api::{ModuleApi, ModuleApiError, ModuleCommand};
+pub use module_api::{ForcedPresence, ModuleApi, ModuleApiError, ModuleCommand};
 pub use registry::{
     ConfigError, FallbackFactory, RouterFactory, RouterModule, RouterRegistry, parse_typed_config,
 };

@@ -1,6 +1,8 @@
 //! [`ModuleApi`]: what a router receives at construction to talk back to the server.
 
-use crate::{IdError, ServerName, UserId};
+use std::sync::Arc;
+
+use crate::{IdError, PresenceState, ServerName, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a module API call failed.
@@ -27,6 +29,24 @@ pub enum ModuleCommand {
         /// Where the server answers.
         reply: oneshot::Sender<Result<(), ModuleApiError>>,
     },
+    /// See [`ModuleApi::set_presence_for_users`].
+    SetPresenceForUsers {
+        /// Each user's new state and status message.
+        states: Vec<ForcedPresence>,
+        /// Where the server answers.
+        reply: oneshot::Sender<Result<(), ModuleApiError>>,
+    },
+}
+
+/// One entry of [`ModuleApi::set_presence_for_users`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedPresence {
+    /// A local or remote user.
+    pub user: UserId,
+    /// The state to set.
+    pub state: PresenceState,
+    /// The status message to set (`None` clears it).
+    pub status_msg: Option<Arc<str>>,
 }
 
 /// The server-side API handed to every router when it is built. Cheap to clone.
@@ -81,6 +101,22 @@ impl ModuleApi {
         let (reply, rx) = oneshot::channel();
         let users = users.into_iter().collect();
         tx.send(ModuleCommand::SendLocalOnlinePresenceTo { users, reply })
+            .await
+            .map_err(|_| ModuleApiError::NotWriter)?;
+        rx.await.map_err(|_| ModuleApiError::NotWriter)?
+    }
+
+    /// Sets users' presence as the server itself would: local or remote, without a device,
+    /// replacing state and status message, always announced to those who receive it. Only
+    /// the process that writes presence can do this.
+    pub async fn set_presence_for_users(
+        &self,
+        states: impl IntoIterator<Item = ForcedPresence>,
+    ) -> Result<(), ModuleApiError> {
+        let tx = self.commands.as_ref().ok_or(ModuleApiError::NotWriter)?;
+        let (reply, rx) = oneshot::channel();
+        let states = states.into_iter().collect();
+        tx.send(ModuleCommand::SetPresenceForUsers { states, reply })
             .await
             .map_err(|_| ModuleApiError::NotWriter)?;
         rx.await.map_err(|_| ModuleApiError::NotWriter)?

@@ -32,12 +32,13 @@ pub use error::Error;
 pub use federation_queue::{FederationQueue, FederationUpdates};
 pub use json::to_python_json;
 pub use pg::{
-    PgHost, PgSettings, PresenceUpdates, SslMode, SynapseDb, TESTED_SCHEMA_VERSION, TokenInfo,
-    TokenLookup,
+    CacheUpdates, PgHost, PgSettings, PresenceUpdates, SslMode, SynapseDb, TESTED_SCHEMA_VERSION,
+    TokenInfo, TokenLookup,
 };
 pub use replication::{Event, Publisher, PublisherTask, RedisAddr, RedisSettings, Subscriber};
 pub use rows::{
-    EventsRow, PresenceFederationRow, PresenceRow, RowError, StreamEventRow, StreamStateRow,
+    CachesRow, EventsRow, PresenceFederationRow, PresenceRow, RowError, StreamEventRow,
+    StreamStateRow,
 };
 
 /// A position in a Synapse stream (a `stream_id` / token). Synapse's tokens are positive
@@ -48,5 +49,7 @@ pub type StreamId = u64;
 pub const PRESENCE_STREAM: &str = "presence";
 /// The stream name of the ad-hoc federation sends (`PresenceFederationStream.NAME`).
 pub const PRESENCE_FEDERATION_STREAM: &str = "presence_federation";
+/// The stream name of cache invalidations, which every process writes (`CachesStream.NAME`).
+pub const CACHES_STREAM: &str = "caches";
 /// The stream name of events, from which membership changes are learnt.
 pub const EVENTS_STREAM: &str = "events";

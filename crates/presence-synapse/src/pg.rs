@@ -18,7 +18,7 @@ use tokio_postgres::{NoTls, Row};
 use tracing::warn;
 
 pub use self::settings::{PgHost, PgSettings, SslMode};
-use crate::{Error, PresenceRow, StreamId};
+use crate::{CachesRow, Error, PresenceRow, StreamId};
 
 /// The `schema_version.version` of Synapse 1.163.2 (`SCHEMA_VERSION` in
 /// `synapse/storage/schema/__init__.py`), the schema these queries were checked against.
@@ -81,6 +81,23 @@ pub struct PresenceUpdates {
     /// Whether more rows may follow (the page was full).
     pub limited: bool,
 }
+
+/// A page of the writer's own `caches` stream rows, as `get_repl_stream_updates` serves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheUpdates {
+    /// `(stream_id, row)` in increasing stream order.
+    pub updates: Vec<(StreamId, CachesRow)>,
+    /// The position the page reaches (as [`PresenceUpdates::upto_token`]).
+    pub upto_token: StreamId,
+    /// Whether more rows may follow.
+    pub limited: bool,
+}
+
+/// The cached function through which Synapse's processes read
+/// `users_to_send_full_presence_to` (`PresenceStore._get_full_presence_stream_token_for_user`):
+/// its entry for a user is dropped when the user is marked.
+pub const FULL_PRESENCE_CACHE: &str = "_get_full_presence_stream_token_for_user";
 
 /// What an access token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,15 +200,25 @@ impl SynapseDb {
     }
 
     /// The writer's current position: the last ID allocated from
-    /// `presence_stream_sequence`, as Synapse's writer takes it at startup
-    /// (`PostgresSequenceGenerator.get_max_allocated`: `last_value`, minus one while
-    /// `is_called` is false, i.e. before the first `nextval`).
+    /// `presence_stream_sequence`, as Synapse's writer takes it at startup.
     pub async fn current_presence_position(&self) -> Result<StreamId, Error> {
-        self.timed("current_presence_position", QUERY_TIMEOUT, async {
+        self.sequence_position("current_presence_position", "presence_stream_sequence")
+            .await
+    }
+
+    /// The last ID allocated from `sequence`, as Synapse's
+    /// `PostgresSequenceGenerator.get_max_allocated` reads it: `last_value`, minus one while
+    /// `is_called` is false (before the first `nextval`).
+    async fn sequence_position(
+        &self,
+        operation: &'static str,
+        sequence: &'static str,
+    ) -> Result<StreamId, Error> {
+        self.timed(operation, QUERY_TIMEOUT, async {
             let client = self.pool.get().await?;
             let row = client
                 .query_one(
-                    "SELECT last_value, is_called FROM presence_stream_sequence",
+                    &format!("SELECT last_value, is_called FROM {sequence}"),
                     &[],
                 )
                 .await?;
@@ -202,8 +229,7 @@ impl SynapseDb {
             } else {
                 last_value - 1
             };
-            u64::try_from(pos)
-                .map_err(|_| Error::Corrupt(format!("presence_stream_sequence is at {pos}")))
+            u64::try_from(pos).map_err(|_| Error::Corrupt(format!("{sequence} is at {pos}")))
         })
         .await
     }
@@ -430,6 +456,161 @@ impl SynapseDb {
                 _ => upto,
             };
             Ok(PresenceUpdates {
+                updates,
+                upto_token,
+                limited,
+            })
+        })
+        .await
+    }
+
+    /// The latest `presence_stream` row of `user`, if any.
+    pub async fn presence_of(&self, user: &UserId) -> Result<Option<UserPresenceState>, Error> {
+        self.timed("presence_of", QUERY_TIMEOUT, async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT {PRESENCE_COLUMNS} FROM presence_stream WHERE user_id = $1 \
+                         ORDER BY stream_id DESC LIMIT 1"
+                    ),
+                    &[&user.as_str()],
+                )
+                .await?;
+            match row {
+                None => Ok(None),
+                Some(row) => presence_from_row(&row)
+                    .map(|(_, r)| Some(UserPresenceState::from(r)))
+                    .map_err(Error::Corrupt),
+            }
+        })
+        .await
+    }
+
+    /// Where the `caches` stream stands: the last ID allocated from
+    /// `cache_invalidation_stream_seq`, which every process of the deployment draws from.
+    pub async fn caches_position(&self) -> Result<StreamId, Error> {
+        self.sequence_position("caches_position", "cache_invalidation_stream_seq")
+            .await
+    }
+
+    /// Marks `users` as owed a full presence snapshot on their next sync, as Synapse's
+    /// `add_users_to_send_full_presence_to` does: in one transaction, each user's
+    /// `users_to_send_full_presence_to` row is set to `presence_position` (the presence
+    /// stream's current token: a sync token at or before it gets the snapshot) and one
+    /// `caches` row per user invalidates [`FULL_PRESENCE_CACHE`] under `instance_name`.
+    /// Returns those rows with their stream IDs, to be published once this has committed.
+    pub async fn mark_full_presence(
+        &self,
+        instance_name: &str,
+        users: &[UserId],
+        presence_position: StreamId,
+        now_ms: Millis,
+    ) -> Result<Vec<(StreamId, CachesRow)>, Error> {
+        self.timed("mark_full_presence", QUERY_TIMEOUT, async {
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+            let n = i32::try_from(names.len()).map_err(|_| Error::OutOfRange("user count"))?;
+            let position = to_i64(presence_position, "presence position")?;
+            let ts = to_i64(now_ms, "invalidation_ts")?;
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO users_to_send_full_presence_to (user_id, presence_stream_id) \
+                 SELECT u, $2 FROM UNNEST($1::text[]) AS u \
+                 ON CONFLICT (user_id) DO UPDATE SET presence_stream_id = EXCLUDED.presence_stream_id",
+                &[&names, &position],
+            )
+            .await?;
+            let mut ids: Vec<i64> = tx
+                .query(
+                    "SELECT nextval('cache_invalidation_stream_seq') FROM generate_series(1, $1::int)",
+                    &[&n],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            ids.sort_unstable();
+            tx.execute(
+                "INSERT INTO cache_invalidation_stream_by_instance \
+                 (stream_id, instance_name, cache_func, keys, invalidation_ts) \
+                 SELECT u.id, $3, $4, ARRAY[u.name], $5 \
+                 FROM UNNEST($1::bigint[], $2::text[]) AS u(id, name)",
+                &[&ids, &names, &instance_name, &FULL_PRESENCE_CACHE, &ts],
+            )
+            .await?;
+            tx.commit().await?;
+            ids.iter()
+                .zip(users)
+                .map(|(id, user)| {
+                    Ok((
+                        to_u64(*id)?,
+                        CachesRow {
+                            cache_func: FULL_PRESENCE_CACHE.to_owned(),
+                            keys: Some(vec![user.as_str().to_owned()]),
+                            invalidation_ts: now_ms,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The `caches` rows `instance_name` wrote with `from < stream_id <= upto`, at most
+    /// `limit`, for `get_repl_stream_updates/caches` (`get_all_updated_caches`).
+    pub async fn cache_updates(
+        &self,
+        instance_name: &str,
+        from: StreamId,
+        upto: StreamId,
+        limit: usize,
+    ) -> Result<CacheUpdates, Error> {
+        self.timed("cache_updates", QUERY_TIMEOUT, async {
+            if from >= upto || limit == 0 {
+                return Ok(CacheUpdates {
+                    updates: Vec::new(),
+                    upto_token: upto,
+                    limited: false,
+                });
+            }
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT stream_id, cache_func, keys, invalidation_ts \
+                     FROM cache_invalidation_stream_by_instance \
+                     WHERE instance_name = $1 AND $2 < stream_id AND stream_id <= $3 \
+                     ORDER BY stream_id ASC LIMIT $4",
+                    &[
+                        &instance_name,
+                        &to_i64(from, "from_token")?,
+                        &to_i64(upto, "upto_token")?,
+                        &i64::try_from(limit).map_err(|_| Error::OutOfRange("limit"))?,
+                    ],
+                )
+                .await?;
+            let mut updates = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id = to_u64(row.try_get(0)?)?;
+                let ts: Option<i64> = row.try_get(3)?;
+                updates.push((
+                    id,
+                    CachesRow {
+                        cache_func: row.try_get(1)?,
+                        keys: row.try_get(2)?,
+                        invalidation_ts: ts.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+                    },
+                ));
+            }
+            let limited = rows.len() >= limit;
+            let upto_token = match (limited, updates.last()) {
+                (true, Some((id, _))) => *id,
+                _ => upto,
+            };
+            Ok(CacheUpdates {
                 updates,
                 upto_token,
                 limited,

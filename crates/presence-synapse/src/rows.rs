@@ -168,6 +168,59 @@ pub struct PresenceFederationRow {
     pub user_id: UserId,
 }
 
+/// A `caches` stream row (`CachesStream.CachesStreamRow`): `[cache_func, keys,
+/// invalidation_ts]`, telling every process to drop `keys` from its cache of `cache_func`
+/// (`keys` null: the whole cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachesRow {
+    /// The cached function's name, e.g. `_get_full_presence_stream_token_for_user`.
+    pub cache_func: String,
+    /// The key to invalidate (`None`: all of them).
+    pub keys: Option<Vec<String>>,
+    /// When the invalidation was made, in ms.
+    pub invalidation_ts: Millis,
+}
+
+const CACHES_ROW: &str = "caches row";
+
+impl CachesRow {
+    /// Decodes a row from a JSON value.
+    pub fn from_value(value: &Value) -> Result<Self, RowError> {
+        let f = fields(value, CACHES_ROW, 3)?;
+        let field = |field| RowError::Field {
+            row: CACHES_ROW,
+            field,
+        };
+        let cache_func = f[0].as_str().ok_or(field("cache_func"))?.to_owned();
+        let keys = match &f[1] {
+            Value::Null => None,
+            Value::Array(keys) => Some(
+                keys.iter()
+                    .map(|k| k.as_str().map(str::to_owned).ok_or(field("keys")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(field("keys")),
+        };
+        let invalidation_ts = f[2].as_u64().ok_or(field("invalidation_ts"))?;
+        Ok(Self {
+            cache_func,
+            keys,
+            invalidation_ts,
+        })
+    }
+}
+
+impl Serialize for CachesRow {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(3))?;
+        seq.serialize_element(&self.cache_func)?;
+        seq.serialize_element(&self.keys)?;
+        seq.serialize_element(&self.invalidation_ts)?;
+        seq.end()
+    }
+}
+
 const FEDERATION_ROW: &str = "presence_federation row";
 
 impl PresenceFederationRow {

@@ -7,10 +7,14 @@ once. `Announcer` is the legacy form, `AnnouncerModule` the `modules:` form. Con
 - `users_who_should_receive_all_presence`: as in the reference's test router;
 - `announce`: batches of user IDs; one batch is sent per tick of a 20 ms looping call, and a
   batch that fails is retried on the next tick;
-- `repeat`: start over once every batch was sent.
+- `repeat`: start over once every batch was sent;
+- `after_file`: send nothing until this file exists (a test's trigger);
+- `set_presence`: `{user_id: [presence, status_msg]}`, set with `set_presence_for_users`
+  on the first tick allowed to send, before the batches.
 """
 
 import logging
+import os
 
 from synapse.events.presence_router import PresenceRouter
 
@@ -23,6 +27,8 @@ class Announcer:
         self._batches = [list(batch) for batch in config.get("announce") or []]
         self._pending = list(self._batches)
         self._repeat = bool(config.get("repeat"))
+        self._after_file = config.get("after_file")
+        self._set = {u: tuple(v) for u, v in (config.get("set_presence") or {}).items()}
         self._api = module_api
         self._busy = False
         self.failures = 0
@@ -30,15 +36,22 @@ class Announcer:
 
     async def _announce(self):
         # Ticks do not wait for each other: skip while a batch is on its way.
-        if self._busy or not self._pending:
+        if self._busy or not (self._pending or self._set):
+            return
+        if self._after_file and not os.path.exists(self._after_file):
             return
         self._busy = True
-        batch = self._pending[0]
         try:
+            if self._set:
+                await self._api.set_presence_for_users(self._set)
+                self._set = {}
+            if not self._pending:
+                return
+            batch = self._pending[0]
             await self._api.send_local_online_presence_to(batch)
         except Exception as exc:
             self.failures += 1
-            logger.info("announcing to %s failed (%s); retrying", batch, exc)
+            logger.info("announcing failed (%s); retrying", exc)
             return
         finally:
             self._busy = False

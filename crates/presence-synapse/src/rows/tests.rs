@@ -139,3 +139,33 @@ fn captured_events_rows() {
         assert!(EventsRow::from_json(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn caches_rows_encode_as_synapse_writes_them() {
+    // The shape of a captured `RDATA caches master 5 ["cs_cache_fake",["!room","@user"],ts]`.
+    let captured = serde_json::json!([
+        "cs_cache_fake",
+        ["!room:test.local", "@bob:test.local"],
+        1796302663779u64
+    ]);
+    let row = CachesRow::from_value(&captured).unwrap();
+    assert_eq!(row.cache_func, "cs_cache_fake");
+    assert_eq!(
+        row.keys.as_deref(),
+        Some(&["!room:test.local".to_owned(), "@bob:test.local".to_owned()][..])
+    );
+    assert_eq!(serde_json::to_value(&row).unwrap(), captured);
+    // "Invalidate all" is a null key list.
+    let all = CachesRow::from_value(&serde_json::json!(["f", null, 1])).unwrap();
+    assert_eq!(all.keys, None);
+    assert_eq!(serde_json::to_string(&all).unwrap(), r#"["f",null,1]"#);
+    for bad in [
+        serde_json::json!(["f", "not-a-list", 1]),
+        serde_json::json!([1, null, 1]),
+        serde_json::json!(["f", [1], 1]),
+        serde_json::json!(["f", null, -1]),
+        serde_json::json!(["f", null]),
+    ] {
+        assert!(CachesRow::from_value(&bad).is_err(), "{bad} was accepted");
+    }
+}

@@ -183,6 +183,10 @@ async fn open_synapse(
         .current_presence_position()
         .await
         .map_err(|e| synapse("database: reading presence_stream_sequence", e))?;
+    let caches = db
+        .caches_position()
+        .await
+        .map_err(|e| synapse("database: reading cache_invalidation_stream_seq", e))?;
     let (subscriber, events) =
         Subscriber::new(&writer.redis, &config.server_name, REPLICATION_QUEUE)
             .map_err(|e| synapse("redis", e))?;
@@ -208,6 +212,7 @@ async fn open_synapse(
             db,
             publisher,
             position,
+            caches,
         )),
     })
 }

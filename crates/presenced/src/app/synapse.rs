@@ -7,10 +7,15 @@
 //!   rows over Redis, in stream-ID order. A row that is not committed is never announced, and
 //!   the announced position never passes what is committed: the same rule as the standalone
 //!   mode's "visible only once committed".
-//! - Replication over Redis ([`run_replication`]): `POSITION` for `presence` and
-//!   `presence_federation` on every (re)connection and every `REPLICATE`; `USER_SYNC` and
+//! - Replication over Redis ([`run_replication`]): `POSITION` for `presence`,
+//!   `presence_federation` and the writer's part of `caches` on every (re)connection and
+//!   every `REPLICATE`; `USER_SYNC` and
 //!   `CLEAR_USER_SYNC` drive the engine's per-device syncing state, and a process that has
 //!   not been heard from for five minutes has its syncs ended (as the stock writer does).
+//! - Full snapshots for local users (`send_local_online_presence_to`,
+//!   [`SynapseWriter::send_full_presence`]): the `users_to_send_full_presence_to` mark, the
+//!   `caches` invalidation that makes the workers read it again, then the presence stream
+//!   moved on, so each device gets the snapshot once.
 //! - Access tokens ([`SynapseTokens`]): Synapse's `access_tokens` and `users` tables.
 //!
 //! Reference: `synapse/handlers/presence.py`, `synapse/replication/tcp/` (see
@@ -30,8 +35,8 @@ use presence_engine::StreamPos;
 use presence_router::{DeviceId, RoomId, ServerName, UserId, UserPresenceState};
 use presence_store::StoreError;
 use presence_synapse::{
-    EVENTS_STREAM, FederationQueue, FederationUpdates, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM,
-    PresenceFederationRow, SynapseDb,
+    CACHES_STREAM, CacheUpdates, EVENTS_STREAM, FederationQueue, FederationUpdates,
+    PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM, PresenceFederationRow, SynapseDb,
     command::{Command, SyncState},
     pg::TokenLookup,
     replication::{Event, Publisher},
@@ -79,6 +84,9 @@ pub struct SynapseWriter {
     /// The last `presence_federation` token published (what POSITION announces: a receiver
     /// told of a token before its rows would drop them).
     federation_published: AtomicU64,
+    /// The writer's position in the `caches` stream: the sequence's value at startup, then
+    /// the last invalidation it published.
+    caches_published: AtomicU64,
 }
 
 /// One `presence_federation` entry: its token and rows.
@@ -91,15 +99,22 @@ struct ProcessSyncs {
 }
 
 impl SynapseWriter {
-    /// Connects the writer: `position` is where the presence stream stands (from the
-    /// sequence).
-    pub fn new(instance: String, db: SynapseDb, publisher: Publisher, position: u64) -> Self {
+    /// Connects the writer: `position` is where the presence stream stands and `caches`
+    /// where the `caches` stream does (both from their sequences).
+    pub fn new(
+        instance: String,
+        db: SynapseDb,
+        publisher: Publisher,
+        position: u64,
+        caches: u64,
+    ) -> Self {
         let (federation_out, federation_rx) = mpsc::unbounded_channel();
         Self {
             federation: Mutex::new(FederationQueue::new()),
             federation_out,
             federation_rx: Mutex::new(Some(federation_rx)),
             federation_published: AtomicU64::new(0),
+            caches_published: AtomicU64::new(caches),
             instance,
             db,
             publisher,
@@ -194,11 +209,26 @@ impl SynapseWriter {
         self.federation_published.fetch_max(id, Ordering::AcqRel);
     }
 
-    /// Publishes both streams' positions (on connection and on `REPLICATE`).
+    /// The writer's `caches` rows with `from < token <= upto`, for `get_repl_stream_updates`.
+    pub async fn cache_updates(
+        &self,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<CacheUpdates, presence_synapse::Error> {
+        let upto = upto.min(self.caches_published.load(Ordering::Acquire));
+        self.db
+            .cache_updates(&self.instance, from, upto, limit)
+            .await
+    }
+
+    /// Publishes the positions of the streams the writer is a source of (on connection and
+    /// on `REPLICATE`).
     async fn announce_positions(&self) {
         let _serial = self.persist.lock().await;
         let at = self.position();
         let federation = self.federation_published.load(Ordering::Acquire);
+        let caches = self.caches_published.load(Ordering::Acquire);
         for command in [
             Command::position(PRESENCE_STREAM, &self.instance, at, at),
             Command::position(
@@ -207,6 +237,7 @@ impl SynapseWriter {
                 federation,
                 federation,
             ),
+            Command::position(CACHES_STREAM, &self.instance, caches, caches),
         ] {
             if let Err(e) = self.publish(&command).await {
                 tracing::warn!(error = %e, "Could not queue a POSITION.");
@@ -214,11 +245,66 @@ impl SynapseWriter {
         }
     }
 
+    /// Local users' part of `send_local_online_presence_to`: each of `users` gets a full
+    /// snapshot of the presence it is interested in on its next sync through Synapse's
+    /// workers.
+    ///
+    /// As Synapse's writer does (`send_full_presence_to_users`): mark the users at the
+    /// current presence position, publish the cache invalidations (the workers cache "no
+    /// snapshot owed"), then put one user's current state at the tip of the presence stream,
+    /// so that a device's next sync token passes the mark and the snapshot comes once. The
+    /// state goes to the tip unchanged: Synapse's writer wipes its status message and
+    /// refreshes its activity there (docs/differences.md).
+    pub async fn send_full_presence(&self, users: Vec<UserId>) -> Result<(), StoreError> {
+        let Some(first) = users.first().cloned() else {
+            return Ok(());
+        };
+        let serial = self.persist.lock().await;
+        let marks = self
+            .db
+            .mark_full_presence(
+                &self.instance,
+                &users,
+                self.position(),
+                crate::presence::now_ms(),
+            )
+            .await
+            .map_err(backend)?;
+        for (id, row) in &marks {
+            let command = Command::rdata(CACHES_STREAM, &self.instance, Some(*id), row)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if let Err(e) = self.publish(&command).await {
+                tracing::warn!(error = %e, "Could not queue a caches row.");
+            }
+            self.caches_published.fetch_max(*id, Ordering::AcqRel);
+            crate::metrics::replication_rdata_out(1);
+        }
+        // Any of the users' states moves the stream; a user without one is offline.
+        let mut tip = None;
+        for user in &users {
+            if let Some(state) = self.db.presence_of(user).await.map_err(backend)? {
+                tip = Some(state);
+                break;
+            }
+        }
+        let tip = tip.unwrap_or_else(|| UserPresenceState::offline(first));
+        self.commit_locked(&serial, vec![tip]).await
+    }
+
     async fn commit(&self, states: Vec<UserPresenceState>) -> Result<(), StoreError> {
         if states.is_empty() {
             return Ok(());
         }
-        let _serial = self.persist.lock().await;
+        let serial = self.persist.lock().await;
+        self.commit_locked(&serial, states).await
+    }
+
+    /// [`Self::commit`] with the serializing lock held by the caller.
+    async fn commit_locked(
+        &self,
+        _serial: &tokio::sync::MutexGuard<'_, ()>,
+        states: Vec<UserPresenceState>,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
         let rows = self
             .db
@@ -317,9 +403,8 @@ impl PresencePersistence for Persistence {
             Self::Standalone(s) => {
                 PresencePersistence::set_full_presence_targets(s, users, pos).await
             }
-            Self::Synapse(_) => Err(StoreError::Unsupported(
-                "full presence snapshots for Synapse's workers",
-            )),
+            // The deployment's own presence position marks the users, not the engine's.
+            Self::Synapse(w) => w.send_full_presence(users).await,
         }
     }
 

@@ -66,7 +66,9 @@ pub fn app_for(state: App, resources: &[ResourceName]) -> Router {
     for resource in resources {
         router = match resource {
             // Beside Synapse, accounts, rooms and /sync stay Synapse's.
-            ResourceName::Client if writer => router.merge(client::writer_routes()),
+            ResourceName::Client if writer => {
+                router.merge(client::writer_routes()).merge(admin::routes())
+            }
             ResourceName::Client => router
                 .merge(client::routes())
                 .merge(admin::routes())

@@ -6,7 +6,8 @@
 //! - `POST /_synapse/replication/bump_presence_active_time/{user_id}`: activity (receipts,
 //!   typing, messages);
 //! - `GET /_synapse/replication/get_repl_stream_updates/{stream}/{txn_id}`: the rows a
-//!   process missed, from the database;
+//!   process missed (`presence` and the writer's `caches` rows from the database,
+//!   `presence_federation` from memory);
 //! - `POST /_synapse/replication/fed_send_edu/m.presence/{txn_id}`: inbound federation
 //!   presence received by another process.
 //!
@@ -23,7 +24,7 @@ use axum::{
 };
 use presence_engine::RemotePresence;
 use presence_router::{DeviceId, PresenceState, ServerName, UserId};
-use presence_synapse::{PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM};
+use presence_synapse::{CACHES_STREAM, PRESENCE_FEDERATION_STREAM, PRESENCE_STREAM};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -188,36 +189,39 @@ async fn get_repl_stream_updates(
             .map_err(|_| ApiError::invalid_param(format!("{key} must be a non-negative integer")))
     };
     let (from, upto) = (token("from_token")?, token("upto_token")?);
+    let page = |updates: Vec<Value>, upto_token: u64, limited: bool| {
+        Ok(Json(json!({
+            "updates": updates,
+            "upto_token": upto_token,
+            "limited": limited,
+        })))
+    };
     match stream.as_str() {
         PRESENCE_STREAM => {
-            let page = writer(&app)?
+            let p = writer(&app)?
                 .db()
                 .presence_updates(from, upto, UPDATES_PAGE)
                 .await
                 .map_err(ApiError::internal)?;
-            let updates: Vec<Value> = page
-                .updates
-                .iter()
-                .map(|(id, row)| json!([id, row]))
-                .collect();
-            Ok(Json(json!({
-                "updates": updates,
-                "upto_token": page.upto_token,
-                "limited": page.limited,
-            })))
+            let rows = p.updates.iter().map(|(id, row)| json!([id, row])).collect();
+            page(rows, p.upto_token, p.limited)
         }
         PRESENCE_FEDERATION_STREAM => {
-            let page = writer(&app)?.federation_updates(from, upto, UPDATES_PAGE);
-            let updates: Vec<Value> = page
+            let p = writer(&app)?.federation_updates(from, upto, UPDATES_PAGE);
+            let rows = p
                 .updates
                 .iter()
                 .map(|(id, row)| json!([id, [row.destination.as_str(), row.user_id.as_str()]]))
                 .collect();
-            Ok(Json(json!({
-                "updates": updates,
-                "upto_token": page.upto_token,
-                "limited": page.limited,
-            })))
+            page(rows, p.upto_token, p.limited)
+        }
+        CACHES_STREAM => {
+            let p = writer(&app)?
+                .cache_updates(from, upto, UPDATES_PAGE)
+                .await
+                .map_err(ApiError::internal)?;
+            let rows = p.updates.iter().map(|(id, row)| json!([id, row])).collect();
+            page(rows, p.upto_token, p.limited)
         }
         other => Err(ApiError::not_found(format!("Unknown stream {other:?}"))),
     }

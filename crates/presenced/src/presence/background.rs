@@ -75,6 +75,14 @@ async fn module_commands<S: PresencePersistence>(
                 }
                 let _ = reply.send(result);
             }
+            Some(ModuleCommand::SetPresenceForUsers { states, reply }) => {
+                let n = states.len();
+                let result = svc.set_presence_for_users(states).await;
+                if let Err(e) = &result {
+                    tracing::warn!(users = n, error = %e, "set_presence_for_users failed.");
+                }
+                let _ = reply.send(result);
+            }
             Some(_) => tracing::warn!("Ignoring a module command this version does not handle."),
             None => return,
         }

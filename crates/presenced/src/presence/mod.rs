@@ -25,8 +25,8 @@ use presence_engine::{
     Applied, Effects, Engine, Input, RemotePresence, Routed, StreamPos, UserIdx,
 };
 use presence_router::{
-    DeviceId, InterestedUsers, Millis, ModuleApiError, PresenceState, RoomId, RouterSet,
-    ServerName, UserId, UserPresenceState,
+    DeviceId, ForcedPresence, InterestedUsers, Millis, ModuleApiError, PresenceState, RoomId,
+    RouterSet, ServerName, UserId, UserPresenceState,
 };
 use presence_store::StoreError;
 
@@ -646,6 +646,45 @@ impl<S: PresencePersistence> PresenceService<S> {
             }
         }
         Ok(())
+    }
+
+    /// `ModuleApi.set_presence_for_users`: each user's state and status message replaced as
+    /// the server itself sets them (no device, always announced), local or remote users.
+    /// Unknown local users are refused before anything changes.
+    pub async fn set_presence_for_users(
+        &self,
+        states: Vec<ForcedPresence>,
+    ) -> Result<(), ModuleApiError> {
+        let server = self.engine().config().server_name.clone();
+        for s in states.iter().filter(|s| s.user.is_on(&server)) {
+            match self.inner.store.user_exists(&s.user).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ModuleApiError::Rejected(format!(
+                        "unknown local user {}",
+                        s.user
+                    )));
+                }
+                Err(e) => return Err(ModuleApiError::Rejected(format!("store: {e}"))),
+            }
+        }
+        if states.is_empty() {
+            return Ok(());
+        }
+        let inputs = {
+            let mut e = self.engine();
+            states
+                .into_iter()
+                .map(|s| Input::Force {
+                    user: e.intern_user(&s.user),
+                    state: s.state,
+                    status_msg: s.status_msg,
+                })
+                .collect()
+        };
+        self.submit(inputs)
+            .await
+            .map_err(|e| ModuleApiError::Rejected(e.to_string()))
     }
 
     /// Persists states that changed without news (sync bookkeeping).

@@ -712,6 +712,94 @@ async fn admin_send_local_online_presence_to_gives_a_snapshot() {
     );
 }
 
+/// `set_presence_for_users` on the admin API: a local and a remote user's states replaced
+/// (no device; the local one's room-mate sees it), while an unknown local user, an unknown
+/// presence or a non-admin changes nothing.
+#[tokio::test]
+async fn admin_set_presence_for_users_forces_states() {
+    let s = server("").await;
+    let c = s.client();
+    let admin = c.register("admin", "password", true).await.unwrap();
+    let (alice, bob) = pair(&c).await;
+    const PATH: &str = "/_presenced/admin/v1/set_presence_for_users";
+    for (who, body, status, errcode) in [
+        (
+            &alice,
+            json!({"users": {alice.user_id.as_str(): {"presence": "online"}}}),
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        ),
+        (
+            &admin,
+            json!({"users": {alice.user_id.as_str(): {"presence": "away"}}}),
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        ),
+        (
+            &admin,
+            json!({"users": {alice.user_id.as_str(): {"presence": "online"},
+                             "@ghost:test": {"presence": "online"}}}),
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+        ),
+        (
+            &admin,
+            json!({"users": {}}),
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        ),
+    ] {
+        let (st, data) = c
+            .request(
+                Method::POST,
+                PATH,
+                Some(&who.token),
+                Some(RequestBody::Json(body.clone())),
+            )
+            .await;
+        assert_eq!(
+            (st, data["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{body}"
+        );
+    }
+    let (_, untouched) = get_status(&c, &bob, &alice.user_id).await;
+    assert_eq!(untouched["presence"], "offline", "{untouched}");
+
+    c.ok(
+        Method::POST,
+        PATH,
+        Some(&admin.token),
+        json!({"users": {
+            alice.user_id.as_str(): {"presence": "unavailable", "status_msg": "forced"},
+            "@far:remote.example": {"presence": "online"},
+        }}),
+    )
+    .await;
+    let (_, seen) = get_status(&c, &bob, &alice.user_id).await;
+    assert_eq!(seen["presence"], "unavailable", "{seen}");
+    assert_eq!(seen["status_msg"], "forced", "{seen}");
+    let listing = c
+        .ok(
+            Method::GET,
+            "/_presenced/admin/v1/presence?limit=1000",
+            Some(&admin.token),
+            json!(null),
+        )
+        .await;
+    let far = listing["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user_id"] == "@far:remote.example")
+        .cloned();
+    assert_eq!(
+        far.map(|p| p["presence"].clone()),
+        Some(json!("online")),
+        "{listing}"
+    );
+}
+
 /// One user sending many distinct large inline filters once grew the server by gigabytes:
 /// the filter cache counted entries, not bytes.
 #[tokio::test]

@@ -29,6 +29,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::matrix::{q, registration_mac};
 
+mod federation;
+mod module_api;
 mod services;
 
 /// The variable naming the deployment directory.
@@ -123,6 +125,37 @@ impl Deployment {
 
     fn dir(&self) -> &Path {
         Path::new(self.var("SYNAPSE_DEPLOYMENT_DIR"))
+    }
+
+    /// Presenced's command-line arguments for a third config file, `<dir>/<name>.yaml`, that
+    /// replaces the shared file's `presence` section: the same example router, its watchers
+    /// and `more_watchers`, and `federation_ping_interval` when given. Synapse's processes
+    /// keep the shared file's.
+    fn presence_section(
+        &self,
+        name: &str,
+        more_watchers: &[&str],
+        ping_interval: Option<&str>,
+    ) -> Vec<String> {
+        let mut watchers = vec![
+            self.var("SYNAPSE_ROUTED_WATCHER"),
+            self.var("SYNAPSE_REMOTE_ROUTED_WATCHER"),
+        ];
+        watchers.extend_from_slice(more_watchers);
+        let mut presence = json!({
+            "enabled": true,
+            "presence_router": {
+                "module": "example_router.ExamplePresenceRouter",
+                "config": {"always_send_to_users": watchers, "blacklisted_users": []},
+            },
+        });
+        if let Some(every) = ping_interval {
+            presence["federation_ping_interval"] = json!(every);
+        }
+        let file = self.dir().join(format!("{name}.yaml"));
+        // JSON is YAML.
+        std::fs::write(&file, json!({"presence": presence}).to_string()).unwrap();
+        vec!["-c".to_owned(), file.to_string_lossy().into_owned()]
     }
 
     fn main_url(&self) -> &str {
@@ -392,8 +425,11 @@ struct Account {
     token: String,
 }
 
-/// A user's `/sync` stream on the sync worker, and every presence event it has delivered.
+/// A user's `/sync` stream (on the sync worker, or the remote Synapse for its users), and
+/// every presence event it has delivered.
 struct Watch {
+    /// Where the stream syncs.
+    base: String,
     account: Account,
     since: String,
     seen: Vec<Value>,
@@ -505,22 +541,57 @@ impl Scenario {
         }
     }
 
+    /// Registers `{role}-{tag}-{run}` on main as a server admin.
+    async fn register_admin(&self, role: &str) -> Account {
+        let localpart = format!("{role}-{}-{}", self.tag, run_id());
+        match self
+            .try_register_as(&localpart, "pw-presenced-test", true)
+            .await
+        {
+            Ok(account) => account,
+            Err((status, data)) => self.fail(&format!("registering {localpart}: {status} {data}")),
+        }
+    }
+
     /// Shared-secret registration of `localpart` on main: the account, or the refusal.
     async fn try_register(
         &self,
         localpart: &str,
         password: &str,
     ) -> Result<Account, (StatusCode, Value)> {
-        let url = format!("{}/_synapse/admin/v1/register", self.d.main_url());
+        self.try_register_as(localpart, password, false).await
+    }
+
+    /// [`Self::try_register`], as an admin or not.
+    async fn try_register_as(
+        &self,
+        localpart: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<Account, (StatusCode, Value)> {
+        self.try_register_at(self.d.main_url(), localpart, password, admin)
+            .await
+    }
+
+    /// Shared-secret registration on the server whose client listener is `base` (main, or
+    /// the remote Synapse, which has the same secret).
+    async fn try_register_at(
+        &self,
+        base: &str,
+        localpart: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<Account, (StatusCode, Value)> {
+        let url = format!("{base}/_synapse/admin/v1/register");
         let (status, nonce) = self.call(Method::GET, &url, None, None).await;
         self.check(status == StatusCode::OK, || {
             format!("GET {url} -> {status} {nonce}")
         });
         let nonce = nonce["nonce"].as_str().unwrap();
         let secret = self.d.var("SYNAPSE_SHARED_SECRET");
-        let mac = registration_mac(secret, nonce, localpart, password, false);
+        let mac = registration_mac(secret, nonce, localpart, password, admin);
         let body = json!({"nonce": nonce, "username": localpart, "password": password,
-                          "admin": false, "mac": mac});
+                          "admin": admin, "mac": mac});
         let (status, data) = self.call(Method::POST, &url, None, Some(&body)).await;
         if status != StatusCode::OK {
             return Err((status, data));
@@ -535,16 +606,25 @@ impl Scenario {
     /// first use, logged in on a deployment that already has it.
     async fn routed_watcher(&self) -> Account {
         let user_id = self.d.var("SYNAPSE_ROUTED_WATCHER");
+        self.fixed_account(self.d.main_url(), user_id).await
+    }
+
+    /// `user_id` on the server whose client listener is `base`, an account whose name does
+    /// not change between runs: registered on first use, else logged in.
+    async fn fixed_account(&self, base: &str, user_id: &str) -> Account {
         let localpart = user_id
             .strip_prefix('@')
             .and_then(|rest| rest.split(':').next())
             .unwrap();
-        match self.try_register(localpart, ROUTED_WATCHER_PASSWORD).await {
+        match self
+            .try_register_at(base, localpart, ROUTED_WATCHER_PASSWORD, false)
+            .await
+        {
             Ok(account) => return account,
             Err((_, data)) if data["errcode"] == "M_USER_IN_USE" => {}
             Err((status, data)) => self.fail(&format!("registering {localpart}: {status} {data}")),
         }
-        let url = format!("{}/_matrix/client/v3/login", self.d.main_url());
+        let url = format!("{base}/_matrix/client/v3/login");
         let body = json!({"type": "m.login.password", "password": ROUTED_WATCHER_PASSWORD,
                           "identifier": {"type": "m.id.user", "user": localpart}});
         let (status, data) = self.call(Method::POST, &url, None, Some(&body)).await;
@@ -629,7 +709,12 @@ impl Scenario {
 
     /// `GET /sync?{params}` on the sync worker as `who`.
     async fn sync(&self, who: &Account, params: &str) -> Value {
-        let url = format!("{}/_matrix/client/v3/sync?{params}", self.d.worker_url());
+        self.sync_at(self.d.worker_url(), who, params).await
+    }
+
+    /// `GET {base}/_matrix/client/v3/sync?{params}` as `who`.
+    async fn sync_at(&self, base: &str, who: &Account, params: &str) -> Value {
+        let url = format!("{base}/_matrix/client/v3/sync?{params}");
         self.ok(Method::GET, &url, who, None).await
     }
 
@@ -638,17 +723,29 @@ impl Scenario {
     /// (user, device, `since`, `timeout`, filter…) from it; an initial sync ignores `timeout`,
     /// so a fresh value per request makes it a new request.
     async fn initial_sync(&self, who: &Account, params: &str) -> Value {
+        self.initial_sync_at(self.d.worker_url(), who, params).await
+    }
+
+    /// [`Self::initial_sync`] on the server whose client listener is `base`.
+    async fn initial_sync_at(&self, base: &str, who: &Account, params: &str) -> Value {
         static FRESH: AtomicU64 = AtomicU64::new(0);
         let timeout = FRESH.fetch_add(1, Ordering::Relaxed);
         let sep = if params.is_empty() { "" } else { "&" };
-        self.sync(who, &format!("timeout={timeout}{sep}{params}"))
+        self.sync_at(base, who, &format!("timeout={timeout}{sep}{params}"))
             .await
     }
 
-    /// Starts `who`'s `/sync` stream with an initial sync (which also brings `who` online).
+    /// Starts `who`'s `/sync` stream on the sync worker with an initial sync (which also
+    /// brings `who` online).
     async fn watch(&self, who: &Account) -> Watch {
-        let body = self.initial_sync(who, "").await;
+        self.watch_at(self.d.worker_url(), who).await
+    }
+
+    /// [`Self::watch`] on the server whose client listener is `base`.
+    async fn watch_at(&self, base: &str, who: &Account) -> Watch {
+        let body = self.initial_sync_at(base, who, "").await;
         Watch {
+            base: base.to_owned(),
             account: who.clone(),
             since: body["next_batch"].as_str().unwrap().to_owned(),
             seen: presence_events(&body),
@@ -658,7 +755,7 @@ impl Scenario {
     /// One incremental `/sync` (long-polling up to a second); returns its presence events.
     async fn poll(&self, w: &mut Watch) -> Vec<Value> {
         let params = format!("timeout=1000&since={}", q(&w.since));
-        let body = self.sync(&w.account, &params).await;
+        let body = self.sync_at(&w.base, &w.account, &params).await;
         w.since = body["next_batch"].as_str().unwrap().to_owned();
         let events = presence_events(&body);
         w.seen.extend(events.iter().cloned());
@@ -686,9 +783,10 @@ impl Scenario {
             }
             if t.elapsed() > within {
                 self.fail(&format!(
-                    "{}'s /sync on the sync worker did not show {} with {want} within {}s; \
-                     presence of {} it did show: {:?}",
+                    "{}'s /sync on {} did not show {} with {want} within {}s; presence of {} \
+                     it did show: {:?}",
                     w.account.user_id,
+                    w.base,
                     of.user_id,
                     within.as_secs(),
                     of.user_id,
@@ -1318,28 +1416,18 @@ async fn routed_remote_recipients_are_asked_for_on_the_presence_federation_strea
     let want = json!({"presence": "online", "status_msg": format!("far {}", run_id())});
     s.put_presence(s.d.worker_url(), &alice, want).await;
 
-    let auth = s.replication_auth();
-    let deadline = tokio::time::Instant::now() + SEEN_WITHIN;
+    let t = Instant::now();
     loop {
-        let url = s.replication(&format!(
-            "get_repl_stream_updates/presence_federation/{}?from_token=0&upto_token=1000000000",
-            txn_id()
-        ));
-        let (status, data) = s.call(Method::GET, &url, Some(&auth), None).await;
-        s.check(status == StatusCode::OK, || format!("{status} {data}"));
-        let rows = data["updates"].as_array().cloned().unwrap_or_default();
-        let found = rows.iter().any(|r| {
-            r[1][0].as_str() == Some(remote_server.as_str())
-                && r[1][1].as_str() == Some(alice.user_id.as_str())
-        });
+        let (top, found) = s.federation_rows(0, &remote_server, &alice).await;
         if found {
-            let token = data["upto_token"].as_u64().unwrap_or(0);
-            s.check(token >= 1, || format!("upto_token {data}"));
+            s.check(top >= 1, || {
+                format!("presence_federation tokens up to {top}")
+            });
             break;
         }
-        if tokio::time::Instant::now() > deadline {
+        if t.elapsed() > SEEN_WITHIN {
             s.fail(&format!(
-                "no presence_federation row [{remote_server}, {}] after the PUT: {data}",
+                "no presence_federation row [{remote_server}, {}] after the PUT",
                 alice.user_id
             ));
         }
@@ -1427,5 +1515,47 @@ async fn matrix_nio_on_the_worker_sees_presence_presenced_made() {
             )
         },
     );
+    s.finish().await;
+}
+
+/// Keep-alive: with `federation_ping_interval` set to two seconds, an unchanged online user's
+/// presence is asked for again on the `presence_federation` stream for the remote user the
+/// router sends it to, although nothing changed.
+#[tokio::test]
+async fn unchanged_presence_is_pinged_to_routed_remote_servers() {
+    const TEST: &str = "unchanged_presence_is_pinged_to_routed_remote_servers";
+    let run = run_id();
+    let Some(s) = Scenario::start_with(TEST, "keepalive", |d| {
+        d.presence_section(&format!("keepalive-{run}"), &[], Some("2s"))
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = s.register("alice").await;
+    let remote = s.d.var("SYNAPSE_REMOTE_ROUTED_WATCHER");
+    let remote_server = remote.rsplit(':').next().unwrap().to_owned();
+    s.put_presence(s.d.worker_url(), &alice, json!({"presence": "online"}))
+        .await;
+    // The change itself, then at least one ping after it.
+    let mut after = 0;
+    for what in ["the change", "a keep-alive ping"] {
+        let t = Instant::now();
+        loop {
+            let (top, found) = s.federation_rows(after, &remote_server, &alice).await;
+            if found {
+                after = top;
+                break;
+            }
+            if t.elapsed() > SEEN_WITHIN {
+                s.fail(&format!(
+                    "no presence_federation row [{remote_server}, {}] for {what} after token \
+                     {after}",
+                    alice.user_id
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     s.finish().await;
 }

@@ -690,6 +690,20 @@ class Host:
 
     def send_presence(self, api_id, users):
         """Asks the server to send presence to `users`; returns what to await."""
+        return self._ask_server(
+            lambda waiter: self.bridge.send_presence(api_id, users, waiter)
+        )
+
+    def set_presence(self, api_id, states):
+        """Asks the server to set `(user_id, presence, status_msg)` states; returns what to
+        await."""
+        return self._ask_server(
+            lambda waiter: self.bridge.set_presence(api_id, states, waiter)
+        )
+
+    def _ask_server(self, call):
+        """Runs `call(waiter)`, which hands a request to the server, and returns what
+        completes when the server answers (`resolve`)."""
         from synapse.api.errors import SynapseError
 
         waiter = self._next_waiter
@@ -702,14 +716,14 @@ class Host:
             future = self.loop.create_future()
             self._waiters[waiter] = (future.set_result, future.set_exception)
             awaitable = future
-        error = self.bridge.send_presence(api_id, users, waiter)
+        error = call(waiter)
         if error is not None:
             self._waiters.pop(waiter, None)
             raise SynapseError(400, error)
         return awaitable
 
     def resolve(self, waiter, error):
-        """The server finished a `send_presence` request."""
+        """The server finished a `send_presence` or `set_presence` request."""
         entry = self._waiters.pop(waiter, None)
         if entry is None:
             return

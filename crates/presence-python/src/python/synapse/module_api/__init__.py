@@ -37,7 +37,8 @@ __all__ = [
 
 _SUPPORTED = (
     "server_name, worker_name, worker_app, is_mine, get_qualified_user_id, "
-    "register_presence_router_callbacks, send_local_online_presence_to, run_in_background, "
+    "register_presence_router_callbacks, send_local_online_presence_to, "
+    "set_presence_for_users, run_in_background, "
     "run_as_background_process, looping_background_call, delayed_background_call, sleep"
 )
 
@@ -106,6 +107,26 @@ class ModuleApi:
             if not isinstance(user, str):
                 raise TypeError("users must be user ID strings, not %s" % type(user).__name__)
         await self._presenced_host.send_presence(self._presenced_api_id, users)
+
+    async def set_presence_for_users(self, users):
+        """Sets the presence of local or remote users as the server itself does: `users`
+        maps each user ID to a `(presence, status_msg)` pair."""
+        states = []
+        for user, value in dict(users).items():
+            if not isinstance(user, str):
+                raise TypeError("users must be keyed by user ID strings, not %s" % type(user).__name__)
+            try:
+                presence, status_msg = value
+            except (TypeError, ValueError):
+                raise TypeError(
+                    "the presence of %s must be a (presence, status_msg) pair" % user
+                ) from None
+            if not isinstance(presence, str):
+                raise TypeError("the presence of %s must be a string" % user)
+            if status_msg is not None and not isinstance(status_msg, str):
+                raise TypeError("the status message of %s must be a string or None" % user)
+            states.append((user, presence, status_msg))
+        await self._presenced_host.set_presence(self._presenced_api_id, states)
 
     def run_in_background(self, f, *args, **kwargs):
         """Calls `f` now; what it returns finishes in the background. Returns an awaitable
