@@ -20,7 +20,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::{StateBatch, UserId, UserStates};
+use crate::{RoomId, StateBatch, UserId, UserStates};
 
 /// The users whose presence a syncing user receives through a router.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,36 @@ pub trait PresenceRouter: Send + Sync + 'static {
     fn recipient_filter(&self) -> Option<Arc<dyn RecipientFilter>> {
         None
     }
+
+    /// Account-data event types this router follows (default: none). The server passes it
+    /// every stored entry of these types when it starts, then every write, through
+    /// [`account_data_changed`](Self::account_data_changed).
+    fn followed_account_data(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// An entry of a followed account-data type was written (or is replayed at startup):
+    /// `room` is `None` for global account data. Called on the writing request's path:
+    /// update in-memory tables and return.
+    fn account_data_changed(
+        &self,
+        _user: &UserId,
+        _room: Option<&RoomId>,
+        _event_type: &str,
+        _content: &serde_json::Value,
+    ) {
+    }
+
+    /// Whether this router follows room memberships (default: no). If it does, the server
+    /// passes it every joined membership when it starts, then every join and leave, through
+    /// [`membership_changed`](Self::membership_changed).
+    fn follows_memberships(&self) -> bool {
+        false
+    }
+
+    /// `user` joined (`joined`) or left `room`. Called with no lock held, on the path of
+    /// the change: update in-memory tables and return.
+    fn membership_changed(&self, _room: &RoomId, _user: &UserId, _joined: bool) {}
 }
 
 /// Which deliveries a router removes in the restricting mode.
@@ -116,5 +146,27 @@ impl<R: PresenceRouter + ?Sized> PresenceRouter for std::sync::Arc<R> {
 
     fn recipient_filter(&self) -> Option<Arc<dyn RecipientFilter>> {
         (**self).recipient_filter()
+    }
+
+    fn followed_account_data(&self) -> Vec<String> {
+        (**self).followed_account_data()
+    }
+
+    fn account_data_changed(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) {
+        (**self).account_data_changed(user, room, event_type, content);
+    }
+
+    fn follows_memberships(&self) -> bool {
+        (**self).follows_memberships()
+    }
+
+    fn membership_changed(&self, room: &RoomId, user: &UserId, joined: bool) {
+        (**self).membership_changed(room, user, joined);
     }
 }

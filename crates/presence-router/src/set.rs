@@ -19,8 +19,8 @@ use std::{
 use futures::FutureExt;
 
 use crate::{
-    InterestedUsers, PresenceRouter, RecipientFilter, RouterError, StateBatch, StateSet, UserId,
-    UserStates,
+    InterestedUsers, PresenceRouter, RecipientFilter, RoomId, RouterError, StateBatch, StateSet,
+    UserId, UserStates,
 };
 
 /// The default time budget of one router call.
@@ -92,6 +92,69 @@ impl RouterSet {
             .filter_map(|m| m.router.recipient_filter().map(|f| (m.name.clone(), f)))
             .collect();
         (!filters.is_empty()).then(|| Arc::new(FilterSet::new(filters)))
+    }
+
+    /// Every account-data type some router follows, without duplicates.
+    pub fn followed_account_data(&self) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .members
+            .iter()
+            .flat_map(|m| m.router.followed_account_data())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        types
+    }
+
+    /// Tells the routers that follow `event_type` of a write. A router that panics is
+    /// logged; the others are still told.
+    pub fn account_data_changed(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) {
+        for m in &self.members {
+            if !m
+                .router
+                .followed_account_data()
+                .iter()
+                .any(|t| t == event_type)
+            {
+                continue;
+            }
+            let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                m.router
+                    .account_data_changed(user, room, event_type, content);
+            }));
+            if told.is_err() {
+                m.stats.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(router = %m.name, event_type, "Presence router panicked on an account-data change.");
+            }
+        }
+    }
+
+    /// Whether some router follows memberships.
+    pub fn follows_memberships(&self) -> bool {
+        self.members.iter().any(|m| m.router.follows_memberships())
+    }
+
+    /// Tells the routers that follow memberships of a join (`joined`) or a leave.
+    pub fn membership_changed(&self, room: &RoomId, user: &UserId, joined: bool) {
+        for m in self
+            .members
+            .iter()
+            .filter(|m| m.router.follows_memberships())
+        {
+            let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                m.router.membership_changed(room, user, joined);
+            }));
+            if told.is_err() {
+                m.stats.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(router = %m.name, "Presence router panicked on a membership change.");
+            }
+        }
     }
 
     /// Each router's name and counters.

@@ -201,6 +201,11 @@ impl<S: PresencePersistence> PresenceService<S> {
         let snapshots = self.inner.store.load_full_presence_targets().await?;
         let floor = self.inner.store.load_reserved_position().await?;
         let (n_members, n_presence) = (memberships.len(), presence.len());
+        if self.inner.routers.follows_memberships() {
+            for (room, user) in &memberships {
+                self.inner.routers.membership_changed(room, user, true);
+            }
+        }
         let applied = {
             let mut e = self.engine();
             for (room, user) in &memberships {
@@ -437,6 +442,7 @@ impl<S: PresencePersistence> PresenceService<S> {
     /// A membership change: wakes the members and tells remote servers what they need.
     pub async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), PresenceError> {
         self.reserve_positions().await?;
+        self.inner.routers.membership_changed(room, user, true);
         let (effects, wake) = {
             let mut e = self.engine();
             let fx = e.join(now_ms(), room, user);
@@ -467,6 +473,7 @@ impl<S: PresencePersistence> PresenceService<S> {
     /// `user` left `room`.
     pub fn leave(&self, room: &RoomId, user: &UserId) {
         self.engine().leave(room, user);
+        self.inner.routers.membership_changed(room, user, false);
     }
 
     /// Registers a waiting sync for `user` (call before reading, so nothing is missed).

@@ -2,6 +2,7 @@
 //! Black-box tests of Presenced: the real binary, and the server started in-process, both
 //! spoken to over HTTP only.
 
+mod account_data;
 mod accounts;
 mod binary;
 mod builtin_routers;
