@@ -303,7 +303,9 @@ async fn check_config_fails_on_the_router_configs_startup_refuses() {
              known modules: presenced.routers.ExamplePresenceRouter (alias: example), \
              presenced.routers.SharedRooms (alias: shared_rooms), presenced.routers.LocalOnly \
              (alias: local_only), \
-             presenced.routers.Organisation (alias: organisation), or a \
+             presenced.routers.Organisation (alias: organisation), \
+             presenced.routers.DirectRooms (alias: direct_rooms), presenced.routers.UserLists \
+             (alias: user_lists), or a \
              Python class path",
         ),
         (
@@ -313,7 +315,9 @@ async fn check_config_fails_on_the_router_configs_startup_refuses() {
              presenced.routers.ExamplePresenceRouter (alias: example), \
              presenced.routers.SharedRooms (alias: shared_rooms), presenced.routers.LocalOnly \
              (alias: local_only), \
-             presenced.routers.Organisation (alias: organisation), or a Python class path",
+             presenced.routers.Organisation (alias: organisation), \
+             presenced.routers.DirectRooms (alias: direct_rooms), presenced.routers.UserLists \
+             (alias: user_lists), or a Python class path",
         ),
     ];
     for (config, expected) in cases {
