@@ -678,6 +678,14 @@ impl<'a> Waiting<'a> {
                 // Let the tasks already queued run before reading: under load more changes
                 // land first and one response carries them together (fewer, fuller answers).
                 tokio::task::yield_now().await;
+                // While changes keep arriving, gather for a bounded moment more; never on an
+                // idle server, whose one change is answered at once.
+                let gather = self.app.config().presence.sync_gather;
+                if !gather.is_zero() && self.app.presence().notifier().busy(gather) {
+                    let until = (tokio::time::Instant::now() + gather).min(deadline);
+                    tokio::time::sleep_until(until).await;
+                    crate::metrics::sync_gathered();
+                }
                 true
             }
             () = tokio::time::sleep_until(deadline) => false,

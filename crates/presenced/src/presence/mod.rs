@@ -229,9 +229,39 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     /// Applies inputs and completes the change (routers, persist, wake, federation).
     pub async fn process(&self, inputs: Vec<Input>) -> Result<Effects, PresenceError> {
-        self.reserve_positions().await?;
-        let applied = self.engine().apply(now_ms(), inputs);
-        self.complete(applied).await
+        match self.process_then_roll_back(inputs).await {
+            Ok(effects) => Ok(effects),
+            Err(FailedChange { error, roll_back }) => {
+                roll_back.run().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// [`Self::process`], but a change whose commit failed is handed back to be put back
+    /// ([`FailedChange::roll_back`]) once the caller has answered its requests: they need not
+    /// wait for that second commit too (with a database that hangs, another time limit).
+    pub(crate) async fn process_then_roll_back(
+        &self,
+        inputs: Vec<Input>,
+    ) -> Result<Effects, FailedChange<S>> {
+        let failed = |error, undo| FailedChange {
+            error,
+            roll_back: RollBack {
+                svc: self.clone(),
+                undo,
+            },
+        };
+        if let Err(error) = self.reserve_positions().await {
+            return Err(failed(error, None));
+        }
+        let mut applied = self.engine().apply(now_ms(), inputs);
+        let undo = applied.take_undo();
+        match self.route_and_announce(applied).await {
+            Ok(effects) => Ok(effects),
+            Err(Failed::BeforeCommit(error)) => Err(failed(error, Some(undo))),
+            Err(Failed::AfterCommit(error)) => Err(failed(error, None)),
+        }
     }
 
     /// Makes sure at least half a block of stream positions is reserved in storage before a
@@ -715,6 +745,28 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.engine().next_deadline()
+    }
+}
+
+/// A change that could not be completed, and what puts it back.
+pub(crate) struct FailedChange<S: PresencePersistence> {
+    /// Why it failed.
+    pub(crate) error: PresenceError,
+    /// To run once the change's requests are answered.
+    pub(crate) roll_back: RollBack<S>,
+}
+
+/// Puts a change back if it failed before its commit (nothing to do otherwise).
+pub(crate) struct RollBack<S: PresencePersistence> {
+    svc: PresenceService<S>,
+    undo: Option<presence_engine::Undo>,
+}
+
+impl<S: PresencePersistence> RollBack<S> {
+    pub(crate) async fn run(self) {
+        if let Some(undo) = self.undo {
+            self.svc.roll_back(undo).await;
+        }
     }
 }
 
