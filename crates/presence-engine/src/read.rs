@@ -1,7 +1,9 @@
 //! The read side of `/sync` (the reference's `PresenceEventSource.get_new_events` in
 //! `synapse/handlers/presence.py` and `_generate_sync_entry_for_presence` in
 //! `synapse/handlers/sync.py`), with Presenced's rules:
-//! routed presence is *in addition* to shared-room presence, users who newly share a room
+//! routed presence is *in addition* to shared-room presence (in the restricting mode, shared
+//! rooms count only with the `shared_rooms` router and the routers' filter removes readers
+//! from every part), users who newly share a room
 //! are included, a full snapshot owed by `send_local_online_presence_to` does not hide users
 //! who went offline since the reader's token, and no user appears twice.
 
@@ -166,6 +168,15 @@ impl Engine {
         }
         // Split borrows: the marks are written while users and rooms are read.
         let (users, rooms, marks) = (&self.users, &self.rooms, &mut self.read_marks);
+        let audience = &self.config.audience;
+        let filtering = audience.filter.is_some();
+        // Whether the reader may receive `m`'s presence (the restricting mode's filter).
+        let allowed = |m: UserIdx| !filtering || audience.allows(users.id(m), users.id(u));
+        let push = |marks: &mut Stamps, m: UserIdx, pass: u32, out: &mut Vec<UserIdx>| {
+            if allowed(m) {
+                push(marks, m, pass, out);
+            }
+        };
         let pass = marks.next();
         let mut out = Vec::new();
         let reader_rooms = users.rooms(u);
@@ -256,8 +267,11 @@ impl Engine {
     /// target's updates through a shared room or as a routed user. `routed_to_reader` is the
     /// routers' verdict (the reader's interest set contains the target, or for an `All`
     /// reader, the target's state passed through `get_users_for_states` reaches the reader).
+    /// In the restricting mode the routers' filter has the last word.
     pub fn can_see(&self, reader: UserIdx, target: UserIdx, routed_to_reader: bool) -> bool {
-        reader == target || routed_to_reader || self.shares_room(reader, target)
+        reader == target
+            || ((routed_to_reader || self.shares_room(reader, target))
+                && self.allows(target, reader))
     }
 }
 
@@ -310,6 +324,9 @@ impl Engine {
     ) -> Vec<UserPresenceState> {
         let pass = self.read_marks.next();
         let mut out = Vec::new();
+        let audience = &self.config.audience;
+        let users = &self.users;
+        let allowed = |m: UserIdx| audience.allows(users.id(m), target);
         if let Some(t) = self.users.get(target) {
             for &(r, _) in self.users.rooms(t) {
                 let room = self.rooms.room(r);
@@ -319,6 +336,7 @@ impl Engine {
                 for &m in &room.members {
                     if self.users.is_local(m)
                         && self.users.record(m).state != PresenceState::Offline
+                        && allowed(m)
                         && self.read_marks.mark(m.0, pass)
                     {
                         out.push(m);
@@ -329,7 +347,7 @@ impl Engine {
         if let Some(set) = routed.filter(|s| s.batch().same_batch(&online.batch)) {
             for i in set.indices() {
                 let m = online.users[i];
-                if self.read_marks.mark(m.0, pass) {
+                if allowed(m) && self.read_marks.mark(m.0, pass) {
                     out.push(m);
                 }
             }

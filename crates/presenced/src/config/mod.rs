@@ -458,6 +458,23 @@ pub struct PresenceConfig {
     pub sync_gather: Duration,
     /// `presence_router`: the legacy way to configure one router.
     pub presence_router: Option<ModuleConfig>,
+    /// `routing`: Presenced's own; whether routers add to shared-room delivery (the
+    /// default) or decide the whole audience.
+    pub routing: RoutingMode,
+}
+
+/// `presence.routing`: how the routers' answers combine with shared rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RoutingMode {
+    /// `additive` (the default, the reference's contract): routers add recipients on top of
+    /// room-mates, and cannot remove any.
+    #[default]
+    Additive,
+    /// `restricting`: the routers decide the whole audience; shared-room delivery is the
+    /// `shared_rooms` router, and a router's recipient filter removes recipients on every
+    /// path.
+    Restricting,
 }
 
 impl Default for PresenceConfig {
@@ -474,6 +491,7 @@ impl Default for PresenceConfig {
             router_call_timeout: presence_router::DEFAULT_CALL_TIMEOUT,
             sync_gather: DEFAULT_SYNC_GATHER,
             presence_router: None,
+            routing: RoutingMode::Additive,
         }
     }
 }

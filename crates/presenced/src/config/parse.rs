@@ -12,7 +12,8 @@ use super::{
     FederationConfig, FederationTimers, ListenerConfig, ListenerResources, LoadedConfig,
     ModuleConfig, PasswordConfig, PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig,
     RateLimit, RcInvitesConfig, RcJoinsConfig, RcLimits, RcLoginConfig, RcPresenceConfig,
-    RegistrationConfig, ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    RegistrationConfig, ResourceName, RoutingMode, Secret, SqliteConfig, SqliteSynchronous,
+    TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -442,6 +443,21 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
     );
     let router_timeout =
         positive_duration(&mut s, "router_call_timeout", defaults.router_call_timeout);
+    let routing = match s.take_raw("routing") {
+        None | Some(Value::Null) => Some(RoutingMode::Additive),
+        Some(Value::String(text)) if text == "additive" => Some(RoutingMode::Additive),
+        Some(Value::String(text)) if text == "restricting" => Some(RoutingMode::Restricting),
+        Some(other) => {
+            s.problem(
+                "routing",
+                format!(
+                    "expected \"additive\" or \"restricting\", found {}",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+    };
     let sync_gather = match s.get::<ConfigDuration>("sync_gather") {
         None => Some(defaults.sync_gather),
         Some(ConfigDuration(d)) if d > super::MAX_SYNC_GATHER => {
@@ -497,6 +513,7 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
         router_call_timeout: router_timeout?,
         sync_gather: sync_gather?,
         presence_router: router?,
+        routing: routing?,
     })
 }
 

@@ -87,6 +87,7 @@ fn minimal_config_gets_the_reference_defaults() {
     assert_eq!(p.federation_ping_interval, Duration::from_secs(1500));
     assert_eq!(p.router_call_timeout, Duration::from_secs(1));
     assert_eq!(p.presence_router, None);
+    assert_eq!(p.routing, RoutingMode::Additive);
 
     assert_eq!(c.rc_presence.per_user.per_second, 0.1);
     assert_eq!(c.rc_presence.per_user.burst_count, 1);
@@ -130,10 +131,12 @@ presence:
   federation_timeout: 1d
   federation_ping_interval: 1h
   router_call_timeout: 250ms
+  routing: restricting
 ",
     ))
     .config;
     let p = &c.presence;
+    assert_eq!(p.routing, RoutingMode::Restricting);
     assert_eq!(p.last_active_granularity, Duration::from_millis(30_000));
     assert_eq!(p.sync_online_timeout, Duration::from_secs(10));
     assert_eq!(p.idle_timeout, Duration::from_secs(120));

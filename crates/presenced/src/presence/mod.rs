@@ -201,6 +201,11 @@ impl<S: PresencePersistence> PresenceService<S> {
         let snapshots = self.inner.store.load_full_presence_targets().await?;
         let floor = self.inner.store.load_reserved_position().await?;
         let (n_members, n_presence) = (memberships.len(), presence.len());
+        if self.inner.routers.follows_memberships() {
+            for (room, user) in &memberships {
+                self.inner.routers.membership_changed(room, user, true);
+            }
+        }
         let applied = {
             let mut e = self.engine();
             for (room, user) in &memberships {
@@ -467,6 +472,7 @@ impl<S: PresencePersistence> PresenceService<S> {
     /// A membership change: wakes the members and tells remote servers what they need.
     pub async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), PresenceError> {
         self.reserve_positions().await?;
+        self.inner.routers.membership_changed(room, user, true);
         let (effects, wake) = {
             let mut e = self.engine();
             let fx = e.join(now_ms(), room, user);
@@ -497,6 +503,7 @@ impl<S: PresencePersistence> PresenceService<S> {
     /// `user` left `room`.
     pub fn leave(&self, room: &RoomId, user: &UserId) {
         self.engine().leave(room, user);
+        self.inner.routers.membership_changed(room, user, false);
     }
 
     /// Registers a waiting sync for `user` (call before reading, so nothing is missed).
@@ -568,6 +575,18 @@ impl<S: PresencePersistence> PresenceService<S> {
         self.engine().current_token()
     }
 
+    /// Whether users who share a room receive each other's presence (always in the additive
+    /// mode; in the restricting mode, only with the `shared_rooms` router).
+    pub fn shares_through_rooms(&self) -> bool {
+        self.engine().config().audience.shared_rooms
+    }
+
+    /// Whether the routers' filter (restricting mode) lets `recipient` receive `sender`'s
+    /// presence; always true in the additive mode.
+    pub fn audience_allows(&self, sender: &UserId, recipient: &UserId) -> bool {
+        self.engine().config().audience.allows(sender, recipient)
+    }
+
     /// `target`'s current presence, whoever asks.
     pub fn state_of(&self, target: &UserId) -> UserPresenceState {
         let mut e = self.engine();
@@ -598,7 +617,13 @@ impl<S: PresencePersistence> PresenceService<S> {
                 routes.get(reader).is_some_and(|set| !set.is_empty())
             }
         };
-        routed.then_some(state)
+        // In the restricting mode the routers' filter has the last word.
+        let visible = routed && {
+            let mut e = self.engine();
+            let (r, t) = (e.intern_user(reader), e.intern_user(target));
+            e.can_see(r, t, true)
+        };
+        visible.then_some(state)
     }
 
     /// `ModuleApi.send_local_online_presence_to`: local targets get a full snapshot on their
