@@ -301,7 +301,19 @@ impl SynapseDb {
         instance_name: &str,
         states: &[UserPresenceState],
     ) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
-        self.timed("persist_presence", QUERY_TIMEOUT, async {
+        self.persist_presence_within(QUERY_TIMEOUT, instance_name, states)
+            .await
+    }
+
+    /// [`Self::persist_presence`] failing after `limit` (what is left of the caller's own
+    /// deadline) instead of [`QUERY_TIMEOUT`].
+    pub async fn persist_presence_within(
+        &self,
+        limit: Duration,
+        instance_name: &str,
+        states: &[UserPresenceState],
+    ) -> Result<Vec<(StreamId, UserPresenceState)>, Error> {
+        self.timed("persist_presence", limit.min(QUERY_TIMEOUT), async {
             let mut last_for_user: HashMap<&UserId, usize> = HashMap::with_capacity(states.len());
             for (i, s) in states.iter().enumerate() {
                 last_for_user.insert(&s.user_id, i);

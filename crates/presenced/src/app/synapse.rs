@@ -288,27 +288,41 @@ impl SynapseWriter {
             }
         }
         let tip = tip.unwrap_or_else(|| UserPresenceState::offline(first));
-        self.commit_locked(&serial, vec![tip]).await
+        self.commit_locked(&serial, vec![tip], None).await
     }
 
+    /// Commits `states`, then publishes them. Waiting for earlier commits counts against the
+    /// same limit as the commit itself: a PostgreSQL that hangs fails each change within
+    /// `QUERY_TIMEOUT`, however many queue behind it.
     async fn commit(&self, states: Vec<UserPresenceState>) -> Result<(), StoreError> {
         if states.is_empty() {
             return Ok(());
         }
-        let serial = self.persist.lock().await;
-        self.commit_locked(&serial, states).await
+        let deadline = tokio::time::Instant::now() + presence_synapse::pg::QUERY_TIMEOUT;
+        let serial = tokio::time::timeout_at(deadline, self.persist.lock())
+            .await
+            .map_err(|_| StoreError::Backend {
+                backend: "synapse",
+                reason: "timed out waiting for the presence commits before it".to_owned(),
+            })?;
+        self.commit_locked(&serial, states, Some(deadline)).await
     }
 
-    /// [`Self::commit`] with the serializing lock held by the caller.
+    /// [`Self::commit`] with the serializing lock held by the caller (and its deadline).
     async fn commit_locked(
         &self,
         _serial: &tokio::sync::MutexGuard<'_, ()>,
         states: Vec<UserPresenceState>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
+        let limit = deadline.map_or(presence_synapse::pg::QUERY_TIMEOUT, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+        });
+        // Nothing is cancelled between a commit that returned and its publication below.
         let rows = self
             .db
-            .persist_presence(&self.instance, &states)
+            .persist_presence_within(limit, &self.instance, &states)
             .await
             .map_err(backend)?;
         crate::metrics::synapse_commit(started.elapsed());

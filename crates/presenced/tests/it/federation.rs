@@ -35,12 +35,34 @@ use crate::{
 };
 
 /// A loopback port free right now (the server binds it a moment later).
+/// A loopback port that is free now, for a server whose name must hold its port before it
+/// starts. Taken below the kernel's ephemeral range (an outgoing connection could take an
+/// ephemeral one before the server binds it), never the same twice in this process.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (low.saturating_sub(8000).max(1025), low);
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let span = u64::from(hi - lo);
+    let mut handed = HANDED_OUT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for i in 0..span {
+        let port = lo + ((seed.wrapping_mul(2654435761) + i) % span) as u16;
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {lo}..{hi}");
 }
 
 /// A self-signed certificate for 127.0.0.1: (certificate PEM, key PEM).
