@@ -425,7 +425,7 @@ impl Engine {
         let (Some(r), Some(u)) = (self.rooms.get(room), self.users.get(user)) else {
             return;
         };
-        if self.rooms.room_mut(r).remove_member(u, self.users.home(u)) {
+        if self.rooms.remove_member(r, u, self.users.home(u)) {
             self.users.remove_room(u, r);
         }
     }

@@ -67,6 +67,9 @@ pub(crate) struct CandidateCache {
 
 const CACHE_ENTRIES: usize = 8;
 
+/// Rooms whose latest positions a sync loads together (see [`Engine::sync`]).
+const ROOM_CHUNK: usize = 16;
+
 impl Engine {
     /// Resolves router-named users to indices; users the server has never seen have no
     /// presence to deliver and are skipped.
@@ -204,27 +207,38 @@ impl Engine {
             out.hide(u);
             // Join positions are looked at only if the reader joined a room after `t`.
             let joined_since = users.last_join(u) > t;
-            for r in reader_rooms.iter() {
-                let newly_joined = joined_since && {
-                    let joined_at = users.joined_at(u, r);
-                    joined_at > t && joined_at <= upto
-                };
-                if !newly_joined && rooms.last(r) <= t {
-                    // Nothing in this room since the token (excluded rooms never log).
-                    continue;
+            // The rooms' latest positions are loaded a chunk at a time before any is tested,
+            // so that their cache misses overlap instead of each waiting for the previous
+            // room's branch.
+            let mut pending = reader_rooms.iter();
+            loop {
+                let mut chunk = [(0u32, false); ROOM_CHUNK];
+                let mut n = 0;
+                for r in pending.by_ref().take(ROOM_CHUNK) {
+                    chunk[n] = (r, rooms.maybe_changed(r, t));
+                    n += 1;
                 }
-                let room = rooms.room(r);
-                if room.excluded {
-                    continue;
+                if n == 0 {
+                    break;
                 }
-                if newly_joined {
-                    // Newly joined: every member is news, offline or not.
-                    for &m in &room.members {
-                        out.push(m);
-                    }
-                } else {
-                    for m in room.changes(t, upto) {
-                        out.push(m);
+                for &(r, changed) in &chunk[..n] {
+                    let newly_joined = joined_since && {
+                        let joined_at = users.joined_at(u, r);
+                        joined_at > t && joined_at <= upto
+                    };
+                    if newly_joined {
+                        // Newly joined: every member is news, offline or not.
+                        let room = rooms.room(r);
+                        if !room.excluded {
+                            for &m in &room.members {
+                                out.push(m);
+                            }
+                        }
+                    } else if changed {
+                        // Changed since the token (excluded rooms never log, so never here).
+                        for m in rooms.changes(r, t, upto) {
+                            out.push(m);
+                        }
                     }
                 }
             }
