@@ -209,6 +209,15 @@ pub(crate) fn pick_rng(seed: u64) -> Rng {
     Rng::new(seed ^ PICK_STREAM)
 }
 
+/// What a server holds for a user's waiting sync request, in one record: the user's ID and
+/// the request's token (by engine index; `id` is set for online users).
+#[derive(Debug, Clone, Default)]
+#[repr(align(32))]
+struct Session {
+    token: StreamPos,
+    id: Option<UserId>,
+}
+
 /// A synthetic server loaded into an engine, with the example router and each online user's
 /// sync token.
 pub struct Bench {
@@ -218,8 +227,8 @@ pub struct Bench {
     users: Vec<UserIdx>,
     /// The device each online user syncs and sets its presence from, by generated user.
     devices: Vec<Option<DeviceId>>,
-    /// Each online user's presence token, by engine index.
-    tokens: Vec<StreamPos>,
+    /// Each online user's waiting request (its ID and token), by engine index.
+    sessions: Vec<Session>,
     /// Bit per engine index: the router answers `All` for this user.
     all_bits: Vec<u64>,
     /// Online generated users; the front is reshuffled by every batch's picks.
@@ -265,7 +274,7 @@ impl Bench {
             routers,
             users: Vec::with_capacity(n),
             devices: vec![None; n],
-            tokens: vec![0; n],
+            sessions: vec![Session::default(); n],
             all_bits: vec![0; n.div_ceil(64)],
             online: world.online().to_vec(),
             inputs: Vec::with_capacity(max_batch.max(SETUP_CHUNK)),
@@ -316,8 +325,9 @@ impl Bench {
         bench.stage(2, "online users");
         for &u in world.online() {
             let ix = bench.users[u as usize];
+            bench.sessions[ix.index()].id = Some(bench.engine.user_id(ix).clone());
             let (read, _) = bench.read(ix, None);
-            bench.tokens[ix.index()] = read.next_token;
+            bench.sessions[ix.index()].token = read.next_token;
         }
         bench.stage(3, "initial syncs");
         bench.setup_heap = bench.engine_heap();
@@ -347,7 +357,7 @@ impl Bench {
 
     /// The presence token `user` last synced to.
     pub fn token(&self, user: UserIdx) -> StreamPos {
-        self.tokens[user.index()]
+        self.sessions[user.index()].token
     }
 
     /// How long [`Bench::build`] took.
@@ -411,39 +421,43 @@ impl Bench {
     /// A sync read of `reader` from `since`, as the server does it (routers first); the bool
     /// says whether the routers answered `All`.
     pub fn read(&mut self, reader: UserIdx, since: Option<StreamPos>) -> (SyncRead, bool) {
-        // A server has the reader's ID from the request; here it is borrowed from the engine
-        // (a cold cache line). It is not cloned: a clone's atomic reference count update on
-        // that cold line would stall the read behind it, a cost the server does not have.
-        let interest = block_on(
-            self.routers
-                .get_interested_users(self.engine.user_id(reader)),
-        );
+        // A server has the reader's ID from the request, and the bench from the reader's
+        // session; an offline user has none, and its ID is borrowed from the engine.
+        let Self {
+            engine,
+            routers,
+            sessions,
+            ..
+        } = self;
+        let id = match &sessions[reader.index()].id {
+            Some(id) => id,
+            None => engine.user_id(reader),
+        };
+        let interest = block_on(routers.get_interested_users(id));
+        // Owned only when borrowed from the engine, which the read needs mutably.
+        let id = match &sessions[reader.index()].id {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(engine.user_id(reader).clone()),
+        };
         match interest {
             InterestedUsers::Users(users) => {
-                let users = self.engine.resolve_users(&users);
-                (
-                    self.engine.sync(reader, since, Routed::Users(&users)),
-                    false,
-                )
+                let users = engine.resolve_users(&users);
+                (engine.sync(reader, since, Routed::Users(&users)), false)
             }
             InterestedUsers::All => {
-                // The ID outlives the engine's borrow here: `All` readers are few, a clone is
-                // cheap for them.
-                let id = self.engine.user_id(reader).clone();
-                let candidates = self.engine.all_candidates(reader, since);
+                let candidates = engine.all_candidates(reader, since);
                 let routes = match candidates.routes() {
                     Some(routes) => routes.clone(),
                     None => {
-                        let routes =
-                            block_on(self.routers.get_users_for_states(candidates.batch()));
-                        self.engine.cache_routes(&candidates, routes)
+                        let routes = block_on(routers.get_users_for_states(candidates.batch()));
+                        engine.cache_routes(&candidates, routes)
                     }
                 };
                 let routed = Routed::All {
                     candidates: &candidates,
-                    states: routes.get(&id),
+                    states: routes.get(&*id),
                 };
-                (self.engine.sync(reader, since, routed), true)
+                (engine.sync(reader, since, routed), true)
             }
         }
     }
@@ -468,7 +482,7 @@ impl Bench {
                 if (self.all_bits[i / 64] & (1 << (i % 64)) != 0) != all_pass {
                     continue;
                 }
-                let (read, all) = self.read(w, Some(self.tokens[i]));
+                let (read, all) = self.read(w, Some(self.sessions[i].token));
                 let n = read.users.len() as u64;
                 stats.syncs += 1;
                 stats.deliveries += n;
@@ -476,7 +490,7 @@ impl Bench {
                     stats.all_syncs += 1;
                     stats.all_deliveries += n;
                 }
-                self.tokens[i] = read.next_token;
+                self.sessions[i].token = read.next_token;
             }
             if all_pass {
                 stats.all_read_nanos = nanos(t.elapsed());
