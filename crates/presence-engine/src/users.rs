@@ -321,7 +321,7 @@ impl Users {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, btree_map::Entry};
 
     use super::*;
 
@@ -343,15 +343,18 @@ mod tests {
             let k = (x >> 33) as usize % ids.len();
             let (u, m) = (ids[k], &mut model[k]);
             let r = (x >> 40) as u32 % 40;
-            if m.contains_key(&r) {
-                if (x >> 20) % 3 == 0 {
-                    users.remove_room(u, r);
-                    m.remove(&r);
+            match m.entry(r) {
+                Entry::Occupied(joined) => {
+                    if (x >> 20).is_multiple_of(3) {
+                        users.remove_room(u, r);
+                        joined.remove();
+                    }
                 }
-            } else {
-                let pos = if (x >> 24) % 2 == 0 { 0 } else { step };
-                users.add_room(u, r, pos);
-                m.insert(r, pos);
+                Entry::Vacant(slot) => {
+                    let pos = if (x >> 24).is_multiple_of(2) { 0 } else { step };
+                    users.add_room(u, r, pos);
+                    slot.insert(pos);
+                }
             }
             for (k, &u) in ids.iter().enumerate() {
                 let want: Vec<u32> = model[k].keys().copied().collect();
