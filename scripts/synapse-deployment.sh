@@ -199,6 +199,16 @@ stop_postgres() {
         || echo "   (pg_ctl stop failed; was it running?)"
 }
 
+# SIGSTOP (or SIGCONT) to the postmaster and every process under it: PostgreSQL then hangs
+# with its sockets open, as a server that stopped answering does (a refused connection is
+# the easy case, `stop-postgres`).
+signal_postgres() {
+    local sig="$1" pid
+    pid="$(head -n1 "$SYNAPSE_DEPLOYMENT_DIR/pg/data/postmaster.pid" 2>/dev/null)" \
+        || die "PostgreSQL is not running"
+    kill "-$sig" "$pid" $(pgrep -P "$pid") || die "could not send SIG$sig to PostgreSQL"
+}
+
 init_postgres() {
     local dir="$1" d="$1/pg" t
     t="$(now)"
@@ -630,7 +640,7 @@ cmd_stop() {
 
 main() {
     local cmd="${1:-}"
-    [ $# -ge 2 ] || die "usage: $0 {start <dir> [--stock-writer] [--no-remote]|stop|env|restart-redis|restart-postgres|stop-redis|start-redis|stop-postgres|start-postgres|start-stock-writer|stop-stock-writer} <dir>"
+    [ $# -ge 2 ] || die "usage: $0 {start <dir> [--stock-writer] [--no-remote]|stop|env|restart-redis|restart-postgres|stop-redis|start-redis|stop-postgres|start-postgres|pause-postgres|resume-postgres|start-stock-writer|stop-stock-writer} <dir>"
     shift
     case "$cmd" in
         start) cmd_start "$@" ;;
@@ -642,6 +652,8 @@ main() {
         stop-postgres) load_env "$1"; say "PostgreSQL: stop"; stop_postgres ;;
         start-postgres) load_env "$1"; say "PostgreSQL: start"; start_postgres ;;
         restart-postgres) load_env "$1"; say "PostgreSQL: restart"; stop_postgres; start_postgres ;;
+        pause-postgres) load_env "$1"; say "PostgreSQL: pause (SIGSTOP)"; signal_postgres STOP ;;
+        resume-postgres) load_env "$1"; say "PostgreSQL: resume (SIGCONT)"; signal_postgres CONT ;;
         start-stock-writer)
             load_env "$1"
             launch_synapse "$writer_name" synapse.app.generic_worker \

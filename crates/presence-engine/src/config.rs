@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use presence_router::{Millis, ServerName};
+use presence_router::{Millis, RecipientFilter, ServerName, UserId};
 
 /// `presence.enabled`: `true`, `false` or `"untracked"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +55,54 @@ impl Default for Timers {
     }
 }
 
+/// Who receives a user's presence besides the recipients the routers add.
+///
+/// The default is the additive mode: room-mates receive each other's presence and nothing is
+/// removed. The restricting mode turns shared-room delivery into a choice (the `shared_rooms`
+/// router) and may remove recipients with a filter; every path (wake-ups, `/sync` reads,
+/// `can_see`, federation destinations, snapshots for remote users) applies both.
+#[derive(Clone)]
+pub struct Audience {
+    /// Whether users who share a room receive each other's presence.
+    pub shared_rooms: bool,
+    /// Deliveries the routers remove; `None` removes nothing.
+    pub filter: Option<Arc<dyn RecipientFilter>>,
+}
+
+impl Audience {
+    /// The additive mode: shared rooms, nothing removed.
+    pub fn additive() -> Self {
+        Self {
+            shared_rooms: true,
+            filter: None,
+        }
+    }
+
+    /// Whether `recipient` may receive `sender`'s presence (always, for oneself).
+    pub fn allows(&self, sender: &UserId, recipient: &UserId) -> bool {
+        sender == recipient
+            || self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.allows(sender, recipient))
+    }
+}
+
+impl Default for Audience {
+    fn default() -> Self {
+        Self::additive()
+    }
+}
+
+impl std::fmt::Debug for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audience")
+            .field("shared_rooms", &self.shared_rooms)
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}
+
 /// Everything the engine needs to know about the server.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -76,6 +124,8 @@ pub struct EngineConfig {
     /// another process sends those (beside Synapse, its federation sender); pings, joins and
     /// routed recipients still produce federation effects.
     pub federate_room_changes: bool,
+    /// Shared-room delivery and the routers' removals (the additive mode by default).
+    pub audience: Audience,
 }
 
 impl EngineConfig {
@@ -90,6 +140,7 @@ impl EngineConfig {
             max_remote_entries_per_edu: 1000,
             exclude_rooms_from_presence: Vec::new(),
             federate_room_changes: true,
+            audience: Audience::additive(),
         }
     }
 }

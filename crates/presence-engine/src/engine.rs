@@ -280,8 +280,39 @@ impl Engine {
 
     fn intern_room(&mut self, room: &RoomId) -> u32 {
         let excluded = &self.config.exclude_rooms_from_presence;
-        self.rooms
-            .intern(room, || excluded.iter().any(|r| &**r == room.as_str()))
+        // Without the `shared_rooms` router (restricting mode), no room shares presence.
+        let shared_rooms = self.config.audience.shared_rooms;
+        self.rooms.intern(room, || {
+            !shared_rooms || excluded.iter().any(|r| &**r == room.as_str())
+        })
+    }
+
+    /// Whether the restricting mode's filter may remove deliveries (without one, every
+    /// path takes its unfiltered shortcut).
+    pub(crate) fn filtering(&self) -> bool {
+        self.config.audience.filter.is_some()
+    }
+
+    /// Whether `recipient` may receive `sender`'s presence: always without a filter, and
+    /// always for oneself.
+    pub fn allows(&self, sender: UserIdx, recipient: UserIdx) -> bool {
+        sender == recipient
+            || !self.filtering()
+            || self
+                .config
+                .audience
+                .allows(self.users.id(sender), self.users.id(recipient))
+    }
+
+    /// Whether a member of room `r` on server `s` may receive `sender`'s presence.
+    fn room_server_allowed(&self, r: u32, s: u32, sender: UserIdx) -> bool {
+        !self.filtering()
+            || self
+                .rooms
+                .room(r)
+                .members
+                .iter()
+                .any(|&m| self.users.home(m) == Some(s) && self.allows(sender, m))
     }
 
     /// Whether the two users are both joined to a room that is not excluded from presence.
@@ -351,10 +382,10 @@ impl Engine {
             return effects;
         }
         let members = &self.rooms.room(r).members;
-        // Wake the joiner and the listening local members.
-        effects
-            .wake
-            .extend(members.iter().copied().filter(|&m| self.users.listening(m)));
+        // Wake the joiner and the listening local members (those allowed to see each other).
+        effects.wake.extend(members.iter().copied().filter(|&m| {
+            self.users.listening(m) && (m == u || self.allows(u, m) || self.allows(m, u))
+        }));
         match remote {
             Some(remote) if !server_was_in_room => {
                 // A new server: send it the local members' states worth knowing.
@@ -365,6 +396,7 @@ impl Engine {
                     .filter(|&m| self.users.is_local(m))
                     // A member the server already sees through another room is no news.
                     .filter(|&m| !self.shares_other_room(m, remote, r))
+                    .filter(|&m| self.allows(m, u))
                     .filter(|&m| {
                         let rec = self.users.record(m);
                         rec.state != PresenceState::Offline
@@ -383,7 +415,7 @@ impl Engine {
             None => {
                 let state = self.users.state(u);
                 for &(s, _) in &self.rooms.room(r).servers {
-                    if self.shares_other_room(u, s, r) {
+                    if self.shares_other_room(u, s, r) || !self.room_server_allowed(r, s, u) {
                         continue;
                     }
                     effects
@@ -849,6 +881,26 @@ impl Engine {
     /// Listening local users who share a room with, or are, a notified user.
     fn wake_for(&mut self, notified: &[(StreamPos, UserIdx)]) -> Vec<UserIdx> {
         let mut wake = Vec::new();
+        if self.filtering() {
+            // Member by member: only those allowed to receive the notified user wake.
+            let mut allowed = Vec::new();
+            for &(_, u) in notified {
+                self.users.wake(u, &mut wake);
+                allowed.clear();
+                for r in self.users.rooms(u).iter() {
+                    let room = self.rooms.room(r);
+                    if room.excluded {
+                        continue;
+                    }
+                    allowed.extend(room.members.iter().copied().filter(|&m| self.allows(u, m)));
+                }
+                for &m in &allowed {
+                    self.users.wake(m, &mut wake);
+                }
+            }
+            self.users.unmark_woken(&wake);
+            return wake;
+        }
         let pass = self.rooms.next_pass();
         let mut touched = Vec::new();
         for &(_, u) in notified {
@@ -887,7 +939,18 @@ impl Engine {
             servers.clear();
             for r in self.users.rooms(u).iter() {
                 let room = self.rooms.room(r);
-                if !room.excluded {
+                if room.excluded {
+                    continue;
+                }
+                if self.filtering() {
+                    // The servers of the members allowed to receive `u`.
+                    servers.extend(
+                        room.members
+                            .iter()
+                            .filter(|&&m| self.allows(u, m))
+                            .filter_map(|&m| self.users.home(m)),
+                    );
+                } else {
                     servers.extend(room.servers.iter().map(|&(s, _)| s));
                 }
             }
@@ -921,17 +984,25 @@ impl Engine {
                     continue;
                 }
                 let changed = applied.notified.len();
+                let audience = &self.config.audience;
+                let allowed = |i: usize| {
+                    batch
+                        .states()
+                        .get(i)
+                        .is_some_and(|state| audience.allows(&state.user_id, recipient))
+                };
                 if recipient.is_on(&self.config.server_name) {
                     // A ping is news to nobody local: only changes wake.
-                    if set.indices().any(|i| i < changed)
+                    if set.indices().any(|i| i < changed && allowed(i))
                         && let Some(r) = self.users.get(recipient)
                     {
                         self.users.wake(r, &mut effects.wake);
                     }
                 } else {
+                    let sent: Vec<usize> = set.indices().filter(|&i| allowed(i)).collect();
                     let s = self.servers.intern(&recipient.server_name()).0;
                     let entry = by_server.entry(s).or_default();
-                    for i in set.indices() {
+                    for i in sent {
                         let u = match applied.notified.get(i) {
                             Some(&(_, u)) => Some(u),
                             None => applied.pinged.get(i - changed).copied(),

@@ -23,7 +23,7 @@ mod stream;
 mod timers;
 mod users;
 
-pub use config::{EngineConfig, PresenceMode, Timers};
+pub use config::{Audience, EngineConfig, PresenceMode, Timers};
 pub use engine::{Applied, Effects, Engine, Input, RemotePresence, Undo};
 pub use intern::UserIdx;
 pub use read::{Candidates, LocalOnline, Routed, SyncRead};

@@ -1,7 +1,9 @@
 //! The read side of `/sync` (the reference's `PresenceEventSource.get_new_events` in
 //! `synapse/handlers/presence.py` and `_generate_sync_entry_for_presence` in
 //! `synapse/handlers/sync.py`), with Presenced's rules:
-//! routed presence is *in addition* to shared-room presence, users who newly share a room
+//! routed presence is *in addition* to shared-room presence (in the restricting mode, shared
+//! rooms count only with the `shared_rooms` router and the routers' filter removes readers
+//! from every part), users who newly share a room
 //! are included, a full snapshot owed by `send_local_online_presence_to` does not hide users
 //! who went offline since the reader's token, and no user appears twice.
 
@@ -169,6 +171,15 @@ impl Engine {
         }
         // Split borrows: the marks are written while users and rooms are read.
         let (users, rooms) = (&self.users, &self.rooms);
+        let audience = &self.config.audience;
+        let filtering = audience.filter.is_some();
+        // Whether the reader may receive `m`'s presence (the restricting mode's filter).
+        let allowed = |m: UserIdx| !filtering || audience.allows(users.id(m), users.id(u));
+        let push = |out: &mut Answer<'_>, m: UserIdx| {
+            if allowed(m) {
+                out.push(m);
+            }
+        };
         let mut out = Answer::new(&mut self.read_marks);
         let reader_rooms = users.rooms(u);
         if since.is_none() || snapshot {
@@ -177,7 +188,7 @@ impl Engine {
             let keep_offline = since.is_none() && self.config.include_offline_users_on_sync;
             let keep = |m: UserIdx| keep_offline || users.record(m).state != PresenceState::Offline;
             if keep(u) {
-                out.push(u);
+                push(&mut out, u);
             }
             for r in reader_rooms.iter() {
                 let room = rooms.room(r);
@@ -186,14 +197,14 @@ impl Engine {
                 }
                 for &m in &room.members {
                     if keep(m) {
-                        out.push(m);
+                        push(&mut out, m);
                     }
                 }
             }
             if let Routed::Users(routed_users) = routed {
                 for &v in routed_users {
                     if keep(v) {
-                        out.push(v);
+                        push(&mut out, v);
                     }
                 }
             }
@@ -201,7 +212,7 @@ impl Engine {
         if let Some(t) = since {
             // Incremental part: every change after `t`, offline included.
             if users.pos(u) > t {
-                out.push(u);
+                push(&mut out, u);
             }
             // The reader's own join is not news to itself.
             out.hide(u);
@@ -231,13 +242,13 @@ impl Engine {
                         let room = rooms.room(r);
                         if !room.excluded {
                             for &m in &room.members {
-                                out.push(m);
+                                push(&mut out, m);
                             }
                         }
                     } else if changed {
                         // Changed since the token (excluded rooms never log, so never here).
                         for m in rooms.changes(r, t, upto) {
-                            out.push(m);
+                            push(&mut out, m);
                         }
                     }
                 }
@@ -245,7 +256,7 @@ impl Engine {
             if let Routed::Users(routed_users) = routed {
                 for &v in routed_users {
                     if users.pos(v) > t {
-                        out.push(v);
+                        push(&mut out, v);
                     }
                 }
             }
@@ -260,7 +271,7 @@ impl Engine {
             for i in set.indices() {
                 let v = candidates.users[i];
                 if keep_offline || users.record(v).state != PresenceState::Offline {
-                    out.push(v);
+                    push(&mut out, v);
                 }
             }
         }
@@ -274,8 +285,11 @@ impl Engine {
     /// target's updates through a shared room or as a routed user. `routed_to_reader` is the
     /// routers' verdict (the reader's interest set contains the target, or for an `All`
     /// reader, the target's state passed through `get_users_for_states` reaches the reader).
+    /// In the restricting mode the routers' filter has the last word.
     pub fn can_see(&self, reader: UserIdx, target: UserIdx, routed_to_reader: bool) -> bool {
-        reader == target || routed_to_reader || self.shares_room(reader, target)
+        reader == target
+            || ((routed_to_reader || self.shares_room(reader, target))
+                && self.allows(target, reader))
     }
 }
 
@@ -328,6 +342,9 @@ impl Engine {
     ) -> Vec<UserPresenceState> {
         let pass = self.read_marks.next();
         let mut out = Vec::new();
+        let audience = &self.config.audience;
+        let users = &self.users;
+        let allowed = |m: UserIdx| audience.allows(users.id(m), target);
         if let Some(t) = self.users.get(target) {
             for r in self.users.rooms(t).iter() {
                 let room = self.rooms.room(r);
@@ -337,6 +354,7 @@ impl Engine {
                 for &m in &room.members {
                     if self.users.is_local(m)
                         && self.users.record(m).state != PresenceState::Offline
+                        && allowed(m)
                         && self.read_marks.mark(m.0, pass)
                     {
                         out.push(m);
@@ -347,7 +365,7 @@ impl Engine {
         if let Some(set) = routed.filter(|s| s.batch().same_batch(&online.batch)) {
             for i in set.indices() {
                 let m = online.users[i];
-                if self.read_marks.mark(m.0, pass) {
+                if allowed(m) && self.read_marks.mark(m.0, pass) {
                     out.push(m);
                 }
             }

@@ -208,6 +208,7 @@ async fn send_transaction(
     if let Some(outbox) = &inner.outbox {
         outbox.mark_up(&signed.origin);
     }
+    let _turn = inner.inbound.enter(&signed.origin).await?;
     match inner
         .inbound
         .receive(&signed.origin, &txn_id, &signed.body)?

@@ -141,6 +141,8 @@ pub struct InboundConfig {
     pub max_buffered_body_bytes: usize,
     /// How long a request waits for its share of that budget before it is answered 429.
     pub body_buffer_wait: Duration,
+    /// The per-origin limit on authenticated requests (`rc_federation`).
+    pub rate_limit: crate::FederationRateLimit,
 }
 
 impl Default for InboundConfig {
@@ -153,6 +155,7 @@ impl Default for InboundConfig {
             // Eight of the largest accepted bodies, or hundreds of ordinary transactions.
             max_buffered_body_bytes: 64 * 1024 * 1024,
             body_buffer_wait: Duration::from_secs(1),
+            rate_limit: crate::FederationRateLimit::default(),
         }
     }
 }

@@ -213,6 +213,7 @@ struct Recent {
 pub struct Inbound {
     config: InboundConfig,
     body_budget: BodyBudget,
+    limiter: crate::FederationRateLimiter,
     recent: Mutex<Recent>,
     transactions: AtomicU64,
     repeats: AtomicU64,
@@ -235,6 +236,7 @@ impl Inbound {
     pub fn new(config: InboundConfig) -> Self {
         Self {
             body_budget: BodyBudget::new(config.max_buffered_body_bytes, config.body_buffer_wait),
+            limiter: crate::FederationRateLimiter::new(config.rate_limit.clone()),
             config,
             recent: Mutex::new(Recent::default()),
             transactions: AtomicU64::new(0),
@@ -243,6 +245,12 @@ impl Inbound {
             presence_entries: AtomicU64::new(0),
             dropped_entries: AtomicU64::new(0),
         }
+    }
+
+    /// Waits for `origin`'s turn under `rc_federation` (or refuses the request, 429); hold
+    /// the turn while the request is handled.
+    pub async fn enter(&self, origin: &ServerName) -> Result<crate::Turn, Error> {
+        self.limiter.enter(origin).await
     }
 
     /// Handles transaction `txn_id` from the authenticated `origin`.

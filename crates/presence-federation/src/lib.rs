@@ -79,6 +79,7 @@ mod https;
 pub mod inbound;
 pub mod keys;
 pub mod outbox;
+pub mod ratelimit;
 pub mod remote_keys;
 pub mod resolve;
 pub mod tls;
@@ -99,6 +100,7 @@ pub use keys::{
     KeyFileOrigin, OldVerifyKey, ServerKeys, SigningKey, load_or_generate, load_or_generate_async,
 };
 pub use outbox::{Outbox, OutboxStats};
+pub use ratelimit::{FederationRateLimit, FederationRateLimiter, Turn};
 pub use remote_keys::{KeyCache, KeyCacheConfig, KeySource, VerifiedKeys};
 pub use resolve::{Dns, IpRangeFilter, Resolver, SrvTarget, SystemDns};
 pub use transport::{MockTransport, Transport};

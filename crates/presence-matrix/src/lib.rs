@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Unrecognized,
     /// 405 `M_UNRECOGNIZED`: a known endpoint with a method it does not accept.
     MethodNotAllowed,
+    /// 405 `M_BAD_JSON`: account data of a type the server manages itself (`m.fully_read`,
+    /// `m.push_rules`) cannot be set with the account-data endpoints.
+    ServerManaged,
     /// 413 `M_TOO_LARGE`: the request body is larger than allowed.
     TooLarge,
     /// 400 `M_INVALID_PARAM`: a parameter (path or query) is malformed.
@@ -75,7 +78,7 @@ impl ErrorKind {
             Self::Forbidden => "M_FORBIDDEN",
             Self::UnknownToken => "M_UNKNOWN_TOKEN",
             Self::MissingToken => "M_MISSING_TOKEN",
-            Self::BadJson => "M_BAD_JSON",
+            Self::BadJson | Self::ServerManaged => "M_BAD_JSON",
             Self::NotJson => "M_NOT_JSON",
             Self::NotFound => "M_NOT_FOUND",
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
@@ -113,7 +116,7 @@ impl ErrorKind {
             | Self::RoomInUse
             | Self::UnsupportedRoomVersion => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed | Self::ServerManaged => StatusCode::METHOD_NOT_ALLOWED,
             Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -234,6 +237,7 @@ mod tests {
             (ErrorKind::Unknown, 400, "M_UNKNOWN"),
             (ErrorKind::Unrecognized, 404, "M_UNRECOGNIZED"),
             (ErrorKind::MethodNotAllowed, 405, "M_UNRECOGNIZED"),
+            (ErrorKind::ServerManaged, 405, "M_BAD_JSON"),
             (ErrorKind::TooLarge, 413, "M_TOO_LARGE"),
             (ErrorKind::InvalidParam, 400, "M_INVALID_PARAM"),
             (ErrorKind::MissingParam, 400, "M_MISSING_PARAM"),

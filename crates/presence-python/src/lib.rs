@@ -29,6 +29,9 @@
 mod bridge;
 mod convert;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod options;
 mod outbound;

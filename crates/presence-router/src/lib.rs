@@ -27,8 +27,8 @@ pub use module_api::{ForcedPresence, ModuleApi, ModuleApiError, ModuleCommand};
 pub use registry::{
     ConfigError, FallbackFactory, RouterFactory, RouterModule, RouterRegistry, parse_typed_config,
 };
-pub use router::{InterestedUsers, PresenceRouter, RouterError};
-pub use set::{DEFAULT_CALL_TIMEOUT, RouterSet, RouterStats};
+pub use router::{InterestedUsers, PresenceRouter, RecipientFilter, RouterError};
+pub use set::{AllowAll, DEFAULT_CALL_TIMEOUT, FilterSet, RouterSet, RouterStats};
 pub use state::{BUSY_WIRE_NAME, Millis, PresenceState, UserPresenceState};
 
 /// Re-exported so router crates implement [`PresenceRouter`] with the same macro version.

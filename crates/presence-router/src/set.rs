@@ -19,7 +19,8 @@ use std::{
 use futures::FutureExt;
 
 use crate::{
-    InterestedUsers, PresenceRouter, RouterError, StateBatch, StateSet, UserId, UserStates,
+    InterestedUsers, PresenceRouter, RecipientFilter, RoomId, RouterError, StateBatch, StateSet,
+    UserId, UserStates,
 };
 
 /// The default time budget of one router call.
@@ -74,6 +75,86 @@ impl RouterSet {
     /// Whether no router is configured.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Each router's name and the router, in calling order (for tools that call them one by
+    /// one, such as `presenced routers check`).
+    pub fn routers(&self) -> impl Iterator<Item = (&str, &Arc<dyn PresenceRouter>)> {
+        self.members.iter().map(|m| (m.name.as_str(), &m.router))
+    }
+
+    /// The routers' removals for the restricting mode, combined: a pair is allowed only if
+    /// every router's filter allows it. `None` when no router has a filter.
+    pub fn recipient_filter(&self) -> Option<Arc<FilterSet>> {
+        let filters: Vec<(String, Arc<dyn RecipientFilter>)> = self
+            .members
+            .iter()
+            .filter_map(|m| m.router.recipient_filter().map(|f| (m.name.clone(), f)))
+            .collect();
+        (!filters.is_empty()).then(|| Arc::new(FilterSet::new(filters)))
+    }
+
+    /// Every account-data type some router follows, without duplicates.
+    pub fn followed_account_data(&self) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .members
+            .iter()
+            .flat_map(|m| m.router.followed_account_data())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        types
+    }
+
+    /// Tells the routers that follow `event_type` of a write. A router that panics is
+    /// logged; the others are still told.
+    pub fn account_data_changed(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) {
+        for m in &self.members {
+            if !m
+                .router
+                .followed_account_data()
+                .iter()
+                .any(|t| t == event_type)
+            {
+                continue;
+            }
+            let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                m.router
+                    .account_data_changed(user, room, event_type, content);
+            }));
+            if told.is_err() {
+                m.stats.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(router = %m.name, event_type, "Presence router panicked on an account-data change.");
+            }
+        }
+    }
+
+    /// Whether some router follows memberships.
+    pub fn follows_memberships(&self) -> bool {
+        self.members.iter().any(|m| m.router.follows_memberships())
+    }
+
+    /// Tells the routers that follow memberships of a join (`joined`) or a leave.
+    pub fn membership_changed(&self, room: &RoomId, user: &UserId, joined: bool) {
+        for m in self
+            .members
+            .iter()
+            .filter(|m| m.router.follows_memberships())
+        {
+            let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                m.router.membership_changed(room, user, joined);
+            }));
+            if told.is_err() {
+                m.stats.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(router = %m.name, "Presence router panicked on a membership change.");
+            }
+        }
     }
 
     /// Each router's name and counters.
@@ -217,6 +298,71 @@ impl RouterSet {
             "Presence router call failed; its answer is ignored for this call."
         );
         (None, elapsed)
+    }
+}
+
+/// Several routers' [`RecipientFilter`]s as one: a pair is allowed when every filter allows
+/// it. A filter that panics refuses the pair (and is logged once).
+pub struct FilterSet {
+    filters: Vec<(
+        String,
+        Arc<dyn RecipientFilter>,
+        std::sync::atomic::AtomicBool,
+    )>,
+}
+
+impl FilterSet {
+    /// Combines `filters`, each named for the log.
+    pub fn new(filters: Vec<(String, Arc<dyn RecipientFilter>)>) -> Self {
+        Self {
+            filters: filters
+                .into_iter()
+                .map(|(name, f)| (name, f, std::sync::atomic::AtomicBool::new(false)))
+                .collect(),
+        }
+    }
+
+    /// The routers whose filters are combined, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.filters.iter().map(|(name, _, _)| name.as_str())
+    }
+}
+
+impl RecipientFilter for FilterSet {
+    fn allows(&self, sender: &UserId, recipient: &UserId) -> bool {
+        self.filters.iter().all(|(name, filter, warned)| {
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                filter.allows(sender, recipient)
+            }));
+            answer.unwrap_or_else(|_| {
+                if !warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        router = %name,
+                        "Presence router's recipient filter panicked; the pairs it panics on are refused (logged once)."
+                    );
+                }
+                false
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for FilterSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterSet")
+            .field("routers", &self.names().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A filter that removes nothing: the restricting mode's machinery with no removal, which
+/// must deliver exactly what the additive mode does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl RecipientFilter for AllowAll {
+    fn allows(&self, _sender: &UserId, _recipient: &UserId) -> bool {
+        true
     }
 }
 

@@ -2,14 +2,29 @@
 //! router (built-in or not) is tested with.
 //!
 //! - [`example`]: the router contract's example (`always_send_to_users`, `blacklisted_users`).
+//! - [`direct_rooms`]: presence between members of rooms either marks direct (`m.direct`).
+//! - [`user_lists`]: restricting; each user's allow and deny lists in their account data.
+//! - [`organisation`]: every member of the organisation (this server's users, and those of
+//!   listed servers) sees every other.
+//! - [`shared_rooms`]: the restricting mode's shared-room delivery (served by the engine).
+//! - [`local_only`]: restricting; local users' presence to no other server, or only to listed
+//!   servers.
 //! - [`conformance`] and [`router_conformance!`]: checks of the router contract.
+//! - [`consistency`]: the checker of `presenced routers check`, which tests a configured
+//!   router's two methods against each other on generated or recorded states.
 //!
 //! [`register_builtin`] adds every built-in router to a [`RouterRegistry`] under its names.
 
 use presence_router::RouterRegistry;
 
 pub mod conformance;
+pub mod consistency;
+pub mod direct_rooms;
 pub mod example;
+pub mod local_only;
+pub mod organisation;
+pub mod shared_rooms;
+pub mod user_lists;
 
 pub use example::{
     EXAMPLE_ROUTER_ALIAS, EXAMPLE_ROUTER_NAME, ExamplePresenceRouter, ExampleRouterConfig,
@@ -20,9 +35,15 @@ pub use example::{
 pub const BUILTIN_NAMESPACE: &str = "presenced.routers.";
 
 /// Registers every built-in router in `registry`: the example router under
-/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`].
+/// [`EXAMPLE_ROUTER_NAME`] and [`EXAMPLE_ROUTER_ALIAS`], `shared_rooms`, `local_only`,
+/// `organisation`, `direct_rooms` and `user_lists`.
 pub fn register_builtin(registry: &mut RouterRegistry) {
     example::register(registry);
+    shared_rooms::register(registry);
+    local_only::register(registry);
+    organisation::register(registry);
+    direct_rooms::register(registry);
+    user_lists::register(registry);
 }
 
 /// The router authors' guide, `docs/module-authors.md`: its Rust examples are compiled as

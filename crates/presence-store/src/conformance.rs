@@ -751,6 +751,95 @@ pub async fn room_aliases<S: PresenceStore>(store: &S) {
     );
 }
 
+/// Account data: global and per-room entries are apart, a write replaces and moves the entry
+/// to the end of the stream, `since` returns what changed after a position, and entries of
+/// one type are listed across users.
+pub async fn account_data<S: PresenceStore>(store: &S) {
+    let alice = user("@alice:example.org");
+    let bob = user("@bob:example.org");
+    let room = RoomId::parse("!r:example.org").unwrap();
+    let orphan = store
+        .put_account_data(&alice, None, "m.direct", "{}".to_owned())
+        .await;
+    assert!(matches!(orphan, Err(StoreError::NotFound)), "{orphan:?}");
+    assert_eq!(store.max_account_data_stream_id().await.unwrap(), 0);
+    for u in [&alice, &bob] {
+        store.create_user(NewUser::new(u.clone(), 1)).await.unwrap();
+    }
+    let p1 = store
+        .put_account_data(
+            &alice,
+            None,
+            "m.direct",
+            r#"{"@bob:example.org":["!r:example.org"]}"#.to_owned(),
+        )
+        .await
+        .unwrap();
+    let p2 = store
+        .put_account_data(&alice, Some(&room), "m.tag", r#"{"tags":{}}"#.to_owned())
+        .await
+        .unwrap();
+    let p3 = store
+        .put_account_data(&bob, None, "m.direct", "{}".to_owned())
+        .await
+        .unwrap();
+    assert!(p1 < p2 && p2 < p3, "{p1} {p2} {p3}");
+    assert_eq!(store.max_account_data_stream_id().await.unwrap(), p3);
+    assert_eq!(
+        store
+            .get_account_data(&alice, None, "m.direct")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"@bob:example.org":["!r:example.org"]}"#)
+    );
+    assert_eq!(
+        store.get_account_data(&alice, None, "m.tag").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_account_data(&alice, Some(&room), "m.tag")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"tags":{}}"#)
+    );
+    let all = store.account_data_since(&alice, None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].room_id.as_ref(), all[0].stream_id), (None, p1));
+    assert_eq!(
+        (all[1].room_id.as_ref(), all[1].stream_id),
+        (Some(&room), p2)
+    );
+    // A rewrite replaces the entry and moves it past everything else.
+    let p4 = store
+        .put_account_data(&alice, None, "m.direct", "{}".to_owned())
+        .await
+        .unwrap();
+    assert!(p4 > p3);
+    let since = store.account_data_since(&alice, Some(p2)).await.unwrap();
+    assert_eq!(since.len(), 1);
+    assert_eq!(
+        (
+            since[0].data_type.as_str(),
+            since[0].content.as_str(),
+            since[0].stream_id
+        ),
+        ("m.direct", "{}", p4)
+    );
+    assert!(
+        store
+            .account_data_since(&alice, Some(p4))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let direct = store.account_data_of_type("m.direct").await.unwrap();
+    let owners: Vec<&str> = direct.iter().map(|e| e.user_id.as_str()).collect();
+    assert_eq!(owners, ["@bob:example.org", "@alice:example.org"]);
+}
+
 /// Client filters: IDs unique per user, lookups scoped to the owner.
 pub async fn filters<S: PresenceStore>(store: &S) {
     let alice = user("@alice:example.org");
@@ -897,6 +986,7 @@ macro_rules! store_conformance {
             event_positions,
             room_aliases,
             filters,
+            account_data,
             meta,
             concurrent_writes,
             failed_write_is_isolated,

@@ -20,8 +20,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    DeviceRecord, Membership, MembershipChange, NewDevice, NewUser, OrderedEvent, RoomRecord,
-    RoomUpdate, StoredEvent, StreamId, StreamOrdering, UserRecord, UserRoom,
+    AccountDataEntry, DeviceRecord, Membership, MembershipChange, NewDevice, NewUser, OrderedEvent,
+    RoomRecord, RoomUpdate, StoredEvent, StreamId, StreamOrdering, UserRecord, UserRoom,
 };
 pub use sqlite::{SqliteConfig, SqliteStore, Synchronous};
 pub use store::{PresenceStore, StoreStats};

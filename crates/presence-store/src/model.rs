@@ -327,3 +327,19 @@ impl RoomUpdate {
         }
     }
 }
+
+/// One client account-data entry (`PUT /user/{userId}/account_data/{type}`, or the per-room
+/// form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDataEntry {
+    /// Whose.
+    pub user_id: UserId,
+    /// The room, for per-room account data; `None` for global.
+    pub room_id: Option<RoomId>,
+    /// The event type.
+    pub data_type: String,
+    /// The content, a JSON object as text.
+    pub content: String,
+    /// The stream position of its latest write.
+    pub stream_id: StreamId,
+}

@@ -16,8 +16,9 @@ use std::future::Future;
 use presence_router::{DeviceId, Millis, RoomId, UserId, UserPresenceState};
 
 use crate::{
-    DeviceRecord, Membership, MembershipChange, NewDevice, NewUser, OrderedEvent, RoomRecord,
-    RoomUpdate, StoreError, StoredEvent, StreamId, StreamOrdering, UserRecord, UserRoom,
+    AccountDataEntry, DeviceRecord, Membership, MembershipChange, NewDevice, NewUser, OrderedEvent,
+    RoomRecord, RoomUpdate, StoreError, StoredEvent, StreamId, StreamOrdering, UserRecord,
+    UserRoom,
 };
 
 /// Counters describing the write path, for metrics. A snapshot; every counter only grows
@@ -297,6 +298,45 @@ pub trait PresenceStore: Clone + Send + Sync + 'static {
         user_id: &UserId,
         filter_id: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<Self>;
+
+    // --- client account data ---
+
+    /// Replaces an account-data entry of an existing user (else [`StoreError::NotFound`]):
+    /// global with `room_id` `None`, else for that room. `content` is a JSON object as text.
+    /// Returns the entry's new stream position, above every entry's before it.
+    fn put_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: String,
+    ) -> impl Future<Output = Result<StreamId, StoreError>> + Send + use<Self>;
+
+    /// One account-data entry's content.
+    fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<Self>;
+
+    /// A user's entries written after `since` (every entry for `None`), oldest first.
+    fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: Option<StreamId>,
+    ) -> impl Future<Output = Result<Vec<AccountDataEntry>, StoreError>> + Send + use<Self>;
+
+    /// Every user's entries of one type, oldest first.
+    fn account_data_of_type(
+        &self,
+        data_type: &str,
+    ) -> impl Future<Output = Result<Vec<AccountDataEntry>, StoreError>> + Send + use<Self>;
+
+    /// The latest account-data stream position (0 when there is none).
+    fn max_account_data_stream_id(
+        &self,
+    ) -> impl Future<Output = Result<StreamId, StoreError>> + Send + use<Self>;
 
     // --- server metadata ---
 

@@ -29,18 +29,19 @@ pub const TESTED_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> =
 /// The Synapse release whose schema [`TESTED_SCHEMA_VERSIONS`] holds.
 pub const TESTED_SYNAPSE: &str = "1.163.2";
 
-/// How long one query (or one presence commit) may take before it fails. Callers are
-/// Synapse's workers, which block their own requests on the writer: an error they can
-/// report beats a hang.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call (waiting for a pooled connection, then its query or presence commit)
+/// may take before it fails. Callers are Synapse's workers, which block their own requests
+/// on the writer: an error they can report within a second (this, plus the answer's way
+/// back) beats a hang. A healthy commit takes milliseconds.
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(900);
 /// The same for the reads of whole tables at startup and on reconciliation, which grow
 /// with the deployment.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long opening a connection may take when `database.args.connect_timeout` does not
 /// say: an unreachable server fails calls within this, instead of after TCP's minutes.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a call waits for a free pooled connection.
-const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free pooled connection (within [`QUERY_TIMEOUT`]).
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// The largest batch [`SynapseDb::persist_presence`] accepts in one call.
 pub const MAX_PERSIST_BATCH: usize = 10_000;

@@ -1,6 +1,7 @@
 //! The command line: `presenced -c FILE...` runs the server, `presenced check-config -c
 //! FILE...` validates a configuration and exits, `presenced register` creates a user on a
-//! running server through the shared-secret registration API.
+//! running server through the shared-secret registration API, `presenced routers check -c
+//! FILE...` checks the configured presence routers' two methods against each other.
 //!
 //! Only runtime knobs live here (logging, shutdown grace, printing bound addresses);
 //! everything about what the server does is in the configuration file.
@@ -18,9 +19,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind
 use tracing_subscriber::EnvFilter;
 
 mod register;
+mod routers_check;
 
 use crate::{
-    cli::register::RegisterArgs,
+    cli::{register::RegisterArgs, routers_check::RoutersCheckArgs},
     config::{Config, ConfigError, LoadedConfig, parse_duration},
     server::{Server, ShutdownSignals},
 };
@@ -89,6 +91,18 @@ enum Command {
     /// Create a user on a running server with the shared secret, like the reference
     /// homeserver's `register_new_matrix_user`.
     Register(RegisterArgs),
+    /// Tools for the configured presence routers.
+    #[command(subcommand)]
+    Routers(RoutersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutersCommand {
+    /// Load the configured routers as the server does and check, on generated (and
+    /// optionally recorded) presence states, that each router's get_interested_users names
+    /// exactly the users whose states its get_users_for_states sends to each user. Prints
+    /// every disagreement as a minimal example; exits 1 if there is one.
+    Check(RoutersCheckArgs),
 }
 
 /// How log lines are written.
@@ -148,6 +162,9 @@ impl Cli {
                     }
                 }
             }
+            Some(Command::Routers(RoutersCommand::Check(args))) => {
+                routers_check(&self.global, &args)
+            }
             Some(Command::Run(run)) => run_server(&self.global, &run),
             None => run_server(&self.global, &self.run),
         }
@@ -175,6 +192,20 @@ fn check_config(global: &GlobalArgs) -> ExitCode {
     }
     println!("The configuration is valid.");
     ExitCode::SUCCESS
+}
+
+/// `routers check`: the configuration is loaded and its routers built as `check-config` does.
+fn routers_check(global: &GlobalArgs, args: &RoutersCheckArgs) -> ExitCode {
+    let loaded = match Config::load(&global.config_paths) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_failure(&e),
+    };
+    init_logging(
+        global.log_level.as_deref(),
+        global.log_format,
+        CHECK_CONFIG_LOG_FILTER,
+    );
+    routers_check::run(&loaded.config, args)
 }
 
 fn print_warnings(loaded: &LoadedConfig) {
@@ -367,6 +398,41 @@ mod tests {
                 Cli::try_parse_from(std::iter::once("presenced").chain(args.iter().copied()))
                     .unwrap_err();
             assert_ne!(error.kind(), ErrorKind::DisplayHelp, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn routers_check_options() {
+        let cli = Cli::try_parse_from([
+            "presenced",
+            "-c",
+            "a.yaml",
+            "routers",
+            "check",
+            "--cases",
+            "20",
+            "--seed",
+            "9",
+            "--states",
+            "s.jsonl",
+            "--user",
+            "@a:hs",
+        ])
+        .unwrap();
+        let Some(Command::Routers(RoutersCommand::Check(_))) = cli.command else {
+            panic!("not routers check: {:?}", cli.command);
+        };
+        assert_eq!(cli.global.config_paths, [PathBuf::from("a.yaml")]);
+        for args in [
+            &["routers", "check", "--user", "alice"][..],
+            &["routers", "check", "--max-batch", "0"],
+            &["routers", "check", "--cases", "many"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("presenced").chain(args.iter().copied()))
+                    .is_err(),
+                "{args:?}"
+            );
         }
     }
 

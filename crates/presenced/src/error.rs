@@ -198,6 +198,11 @@ impl ApiError {
         Self::new(ErrorKind::Unrecognized, UNRECOGNIZED_TEXT)
     }
 
+    /// A 405 `M_BAD_JSON`: account data of a type the server manages itself.
+    pub fn server_managed(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::ServerManaged, message)
+    }
+
     /// A 405 `M_UNRECOGNIZED`: the endpoint does not take this method.
     pub fn method_not_allowed() -> Self {
         Self::new(ErrorKind::MethodNotAllowed, UNRECOGNIZED_TEXT)
@@ -420,6 +425,7 @@ mod tests {
             (ApiError::unknown("x"), ErrorKind::Unknown),
             (ApiError::unrecognized(), ErrorKind::Unrecognized),
             (ApiError::method_not_allowed(), ErrorKind::MethodNotAllowed),
+            (ApiError::server_managed("x"), ErrorKind::ServerManaged),
             (ApiError::too_large("x"), ErrorKind::TooLarge),
             (ApiError::invalid_param("x"), ErrorKind::InvalidParam),
             (ApiError::user_in_use("x"), ErrorKind::UserInUse),

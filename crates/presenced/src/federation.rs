@@ -140,6 +140,7 @@ fn federation_config(config: &Config) -> Result<FederationConfig, presence_feder
     c.outbox.send_timeout = t.transaction_timeout;
     c.outbox.pending_ttl = t.pending_presence_ttl;
     c.inbound.max_buffered_body_bytes = t.inbound_body_buffer;
+    c.inbound.rate_limit = f.rc_federation.clone();
     if !f.federation_verify_certificates {
         tracing::warn!(
             "federation_verify_certificates is false: remote servers' certificates are not checked."

@@ -15,6 +15,8 @@ pub const PRESENCE_UPDATES: &str = "presenced_presence_updates_total";
 pub const PRESENCE_ROLLBACKS: &str = "presenced_presence_rollbacks_total";
 /// (recipient, user) presence entries returned by syncs.
 pub const PRESENCE_DELIVERIES: &str = "presenced_presence_deliveries_total";
+/// Woken syncs that waited `presence.sync_gather` for more changes before answering.
+pub const SYNC_GATHERED: &str = "presenced_sync_gathered_total";
 /// Wall time of `/sync` requests.
 pub const SYNC_SECONDS: &str = "presenced_sync_duration_seconds";
 /// Presence store write latency (from request to COMMIT).
@@ -260,6 +262,10 @@ fn describe() {
         "(recipient, user) presence entries returned by syncs."
     );
     metrics::describe_counter!(
+        SYNC_GATHERED,
+        "Woken syncs that waited presence.sync_gather for more changes before answering."
+    );
+    metrics::describe_counter!(
         REPLICATION_COMMANDS_OUT,
         "Beside Synapse: replication commands published over Redis, by command."
     );
@@ -383,6 +389,11 @@ pub fn presence_updates(n: usize) {
 /// Records presence entries delivered by a sync.
 pub fn deliveries(n: usize) {
     metrics::counter!(PRESENCE_DELIVERIES).increment(n as u64);
+}
+
+/// Records a woken sync that gathered before answering.
+pub fn sync_gathered() {
+    metrics::counter!(SYNC_GATHERED).increment(1);
 }
 
 /// Records a presence store write.

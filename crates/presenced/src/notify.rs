@@ -7,7 +7,11 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use presence_router::UserId;
@@ -25,6 +29,31 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct Notifier {
     users: Arc<Mutex<HashMap<UserId, Entry>>>,
+    activity: Arc<Activity>,
+}
+
+/// When the last two wake-ups happened (nanoseconds since `base`), to tell a server where
+/// changes keep arriving from an idle one.
+struct Activity {
+    base: Instant,
+    last: AtomicU64,
+    before_last: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            before_last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A registered waiter; dropping it unregisters.
@@ -58,12 +87,27 @@ impl Notifier {
 
     /// Wakes every waiter of each user.
     pub fn wake<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
+        let now = self.activity.now();
+        let previous = self.activity.last.swap(now, Ordering::Relaxed);
+        self.activity.before_last.store(previous, Ordering::Relaxed);
         let map = lock(&self.users);
         for u in users {
             if let Some(e) = map.get(u) {
                 e.notify.notify_waiters();
             }
         }
+    }
+
+    /// Whether changes keep arriving: the last two wake-ups came within `window` of each
+    /// other, the latest within `window` of now. A woken sync then waits a little for more
+    /// (one fuller answer instead of several); on an idle server it answers at once.
+    pub fn busy(&self, window: Duration) -> bool {
+        let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        let last = self.activity.last.load(Ordering::Relaxed);
+        let before = self.activity.before_last.load(Ordering::Relaxed);
+        before != 0
+            && last.saturating_sub(before) < window
+            && self.activity.now().saturating_sub(last) < window
     }
 
     /// How many users have a waiting request.
@@ -107,5 +151,27 @@ impl Drop for Subscription {
         if !self.done {
             self.notifier.unsubscribe(&self.user);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_means_two_recent_wake_ups_close_together() {
+        let n = Notifier::default();
+        let window = Duration::from_millis(50);
+        let nobody: [&UserId; 0] = [];
+        assert!(!n.busy(window), "never woken");
+        n.wake(nobody);
+        assert!(!n.busy(window), "one wake-up is not a stream of changes");
+        n.wake(nobody);
+        assert!(n.busy(window));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!n.busy(window), "quiet since");
+        n.wake(nobody);
+        assert!(!n.busy(window), "the one before was long ago");
+        assert!(!n.busy(Duration::ZERO));
     }
 }

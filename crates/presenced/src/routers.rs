@@ -9,14 +9,26 @@
 
 use std::sync::Arc;
 
-use presence_router::{ModuleApi, RouterRegistry, RouterSet};
+use presence_router::{ConfigError, ModuleApi, RouterRegistry, RouterSet};
+use presence_routers::shared_rooms::is_shared_rooms;
 
-use crate::{config::Config, error::StartError};
+use crate::{
+    config::{Config, RoutingMode},
+    error::StartError,
+};
 
 /// The routers of a server, and the Python module host when any of them is written in Python.
 pub struct Routers {
     /// Every configured router, in configuration order.
     pub set: RouterSet,
+    /// Where each router of `set` is configured and its name (`modules[0] (example)`), in
+    /// the same order.
+    pub labels: Vec<String>,
+    /// Whether `presence.routing` is `restricting`.
+    pub restricting: bool,
+    /// Restricting mode: whether the `shared_rooms` router is configured (the engine serves
+    /// it; it is not in `set`). Always true in the additive mode.
+    pub shared_rooms: bool,
     /// The Python side, if it was started.
     pub python: PythonModules,
 }
@@ -44,6 +56,16 @@ pub fn check(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Builds every configured router exactly as [`build`] does, for a tool that calls them
+/// itself (`presenced routers check`). Blocking; call it outside an async runtime, and stop
+/// the Python side with [`PythonModules::shutdown_blocking`] when done. The module API is
+/// detached: a router that sends a command while it is checked is told this process does not
+/// write presence.
+pub fn build_for_tool(config: &Config) -> Result<Routers, StartError> {
+    let api = ModuleApi::detached(config.server_name.clone());
+    build_blocking(config, &api)
+}
+
 /// Room for module commands sent while `check` loads the routers (nobody reads them).
 const MODULE_COMMAND_QUEUE: usize = 64;
 
@@ -59,7 +81,26 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
     registry.set_fallback(other_names, Arc::new(|_, _, _| None));
     let mut python = PythonModules::default();
     let mut set = RouterSet::new(config.presence.router_call_timeout);
+    let mut labels = Vec::new();
+    let restricting = config.presence.routing == RoutingMode::Restricting;
+    let mut shared_rooms = !restricting;
     for (path, module) in config.module_entries() {
+        if is_shared_rooms(&module.module) {
+            if !restricting {
+                return Err(ConfigError::invalid(
+                    format!("{path}.module"),
+                    "shared_rooms is a router of the restricting mode (presence.routing: \
+                     restricting); in the additive mode room-mates always receive each \
+                     other's presence",
+                )
+                .into());
+            }
+            // Validates its config; the engine serves it, so it is never called.
+            registry.build(&path, &module.module, &module.config, api)?;
+            tracing::info!(module = %module.module, at = %path, "Shared-room presence delivery is on.");
+            shared_rooms = true;
+            continue;
+        }
         let router = if !is_python_candidate(&registry, &module.module) {
             registry.build(&path, &module.module, &module.config, api)?
         } else {
@@ -89,10 +130,35 @@ fn build_blocking(config: &Config, api: &ModuleApi) -> Result<Routers, StartErro
                 Err(e) => return Err(e),
             }
         };
+        if !restricting && router.recipient_filter().is_some() {
+            return Err(ConfigError::invalid(
+                format!("{path}.module"),
+                format!(
+                    "{} removes recipients, which only the restricting mode can honour: set \
+                     presence.routing: restricting (and add the shared_rooms router to keep \
+                     shared-room presence)",
+                    module.module
+                ),
+            )
+            .into());
+        }
         tracing::info!(module = %module.module, at = %path, "Loaded presence router.");
+        labels.push(format!("{path} ({})", module.module));
         set.push(module.module.clone(), router);
     }
-    Ok(Routers { set, python })
+    if restricting && !shared_rooms {
+        tracing::info!(
+            "Restricting presence routing without the shared_rooms router: room-mates \
+             receive only what the routers route."
+        );
+    }
+    Ok(Routers {
+        set,
+        labels,
+        restricting,
+        shared_rooms,
+        python,
+    })
 }
 
 /// Whether `name` goes to Python: not a built-in, not in the built-ins' namespace (a

@@ -5,6 +5,7 @@
 mod harness;
 mod props;
 mod reads;
+mod restricting;
 mod set_and_sync;
 mod timeouts;
 mod writes;

@@ -219,8 +219,8 @@ async fn transaction_memory_is_bounded_in_size_and_time() {
     ));
 }
 
-#[tokio::test]
-async fn endpoint_applies_presence_once_per_transaction() {
+/// The federation endpoints of `b.example`, which knows `a.example`'s key, with `config`.
+fn endpoint(config: InboundConfig) -> (axum::Router, Arc<RecordingSink>) {
     let source = FakeKeySource::with([(
         server("a.example"),
         key_document("a.example", key("ka", 1), NOW),
@@ -239,11 +239,70 @@ async fn endpoint_applies_presence_once_per_transaction() {
     let app = FederationApi::new(
         Arc::new(keys),
         verifier,
-        Arc::new(Inbound::new(InboundConfig::default())),
+        Arc::new(Inbound::new(config)),
         sink.clone(),
         None,
     )
     .router();
+    (app, sink)
+}
+
+/// A transaction `txn_id` from `a.example`, signed.
+fn signed_transaction(txn_id: &str, txn: &Value) -> http::Request<Body> {
+    let mut r = http::Request::put(format!("/_matrix/federation/v1/send/{txn_id}"))
+        .body(body(txn))
+        .unwrap();
+    sign_request(
+        &key("ka", 1),
+        &server("a.example"),
+        &server("b.example"),
+        &mut r,
+    )
+    .unwrap();
+    r.map(Body::from)
+}
+
+/// `rc_federation`: with every request delayed (`sleep_limit: 0`) and none allowed to wait
+/// beside it (`reject_limit: 0`), of two concurrent transactions from one server one is
+/// answered after the delay and the other refused with 429 and a retry hint.
+#[tokio::test]
+async fn rc_federation_delays_and_refuses_a_busy_origin() {
+    let mut config = InboundConfig::default();
+    config.rate_limit.sleep_limit = 0;
+    config.rate_limit.reject_limit = 0;
+    config.rate_limit.sleep_delay = Duration::from_millis(300);
+    let (app, _sink) = endpoint(config);
+    let txn = json!({"origin": "a.example", "origin_server_ts": 1, "pdus": [], "edus": []});
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(
+        app.clone().oneshot(signed_transaction("t1", &txn)),
+        app.clone().oneshot(signed_transaction("t2", &txn)),
+    );
+    let mut statuses = Vec::new();
+    for response in [first.unwrap(), second.unwrap()] {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let data: Value = serde_json::from_slice(&bytes).unwrap();
+        if status == http::StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(data["errcode"], "M_LIMIT_EXCEEDED", "{data}");
+            assert_eq!(data["retry_after_ms"], 1000, "{data}");
+        }
+        statuses.push(status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 429]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the accepted one was delayed: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn endpoint_applies_presence_once_per_transaction() {
+    let (app, sink) = endpoint(InboundConfig::default());
 
     let txn = json!({"origin": "a.example", "origin_server_ts": 1, "pdus": [], "edus": [
         {"edu_type": "m.presence", "content": {"push": [
@@ -252,17 +311,11 @@ async fn endpoint_applies_presence_once_per_transaction() {
         ]}}
     ]});
     for _ in 0..2 {
-        let mut r = http::Request::put("/_matrix/federation/v1/send/1700000000000_1")
-            .body(body(&txn))
+        let response = app
+            .clone()
+            .oneshot(signed_transaction("1700000000000_1", &txn))
+            .await
             .unwrap();
-        sign_request(
-            &key("ka", 1),
-            &server("a.example"),
-            &server("b.example"),
-            &mut r,
-        )
-        .unwrap();
-        let response = app.clone().oneshot(r.map(Body::from)).await.unwrap();
         assert_eq!(response.status(), http::StatusCode::OK);
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await

@@ -179,3 +179,53 @@ async fn the_first_router_failing_does_not_lose_the_others() {
     );
     assert_eq!(set.get_interested_users(&uid(CAROL)).await, users(&[BOB]));
 }
+
+/// The restricting mode's filters combine as "every filter allows"; a filter that panics
+/// refuses the pair (and keeps refusing it) without disturbing the others, and a set whose
+/// routers have no filter has none.
+#[test]
+fn filters_combine_and_a_panicking_filter_fails_closed() {
+    use presence_router::{
+        FilterSet, PresenceRouter, RecipientFilter, RouterError, StateBatch, UserId, UserStates,
+        async_trait,
+    };
+
+    struct NotTo(&'static str);
+    impl RecipientFilter for NotTo {
+        fn allows(&self, _sender: &UserId, recipient: &UserId) -> bool {
+            assert!(recipient.as_str() != CAROL, "filter bug");
+            recipient.as_str() != self.0
+        }
+    }
+    struct Filtering(Arc<NotTo>);
+    #[async_trait]
+    impl PresenceRouter for Filtering {
+        async fn get_users_for_states(&self, _: &StateBatch) -> Result<UserStates, RouterError> {
+            Ok(UserStates::new())
+        }
+        async fn get_interested_users(&self, _: &UserId) -> Result<InterestedUsers, RouterError> {
+            Ok(InterestedUsers::none())
+        }
+        fn recipient_filter(&self) -> Option<Arc<dyn RecipientFilter>> {
+            Some(self.0.clone())
+        }
+    }
+
+    let plain = set_of(vec![Arc::new(Scripted::new(Behaviour::Good))]);
+    assert!(plain.recipient_filter().is_none());
+
+    let mut set = RouterSet::new(DEFAULT_CALL_TIMEOUT);
+    set.push("plain", Arc::new(Scripted::new(Behaviour::Good)));
+    set.push("not-bob", Arc::new(Filtering(Arc::new(NotTo(BOB)))));
+    set.push("not-dave", Arc::new(Filtering(Arc::new(NotTo(DAVE)))));
+    let filter: Arc<FilterSet> = set.recipient_filter().unwrap();
+    assert_eq!(filter.names().collect::<Vec<_>>(), ["not-bob", "not-dave"]);
+    let (alice, bob, carol, dave, erin) = (uid(ALICE), uid(BOB), uid(CAROL), uid(DAVE), uid(ERIN));
+    assert!(filter.allows(&alice, &erin));
+    assert!(!filter.allows(&alice, &bob));
+    assert!(!filter.allows(&alice, &dave));
+    // Both filters panic on carol: refused, every time.
+    assert!(!filter.allows(&alice, &carol));
+    assert!(!filter.allows(&bob, &carol));
+    assert!(filter.allows(&carol, &erin));
+}

@@ -9,6 +9,7 @@
 //! with [`Synchronous::Full`] it also survives power loss, at the cost of an fsync per
 //! batch.
 
+mod account_data;
 mod accounts;
 mod convert;
 mod meta;
@@ -39,8 +40,8 @@ use self::{
     writer::{Job, StatsCounters, WriteJob},
 };
 use crate::{
-    DeviceRecord, Membership, NewDevice, NewUser, OrderedEvent, PresenceStore, RoomRecord,
-    RoomUpdate, StoreError, StoreStats, StreamId, StreamOrdering, UserRecord, UserRoom,
+    AccountDataEntry, DeviceRecord, Membership, NewDevice, NewUser, OrderedEvent, PresenceStore,
+    RoomRecord, RoomUpdate, StoreError, StoreStats, StreamId, StreamOrdering, UserRecord, UserRoom,
 };
 
 /// How hard SQLite works to make a commit durable.
@@ -480,6 +481,54 @@ impl PresenceStore for SqliteStore {
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<> {
         let (user_id, filter_id) = (user_id.clone(), filter_id.to_owned());
         self.read(move |conn| accounts::get_filter(conn, &user_id, &filter_id))
+    }
+
+    fn put_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: String,
+    ) -> impl Future<Output = Result<StreamId, StoreError>> + Send + use<> {
+        let (user_id, room_id, data_type) =
+            (user_id.clone(), room_id.cloned(), data_type.to_owned());
+        self.write(move |conn| {
+            account_data::put(conn, &user_id, room_id.as_ref(), &data_type, &content)
+        })
+    }
+
+    fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + use<> {
+        let (user_id, room_id, data_type) =
+            (user_id.clone(), room_id.cloned(), data_type.to_owned());
+        self.read(move |conn| account_data::get(conn, &user_id, room_id.as_ref(), &data_type))
+    }
+
+    fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: Option<StreamId>,
+    ) -> impl Future<Output = Result<Vec<AccountDataEntry>, StoreError>> + Send + use<> {
+        let user_id = user_id.clone();
+        self.read(move |conn| account_data::since(conn, &user_id, since))
+    }
+
+    fn account_data_of_type(
+        &self,
+        data_type: &str,
+    ) -> impl Future<Output = Result<Vec<AccountDataEntry>, StoreError>> + Send + use<> {
+        let data_type = data_type.to_owned();
+        self.read(move |conn| account_data::of_type(conn, &data_type))
+    }
+
+    fn max_account_data_stream_id(
+        &self,
+    ) -> impl Future<Output = Result<StreamId, StoreError>> + Send + use<> {
+        self.read(account_data::max_stream_id)
     }
 
     fn get_meta(

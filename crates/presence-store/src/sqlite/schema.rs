@@ -18,6 +18,7 @@ use crate::StoreError;
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_room_aliases.sql"),
+    include_str!("migrations/0003_account_data.sql"),
 ];
 
 /// The schema version this build writes.

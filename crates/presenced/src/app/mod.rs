@@ -9,6 +9,7 @@
 //! ([`auth::AccessTokens`]), and the presence service's persistence and publication
 //! ([`crate::presence::PresencePersistence`], [`crate::presence::FederationSender`]).
 
+pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod limits;
@@ -63,6 +64,8 @@ struct Inner {
     tokens: TokenCache,
     access_tokens: Arc<dyn AccessTokens>,
     sync_filters: sync::SyncFilters,
+    /// The latest account-data stream position.
+    account_data_pos: std::sync::atomic::AtomicU64,
     pending_auth: accounts::PendingAuth,
     room_locks: rooms::RoomLocks,
     python: crate::routers::PythonModules,
@@ -285,7 +288,26 @@ impl App {
         routers: crate::routers::Routers,
         federation_shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Self, StartError> {
-        let engine = Engine::new(engine_config(&config));
+        let mut engine_config = engine_config(&config);
+        if routers.restricting {
+            engine_config.audience = presence_engine::Audience {
+                shared_rooms: routers.shared_rooms,
+                filter: routers
+                    .set
+                    .recipient_filter()
+                    .map(|f| f as Arc<dyn presence_router::RecipientFilter>),
+            };
+            if config.writer.is_some() {
+                tracing::warn!(
+                    "presence.routing is restricting, but beside Synapse its own processes \
+                     compute /sync, GET presence and shared-room federation with the additive \
+                     rule: the restriction applies only to what Presenced sends itself \
+                     (routed federation and send_local_online_presence_to). See \
+                     docs/module-authors.md."
+                );
+            }
+        }
+        let engine = Engine::new(engine_config);
         let presence = PresenceService::new(engine, routers.set, persistence, Notifier::default());
         // Connected before the restore, so restored changes reach remote servers too.
         let federation = crate::federation::start(&config, &presence, federation_shutdown).await?;
@@ -295,6 +317,12 @@ impl App {
             )));
         }
         presence.restore().await.map_err(StartError::Restore)?;
+        let account_data_pos = match &store {
+            Some(store) => account_data::restore(store, presence.routers())
+                .await
+                .map_err(|e| StartError::Restore(e.into()))?,
+            None => 0,
+        };
         let rc = config.rc_presence.per_user;
         let access_tokens: Arc<dyn AccessTokens> = match (&store, &writer) {
             (_, Some(writer)) => Arc::new(SynapseTokens(writer.clone())),
@@ -321,6 +349,7 @@ impl App {
                 tokens: TokenCache::default(),
                 access_tokens,
                 sync_filters: Default::default(),
+                account_data_pos: account_data_pos.into(),
                 pending_auth: Default::default(),
                 room_locks: Default::default(),
                 python: routers.python,

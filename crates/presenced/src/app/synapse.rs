@@ -487,8 +487,12 @@ impl App {
         reader: &UserId,
         target: &UserId,
     ) -> Result<Option<UserPresenceState>, ApiError> {
+        // Synapse's rooms count only where shared rooms share presence (the restricting mode
+        // may turn them off), and never against the routers' filter.
         if let Some(writer) = self.writer()
             && reader != target
+            && self.presence().shares_through_rooms()
+            && self.presence().audience_allows(target, reader)
         {
             let db = writer.db();
             let (mine, theirs) = (

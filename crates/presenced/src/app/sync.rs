@@ -23,28 +23,42 @@ use crate::{error::ApiError, notify::Subscription, query::percent_decode};
 /// The longest a sync waits, whatever `timeout` says.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A parsed `since` / `next_batch` token: `s<presence position>_<rooms position>`.
+/// A parsed `since` / `next_batch` token:
+/// `s<presence position>_<rooms position>_<account-data position>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken {
     /// The presence stream position.
     pub presence: u64,
     /// The rooms (events) stream position.
     pub rooms: u64,
+    /// The account-data stream position. A token of an earlier release has only two parts;
+    /// it reads as 0, so such a client is sent all its account data once.
+    pub account_data: u64,
 }
 
 impl SyncToken {
     /// Parses a token this server issued.
     pub fn parse(s: &str) -> Option<Self> {
-        let (p, r) = s.strip_prefix('s')?.split_once('_')?;
+        let mut parts = s.strip_prefix('s')?.split('_');
+        let presence = parts.next()?.parse().ok()?;
+        let rooms = parts.next()?.parse().ok()?;
+        let account_data = match parts.next() {
+            Some(a) => a.parse().ok()?,
+            None => 0,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(Self {
-            presence: p.parse().ok()?,
-            rooms: r.parse().ok()?,
+            presence,
+            rooms,
+            account_data,
         })
     }
 
     /// The token as clients see it.
     pub fn render(self) -> String {
-        format!("s{}_{}", self.presence, self.rooms)
+        format!("s{}_{}_{}", self.presence, self.rooms, self.account_data)
     }
 }
 
@@ -73,6 +87,8 @@ pub struct SyncResult {
     pub rooms: Value,
     /// The presence to show, each user once, filtered.
     pub presence: Vec<UserPresenceState>,
+    /// Global account-data events (`{"type", "content"}`) changed since the token.
+    pub account_data: Vec<Value>,
 }
 
 /// The parts of a filter `/sync` applies: its presence section and the room IDs of its room
@@ -457,7 +473,8 @@ impl App {
         let presence_enabled = self.config().presence.enabled.is_enabled();
         // Registered before the first read, so nothing that happens after it can be missed.
         let mut waiting = Waiting::new(self, user);
-        let (mut shown, rooms, next_batch) = loop {
+        let account_since = request.since.map(|t| t.account_data);
+        let (mut shown, mut rooms, next_batch, account) = loop {
             let presence = if presence_enabled
                 || presence_since.is_some_and(|t| t < self.presence().current_token())
             {
@@ -477,6 +494,7 @@ impl App {
             )
             .await?;
             let rooms_news = super::rooms::sync::has_news(&rooms);
+            let (account, account_next) = self.account_data_since(user, account_since).await?;
             let mut shown = presence.states;
             if filter.presence.wants_presence() {
                 shown.retain(|s| filter.presence.keeps(&s.user_id));
@@ -486,14 +504,16 @@ impl App {
             let next = SyncToken {
                 presence: presence.next_token,
                 rooms: rooms_next,
+                account_data: account_next,
             };
-            if !shown.is_empty() || rooms_news || request.since.is_none() {
-                break (shown, rooms, next);
+            if !shown.is_empty() || rooms_news || !account.is_empty() || request.since.is_none() {
+                break (shown, rooms, next, account);
             }
             if !waiting.wait_until(deadline).await {
-                break (shown, rooms, next);
+                break (shown, rooms, next, account);
             }
         };
+        let account_data = self.place_account_data(user, account, &mut rooms);
         drop(waiting);
         if let Some(limit) = filter.presence.limit {
             shown.truncate(limit);
@@ -502,7 +522,43 @@ impl App {
             next_batch,
             rooms,
             presence: shown,
+            account_data,
         })
+    }
+
+    /// Splits account-data entries into the global events, returned, and the per-room ones,
+    /// put under `rooms.join.{roomId}.account_data` for the rooms `user` is joined to
+    /// (entries of other rooms wait until the user joins and asks for everything).
+    fn place_account_data(
+        &self,
+        user: &UserId,
+        entries: Vec<presence_store::AccountDataEntry>,
+        rooms: &mut Value,
+    ) -> Vec<Value> {
+        let mut global = Vec::new();
+        for entry in entries {
+            let Ok(content) = serde_json::from_str::<Value>(&entry.content) else {
+                tracing::warn!(user = %user, data_type = %entry.data_type, "Stored account data is not JSON; not sent.");
+                continue;
+            };
+            let event = serde_json::json!({"type": entry.data_type, "content": content});
+            let Some(room) = entry.room_id else {
+                global.push(event);
+                continue;
+            };
+            if !self.presence().members(&room).contains(user) {
+                continue;
+            }
+            if !rooms.is_object() {
+                *rooms = serde_json::json!({});
+            }
+            let slot = &mut rooms["join"][room.as_str()]["account_data"]["events"];
+            match slot.as_array_mut() {
+                Some(events) => events.push(event),
+                None => *slot = Value::Array(vec![event]),
+            }
+        }
+        global
     }
 
     /// Counts the requester's device as syncing for as long as the guard lives, unless the
@@ -622,6 +678,14 @@ impl<'a> Waiting<'a> {
                 // Let the tasks already queued run before reading: under load more changes
                 // land first and one response carries them together (fewer, fuller answers).
                 tokio::task::yield_now().await;
+                // While changes keep arriving, gather for a bounded moment more; never on an
+                // idle server, whose one change is answered at once.
+                let gather = self.app.config().presence.sync_gather;
+                if !gather.is_zero() && self.app.presence().notifier().busy(gather) {
+                    let until = (tokio::time::Instant::now() + gather).min(deadline);
+                    tokio::time::sleep_until(until).await;
+                    crate::metrics::sync_gathered();
+                }
                 true
             }
             () = tokio::time::sleep_until(deadline) => false,
@@ -720,10 +784,22 @@ mod tests {
         let t = SyncToken {
             presence: 12,
             rooms: 7,
+            account_data: 3,
         };
+        assert_eq!(t.render(), "s12_7_3");
         assert_eq!(SyncToken::parse(&t.render()), Some(t));
         assert_eq!(SyncToken::parse("garbage"), None);
         assert_eq!(SyncToken::parse("s1_"), None);
+        assert_eq!(SyncToken::parse("s1_2_3_4"), None);
+        assert_eq!(SyncToken::parse("s1_2_x"), None);
+        // A token of an earlier release: no account-data part.
+        assert_eq!(
+            SyncToken::parse("s12_7"),
+            Some(SyncToken {
+                account_data: 0,
+                ..t
+            })
+        );
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Default `presence.federation_timeout`: a remote user's state expires after this long
 /// without news from its server.
 pub const DEFAULT_FEDERATION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default `presence.sync_gather`: a few milliseconds, against a long-poll round trip of a
+/// millisecond or less on a busy server.
+pub const DEFAULT_SYNC_GATHER: Duration = Duration::from_millis(5);
+/// The longest `presence.sync_gather` accepted: it adds to every answer's latency under load.
+pub const MAX_SYNC_GATHER: Duration = Duration::from_millis(100);
 /// Default `presence.federation_ping_interval`: unchanged local states are re-announced to
 /// remote servers this often (shorter than their federation timeout).
 pub const DEFAULT_FEDERATION_PING_INTERVAL: Duration = Duration::from_secs(25 * 60);
@@ -448,8 +453,28 @@ pub struct PresenceConfig {
     pub federation_ping_interval: Duration,
     /// `router_call_timeout`: Presenced's own; the longest a router call may take.
     pub router_call_timeout: Duration,
+    /// `sync_gather`: Presenced's own; while changes keep arriving, how long a woken `/sync`
+    /// waits for more before it answers (zero: never). An idle server answers at once.
+    pub sync_gather: Duration,
     /// `presence_router`: the legacy way to configure one router.
     pub presence_router: Option<ModuleConfig>,
+    /// `routing`: Presenced's own; whether routers add to shared-room delivery (the
+    /// default) or decide the whole audience.
+    pub routing: RoutingMode,
+}
+
+/// `presence.routing`: how the routers' answers combine with shared rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RoutingMode {
+    /// `additive` (the default, the reference's contract): routers add recipients on top of
+    /// room-mates, and cannot remove any.
+    #[default]
+    Additive,
+    /// `restricting`: the routers decide the whole audience; shared-room delivery is the
+    /// `shared_rooms` router, and a router's recipient filter removes recipients on every
+    /// path.
+    Restricting,
 }
 
 impl Default for PresenceConfig {
@@ -464,7 +489,9 @@ impl Default for PresenceConfig {
             federation_timeout: DEFAULT_FEDERATION_TIMEOUT,
             federation_ping_interval: DEFAULT_FEDERATION_PING_INTERVAL,
             router_call_timeout: presence_router::DEFAULT_CALL_TIMEOUT,
+            sync_gather: DEFAULT_SYNC_GATHER,
             presence_router: None,
+            routing: RoutingMode::Additive,
         }
     }
 }
@@ -711,6 +738,9 @@ pub struct FederationConfig {
     pub tls_private_key_path: Option<PathBuf>,
     /// The `federation` section: timeouts, retry timers and the inbound body budget.
     pub timers: FederationTimers,
+    /// `rc_federation` (or the older `federation_rc_*` keys): the per-origin limit on
+    /// inbound federation requests.
+    pub rc_federation: presence_federation::FederationRateLimit,
 }
 
 impl Default for FederationConfig {
@@ -731,6 +761,7 @@ impl Default for FederationConfig {
             tls_certificate_path: None,
             tls_private_key_path: None,
             timers: FederationTimers::default(),
+            rc_federation: presence_federation::FederationRateLimit::default(),
         }
     }
 }

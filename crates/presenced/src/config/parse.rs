@@ -12,7 +12,8 @@ use super::{
     FederationConfig, FederationTimers, ListenerConfig, ListenerResources, LoadedConfig,
     ModuleConfig, PasswordConfig, PasswordHashCost, PresenceConfig, PresenceMode, PythonConfig,
     RateLimit, RcInvitesConfig, RcJoinsConfig, RcLimits, RcLoginConfig, RcPresenceConfig,
-    RegistrationConfig, ResourceName, Secret, SqliteConfig, SqliteSynchronous, TrustedKeyServer,
+    RegistrationConfig, ResourceName, RoutingMode, Secret, SqliteConfig, SqliteSynchronous,
+    TrustedKeyServer,
     section::{Diagnostics, Leftovers, Section, describe},
     units::{ConfigDuration, ConfigSize, display_duration},
 };
@@ -212,6 +213,14 @@ fn read_resources(diag: &Diagnostics, path: String, value: Value) -> Option<List
 
 fn read_database(top: &mut Section<'_>, writer: bool) -> Option<DatabaseConfig> {
     let Some(mut s) = top.section("database", Leftovers::Report) else {
+        if writer && top.has("databases") {
+            top.problem(
+                "databases",
+                "(several databases) is not supported: the presence writer needs the \
+                 deployment's single `database` (name: psycopg2)",
+            );
+            return None;
+        }
         if writer && !top.has("database") {
             top.problem(
                 "database",
@@ -434,6 +443,35 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
     );
     let router_timeout =
         positive_duration(&mut s, "router_call_timeout", defaults.router_call_timeout);
+    let routing = match s.take_raw("routing") {
+        None | Some(Value::Null) => Some(RoutingMode::Additive),
+        Some(Value::String(text)) if text == "additive" => Some(RoutingMode::Additive),
+        Some(Value::String(text)) if text == "restricting" => Some(RoutingMode::Restricting),
+        Some(other) => {
+            s.problem(
+                "routing",
+                format!(
+                    "expected \"additive\" or \"restricting\", found {}",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+    };
+    let sync_gather = match s.get::<ConfigDuration>("sync_gather") {
+        None => Some(defaults.sync_gather),
+        Some(ConfigDuration(d)) if d > super::MAX_SYNC_GATHER => {
+            s.problem(
+                "sync_gather",
+                format!(
+                    "must be at most {} (it delays every answer under load)",
+                    display_duration(super::MAX_SYNC_GATHER)
+                ),
+            );
+            None
+        }
+        Some(ConfigDuration(d)) => Some(d),
+    };
     let router = match s.section("presence_router", Leftovers::Reject) {
         Some(r) => read_module(r).map(Some),
         None => Some(None),
@@ -473,7 +511,9 @@ fn read_presence(top: &mut Section<'_>) -> Option<PresenceConfig> {
         federation_timeout: fed_timeout?,
         federation_ping_interval: fed_ping?,
         router_call_timeout: router_timeout?,
+        sync_gather: sync_gather?,
         presence_router: router?,
+        routing: routing?,
     })
 }
 
@@ -822,6 +862,7 @@ fn read_federation(top: &mut Section<'_>) -> FederationConfig {
         defaults.trusted_key_servers
     };
     let timers = read_federation_timers(top).unwrap_or_default();
+    let rc_federation = read_rc_federation(top);
     FederationConfig {
         signing_key_path,
         key_refresh_interval,
@@ -834,6 +875,59 @@ fn read_federation(top: &mut Section<'_>) -> FederationConfig {
         tls_certificate_path,
         tls_private_key_path,
         timers,
+        rc_federation,
+    }
+}
+
+/// `rc_federation: {window_size, sleep_limit, sleep_delay, reject_limit, concurrent}`
+/// (milliseconds and counts, the reference's defaults), or when it is absent the older
+/// top-level `federation_rc_window_size`, `federation_rc_sleep_limit`, ... keys, as the
+/// reference reads them.
+fn read_rc_federation(top: &mut Section<'_>) -> presence_federation::FederationRateLimit {
+    let d = presence_federation::FederationRateLimit::default();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let read = |get: &mut dyn FnMut(&str, u64) -> Option<u64>| {
+        let mut c = d.clone();
+        let window = get("window_size", ms(d.window));
+        let sleep_limit = get("sleep_limit", d.sleep_limit as u64);
+        let sleep_delay = get("sleep_delay", ms(d.sleep_delay));
+        let reject_limit = get("reject_limit", d.reject_limit as u64);
+        let concurrent = get("concurrent", d.concurrent as u64);
+        let count =
+            |v: Option<u64>, or: usize| v.map_or(or, |v| usize::try_from(v).unwrap_or(usize::MAX));
+        c.window = window.map_or(d.window, std::time::Duration::from_millis);
+        c.sleep_limit = count(sleep_limit, d.sleep_limit);
+        c.sleep_delay = sleep_delay.map_or(d.sleep_delay, std::time::Duration::from_millis);
+        c.reject_limit = count(reject_limit, d.reject_limit);
+        c.concurrent = count(concurrent, d.concurrent);
+        c
+    };
+    // Zero would mean no window, or no request ever handled.
+    let positive = ["window_size", "concurrent"];
+    if top.has("rc_federation") {
+        let Some(mut s) = top.section("rc_federation", Leftovers::Report) else {
+            return d;
+        };
+        let c = read(&mut |key, default| {
+            let v: u64 = s.get_or(key, default);
+            if v == 0 && positive.contains(&key) {
+                s.problem(key, "must be at least 1");
+                return None;
+            }
+            Some(v)
+        });
+        s.finish();
+        c
+    } else {
+        read(&mut |key, default| {
+            let key = format!("federation_rc_{key}");
+            let v: u64 = top.get_or(&key, default);
+            if v == 0 && positive.iter().any(|p| key.ends_with(p)) {
+                top.problem(&key, "must be at least 1");
+                return None;
+            }
+            Some(v)
+        })
     }
 }
 

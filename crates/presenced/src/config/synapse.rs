@@ -22,7 +22,13 @@ pub(super) fn read_writer(top: &mut Section<'_>) -> Option<Option<SynapseWriterC
     let worker_name = top.require::<String>("worker_name");
     // Accepted for the worker convention; Presenced logs to stderr (or as `--log-format`).
     let _ = top.take_raw("worker_app");
-    let _ = top.take_raw("worker_log_config");
+    if top.take_raw("worker_log_config").is_some() {
+        top.warning(
+            "worker_log_config",
+            "is Synapse's Python logging config and is not read: Presenced logs to stderr \
+             (RUST_LOG or --log-level for the level, --log-format json for JSON lines)",
+        );
+    }
     let _ = top.take_raw("worker_pid_file");
     let _ = top.take_raw("worker_daemonize");
     let writer = read_stream_writer(top);

@@ -87,6 +87,7 @@ fn minimal_config_gets_the_reference_defaults() {
     assert_eq!(p.federation_ping_interval, Duration::from_secs(1500));
     assert_eq!(p.router_call_timeout, Duration::from_secs(1));
     assert_eq!(p.presence_router, None);
+    assert_eq!(p.routing, RoutingMode::Additive);
 
     assert_eq!(c.rc_presence.per_user.per_second, 0.1);
     assert_eq!(c.rc_presence.per_user.burst_count, 1);
@@ -130,10 +131,12 @@ presence:
   federation_timeout: 1d
   federation_ping_interval: 1h
   router_call_timeout: 250ms
+  routing: restricting
 ",
     ))
     .config;
     let p = &c.presence;
+    assert_eq!(p.routing, RoutingMode::Restricting);
     assert_eq!(p.last_active_granularity, Duration::from_millis(30_000));
     assert_eq!(p.sync_online_timeout, Duration::from_secs(10));
     assert_eq!(p.idle_timeout, Duration::from_secs(120));
@@ -388,6 +391,16 @@ fn a_worker_named_as_presence_writer_is_the_writer_mode() {
 }
 
 #[test]
+fn a_worker_log_config_is_reported_as_not_read() {
+    let loaded = load(&format!(
+        "{WRITER}worker_log_config: /etc/synapse/log.yaml\n"
+    ));
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(warnings, ["worker_log_config"]);
+    assert!(load(WRITER).warnings.is_empty());
+}
+
+#[test]
 fn an_inconsistent_deployment_stops_startup_with_the_key() {
     let cases = [
         (WRITER.replace("enabled: true, host", "enabled: false, host"), "redis.enabled"),
@@ -410,6 +423,14 @@ fn an_inconsistent_deployment_stops_startup_with_the_key() {
         (
             format!("{WRITER}matrix_authentication_service: {{enabled: true}}\n"),
             "matrix_authentication_service.enabled",
+        ),
+        (
+            WRITER.replace(
+                "database: {name: psycopg2,",
+                "databases: {main: {name: psycopg2,",
+            )
+            .replace("cp_max: 3}}", "cp_max: 3}}}"),
+            "databases",
         ),
     ];
     for (yaml, path) in cases {
@@ -818,9 +839,70 @@ fn rc_sections_presenced_does_not_apply_are_reported_as_unused() {
         [
             "rc_3pid_validation",
             "rc_admin_redaction",
-            "rc_federation",
-            "rc_media_create",
+            "rc_media_create"
         ]
+    );
+}
+
+#[test]
+fn sync_gather_defaults_to_a_few_milliseconds_and_is_bounded() {
+    assert_eq!(
+        load(MINIMAL).config.presence.sync_gather,
+        Duration::from_millis(5)
+    );
+    let off = load(&minimal_with("presence: {sync_gather: 0s}\n")).config;
+    assert_eq!(off.presence.sync_gather, Duration::ZERO);
+    assert!(
+        problem_at(
+            &minimal_with("presence: {sync_gather: 200ms}\n"),
+            "presence.sync_gather"
+        )
+        .contains("at most 100ms")
+    );
+}
+
+#[test]
+fn rc_federation_and_its_older_keys_are_read() {
+    let d = presence_federation::FederationRateLimit::default();
+    assert_eq!(load(MINIMAL).config.federation.rc_federation, d);
+    let c = load(&minimal_with(
+        "rc_federation: {window_size: 750, sleep_limit: 5, sleep_delay: 250, reject_limit: 20, concurrent: 2}\n",
+    ))
+    .config;
+    let r = &c.federation.rc_federation;
+    assert_eq!(
+        (
+            r.window,
+            r.sleep_limit,
+            r.sleep_delay,
+            r.reject_limit,
+            r.concurrent
+        ),
+        (
+            Duration::from_millis(750),
+            5,
+            Duration::from_millis(250),
+            20,
+            2
+        )
+    );
+    // The reference's older top-level keys, when the section is absent.
+    let c = load(&minimal_with(
+        "federation_rc_sleep_limit: 7\nfederation_rc_concurrent: 4\n",
+    ))
+    .config;
+    let r = &c.federation.rc_federation;
+    assert_eq!((r.sleep_limit, r.concurrent, r.window), (7, 4, d.window));
+    assert_eq!(
+        problem_at(
+            &minimal_with("rc_federation: {concurrent: 0}\n"),
+            "rc_federation.concurrent"
+        ),
+        "must be at least 1"
+    );
+    assert_eq!(
+        load(&minimal_with("rc_federation: {windw_size: 1}\n")).unknown_keys,
+        ["rc_federation.windw_size"]
     );
 }
 

@@ -76,17 +76,20 @@ impl<S: PresencePersistence> PresenceService<S> {
                 (mem::take(&mut queue.inputs), mem::take(&mut queue.replies))
             };
             crate::metrics::presence_batch(replies.len());
-            match self.process(inputs).await {
+            match self.process_then_roll_back(inputs).await {
                 Ok(_) => {
                     for reply in replies {
                         let _ = reply.send(Ok(()));
                     }
                 }
-                Err(e) => {
-                    let shared = Arc::new(e);
+                Err(super::FailedChange { error, roll_back }) => {
+                    let shared = Arc::new(error);
                     for reply in replies {
                         let _ = reply.send(Err(PresenceError::Batch(shared.clone())));
                     }
+                    // Answered first; the next batch still waits for the put-back, so
+                    // commits stay in order.
+                    roll_back.run().await;
                 }
             }
         }

@@ -201,6 +201,11 @@ impl<S: PresencePersistence> PresenceService<S> {
         let snapshots = self.inner.store.load_full_presence_targets().await?;
         let floor = self.inner.store.load_reserved_position().await?;
         let (n_members, n_presence) = (memberships.len(), presence.len());
+        if self.inner.routers.follows_memberships() {
+            for (room, user) in &memberships {
+                self.inner.routers.membership_changed(room, user, true);
+            }
+        }
         let applied = {
             let mut e = self.engine();
             for (room, user) in &memberships {
@@ -224,9 +229,39 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     /// Applies inputs and completes the change (routers, persist, wake, federation).
     pub async fn process(&self, inputs: Vec<Input>) -> Result<Effects, PresenceError> {
-        self.reserve_positions().await?;
-        let applied = self.engine().apply(now_ms(), inputs);
-        self.complete(applied).await
+        match self.process_then_roll_back(inputs).await {
+            Ok(effects) => Ok(effects),
+            Err(FailedChange { error, roll_back }) => {
+                roll_back.run().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// [`Self::process`], but a change whose commit failed is handed back to be put back
+    /// ([`FailedChange::roll_back`]) once the caller has answered its requests: they need not
+    /// wait for that second commit too (with a database that hangs, another time limit).
+    pub(crate) async fn process_then_roll_back(
+        &self,
+        inputs: Vec<Input>,
+    ) -> Result<Effects, FailedChange<S>> {
+        let failed = |error, undo| FailedChange {
+            error,
+            roll_back: RollBack {
+                svc: self.clone(),
+                undo,
+            },
+        };
+        if let Err(error) = self.reserve_positions().await {
+            return Err(failed(error, None));
+        }
+        let mut applied = self.engine().apply(now_ms(), inputs);
+        let undo = applied.take_undo();
+        match self.route_and_announce(applied).await {
+            Ok(effects) => Ok(effects),
+            Err(Failed::BeforeCommit(error)) => Err(failed(error, Some(undo))),
+            Err(Failed::AfterCommit(error)) => Err(failed(error, None)),
+        }
     }
 
     /// Makes sure at least half a block of stream positions is reserved in storage before a
@@ -437,6 +472,7 @@ impl<S: PresencePersistence> PresenceService<S> {
     /// A membership change: wakes the members and tells remote servers what they need.
     pub async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), PresenceError> {
         self.reserve_positions().await?;
+        self.inner.routers.membership_changed(room, user, true);
         let (effects, wake) = {
             let mut e = self.engine();
             let fx = e.join(now_ms(), room, user);
@@ -467,6 +503,7 @@ impl<S: PresencePersistence> PresenceService<S> {
     /// `user` left `room`.
     pub fn leave(&self, room: &RoomId, user: &UserId) {
         self.engine().leave(room, user);
+        self.inner.routers.membership_changed(room, user, false);
     }
 
     /// Registers a waiting sync for `user` (call before reading, so nothing is missed).
@@ -538,6 +575,18 @@ impl<S: PresencePersistence> PresenceService<S> {
         self.engine().current_token()
     }
 
+    /// Whether users who share a room receive each other's presence (always in the additive
+    /// mode; in the restricting mode, only with the `shared_rooms` router).
+    pub fn shares_through_rooms(&self) -> bool {
+        self.engine().config().audience.shared_rooms
+    }
+
+    /// Whether the routers' filter (restricting mode) lets `recipient` receive `sender`'s
+    /// presence; always true in the additive mode.
+    pub fn audience_allows(&self, sender: &UserId, recipient: &UserId) -> bool {
+        self.engine().config().audience.allows(sender, recipient)
+    }
+
     /// `target`'s current presence, whoever asks.
     pub fn state_of(&self, target: &UserId) -> UserPresenceState {
         let mut e = self.engine();
@@ -568,7 +617,13 @@ impl<S: PresencePersistence> PresenceService<S> {
                 routes.get(reader).is_some_and(|set| !set.is_empty())
             }
         };
-        routed.then_some(state)
+        // In the restricting mode the routers' filter has the last word.
+        let visible = routed && {
+            let mut e = self.engine();
+            let (r, t) = (e.intern_user(reader), e.intern_user(target));
+            e.can_see(r, t, true)
+        };
+        visible.then_some(state)
     }
 
     /// `ModuleApi.send_local_online_presence_to`: local targets get a full snapshot on their
@@ -690,6 +745,28 @@ impl<S: PresencePersistence> PresenceService<S> {
 
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.engine().next_deadline()
+    }
+}
+
+/// A change that could not be completed, and what puts it back.
+pub(crate) struct FailedChange<S: PresencePersistence> {
+    /// Why it failed.
+    pub(crate) error: PresenceError,
+    /// To run once the change's requests are answered.
+    pub(crate) roll_back: RollBack<S>,
+}
+
+/// Puts a change back if it failed before its commit (nothing to do otherwise).
+pub(crate) struct RollBack<S: PresencePersistence> {
+    svc: PresenceService<S>,
+    undo: Option<presence_engine::Undo>,
+}
+
+impl<S: PresencePersistence> RollBack<S> {
+    pub(crate) async fn run(self) {
+        if let Some(undo) = self.undo {
+            self.svc.roll_back(undo).await;
+        }
     }
 }
 

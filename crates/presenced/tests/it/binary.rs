@@ -300,14 +300,24 @@ async fn check_config_fails_on_the_router_configs_startup_refuses() {
         (
             config_yaml("presence: {presence_router: {module: exmaple}}\n"),
             "presence.presence_router.module: unknown presence router module \"exmaple\"; \
-             known modules: presenced.routers.ExamplePresenceRouter (alias: example), or a \
+             known modules: presenced.routers.ExamplePresenceRouter (alias: example), \
+             presenced.routers.SharedRooms (alias: shared_rooms), presenced.routers.LocalOnly \
+             (alias: local_only), \
+             presenced.routers.Organisation (alias: organisation), \
+             presenced.routers.DirectRooms (alias: direct_rooms), presenced.routers.UserLists \
+             (alias: user_lists), or a \
              Python class path",
         ),
         (
             config_yaml("modules: [{module: presenced.routers.NoSuchRouter}]\n"),
             "modules[0].module: unknown presence router module \
              \"presenced.routers.NoSuchRouter\"; known modules: \
-             presenced.routers.ExamplePresenceRouter (alias: example), or a Python class path",
+             presenced.routers.ExamplePresenceRouter (alias: example), \
+             presenced.routers.SharedRooms (alias: shared_rooms), presenced.routers.LocalOnly \
+             (alias: local_only), \
+             presenced.routers.Organisation (alias: organisation), \
+             presenced.routers.DirectRooms (alias: direct_rooms), presenced.routers.UserLists \
+             (alias: user_lists), or a Python class path",
         ),
     ];
     for (config, expected) in cases {

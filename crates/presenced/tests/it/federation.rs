@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// A loopback port free right now (the server binds it a moment later).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -54,13 +54,13 @@ fn self_signed() -> (String, String) {
 /// A Presenced with a plain client listener (first, so the harness finds it) and a TLS
 /// listener on a fixed port, which is part of its server name, serving federation, keys and
 /// the client API too.
-struct FedServer {
-    server: TestServer,
-    name: String,
+pub(crate) struct FedServer {
+    pub(crate) server: TestServer,
+    pub(crate) name: String,
 }
 
 impl FedServer {
-    async fn start(port: u16, extra: &str) -> Self {
+    pub(crate) async fn start(port: u16, extra: &str) -> Self {
         let ws = Workspace::new();
         let (cert, key) = self_signed();
         ws.write("tls.crt", &cert);
@@ -96,7 +96,7 @@ federation:
         Self { server, name }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.server.client()
     }
 }
@@ -112,7 +112,7 @@ fn router_to(watchers: &[String]) -> String {
     )
 }
 
-async fn register(c: &Client, name: &str) -> User {
+pub(crate) async fn register(c: &Client, name: &str) -> User {
     c.register(name, &format!("pw-{name}"), false)
         .await
         .unwrap()
@@ -120,7 +120,7 @@ async fn register(c: &Client, name: &str) -> User {
 
 /// Syncs as `user` (without changing its own presence) until `done` holds for the latest
 /// presence seen per sender, or panics after a while with what was seen.
-async fn wait_for_presence(
+pub(crate) async fn wait_for_presence(
     c: &Client,
     user: &User,
     done: impl Fn(&BTreeMap<String, Value>) -> bool,
@@ -130,7 +130,7 @@ async fn wait_for_presence(
 
 /// [`wait_for_presence`] from the sync token `since` (needed to see users go offline: an
 /// initial sync leaves offline users out).
-async fn wait_for_presence_since(
+pub(crate) async fn wait_for_presence_since(
     c: &Client,
     user: &User,
     mut since: Option<String>,
@@ -163,7 +163,7 @@ async fn wait_for_presence_since(
     }
 }
 
-fn has(seen: &BTreeMap<String, Value>, user: &str, presence: &str) -> bool {
+pub(crate) fn has(seen: &BTreeMap<String, Value>, user: &str, presence: &str) -> bool {
     seen.get(user).is_some_and(|c| c["presence"] == presence)
 }
 

@@ -712,6 +712,126 @@ async fn admin_send_local_online_presence_to_gives_a_snapshot() {
     );
 }
 
+/// The value of the counter `name` on the server's metrics (0 when not yet exported).
+async fn counter(c: &Client, name: &str) -> f64 {
+    let text = c.metrics_text().await;
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Changes as fast as one client can make them, with a watcher long-polling: `n` PUTs by
+/// `alice`, and the number of `/sync` answers `bob` needed to see the last one.
+async fn watch_a_burst(c: &Client, alice: &User, bob: &User, n: usize) -> usize {
+    let first = c.sync(bob, "timeout=0&set_presence=offline").await;
+    let mut since = first["next_batch"].as_str().unwrap().to_owned();
+    let last = format!("burst {}", n - 1);
+    let poller = {
+        let (c, bob, last) = (c.clone(), bob.clone(), last.clone());
+        tokio::spawn(async move {
+            let mut answers = 0;
+            loop {
+                let body = c
+                    .sync(
+                        &bob,
+                        &format!("timeout=5000&set_presence=offline&since={}", q(&since)),
+                    )
+                    .await;
+                answers += 1;
+                since = body["next_batch"].as_str().unwrap().to_owned();
+                if !sender_with_status(&body, &last).is_empty() {
+                    return answers;
+                }
+            }
+        })
+    };
+    for i in 0..n {
+        let state = if i % 2 == 0 { "online" } else { "unavailable" };
+        c.put_presence(
+            alice,
+            &alice.user_id,
+            json!({"presence": state, "status_msg": format!("burst {i}")}),
+        )
+        .await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .expect("the watcher never saw the last change")
+        .unwrap()
+}
+
+/// The sender of the presence event whose status is `status` ("" if none).
+fn sender_with_status(sync: &Value, status: &str) -> String {
+    sync["presence"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["content"]["status_msg"] == status)
+        .and_then(|e| e["sender"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `presence.sync_gather`: while changes keep arriving, a woken `/sync` waits a few
+/// milliseconds for more, so a burst reaches a watcher in fewer answers; one change on an
+/// idle server is answered at once; `sync_gather: 0` never waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_sync_gathers_while_changes_keep_arriving() {
+    const GATHERED: &str = "presenced_sync_gathered_total";
+    let s = server("").await;
+    let c = s.client();
+    let (alice, bob) = pair(&c).await;
+    let answers = watch_a_burst(&c, &alice, &bob, 60).await;
+    let gathered = counter(&c, GATHERED).await;
+    assert!(gathered >= 1.0, "no answer gathered during the burst");
+    assert!(answers < 60, "{answers} answers for 60 changes");
+
+    // Idle: one change after a quiet second, answered without gathering, at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = c.sync(&bob, "timeout=0&set_presence=offline").await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let poll = {
+        let (c, bob) = (c.clone(), bob.clone());
+        tokio::spawn(async move {
+            let body = c
+                .sync(
+                    &bob,
+                    &format!("timeout=5000&set_presence=offline&since={}", q(&since)),
+                )
+                .await;
+            (body, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = std::time::Instant::now();
+    c.put_presence(
+        &alice,
+        &alice.user_id,
+        json!({"presence": "online", "status_msg": "alone"}),
+    )
+    .await;
+    let (body, answered) = poll.await.unwrap();
+    assert!(presence_of(&body, &alice.user_id).is_some(), "{body}");
+    assert!(
+        answered.duration_since(sent) < Duration::from_millis(500),
+        "an idle server's answer took {:?}",
+        answered.duration_since(sent)
+    );
+    assert_eq!(
+        counter(&c, GATHERED).await,
+        gathered,
+        "the idle change was gathered"
+    );
+
+    let s = server("presence: {enabled: true, sync_gather: 0s}").await;
+    let c = s.client();
+    let (alice, bob) = pair(&c).await;
+    watch_a_burst(&c, &alice, &bob, 30).await;
+    assert_eq!(counter(&c, GATHERED).await, 0.0, "sync_gather: 0 gathered");
+}
+
 /// `set_presence_for_users` on the admin API: a local and a remote user's states replaced
 /// (no device; the local one's room-mate sees it), while an unknown local user, an unknown
 /// presence or a non-admin changes nothing.

@@ -2,6 +2,7 @@
 //! Spec: <https://spec.matrix.org/v1.15/client-server-api/>.
 
 pub(crate) mod account;
+mod account_data;
 mod body;
 mod capabilities;
 pub(crate) mod filter;
@@ -48,6 +49,7 @@ pub(super) fn routes() -> Router<App> {
     }
     router = router
         .merge(account::routes())
+        .merge(account_data::routes())
         .merge(rooms::routes())
         .merge(filter::routes())
         .merge(profile::routes())

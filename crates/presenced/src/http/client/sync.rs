@@ -89,7 +89,9 @@ pub(super) async fn sync(
                 .map(|state| format::SyncEvent(format::Content { state, now }))
                 .collect(),
         }),
-        account_data: NoEvents { events: [] },
+        account_data: AccountData {
+            events: &result.account_data,
+        },
         to_device: NoEvents { events: [] },
         device_one_time_keys_count: EmptyObject {},
     };
@@ -105,7 +107,7 @@ struct SyncResponse<'a> {
     rooms: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     presence: Option<PresenceEvents<'a>>,
-    account_data: NoEvents,
+    account_data: AccountData<'a>,
     to_device: NoEvents,
     device_one_time_keys_count: EmptyObject,
 }
@@ -113,6 +115,12 @@ struct SyncResponse<'a> {
 #[derive(Serialize)]
 struct PresenceEvents<'a> {
     events: Vec<format::SyncEvent<'a>>,
+}
+
+/// `{"events": [...]}` of global account data.
+#[derive(Serialize)]
+struct AccountData<'a> {
+    events: &'a [Value],
 }
 
 /// `{"events": []}`.

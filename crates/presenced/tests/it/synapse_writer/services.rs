@@ -21,7 +21,7 @@ use crate::matrix::q;
 /// How fast a call must fail while PostgreSQL is down. Presenced's own bound is one second
 /// (its connection timeout; a refused connection fails at once): the slack is for a busy
 /// machine, and it is still far from the minute a hang would take.
-const FAIL_FAST_WITHIN: Duration = Duration::from_secs(3);
+const FAIL_FAST_WITHIN: Duration = Duration::from_secs(2);
 /// How long calls may keep failing once PostgreSQL is back.
 const RECOVER_WITHIN: Duration = Duration::from_secs(30);
 
@@ -207,11 +207,12 @@ async fn redis_and_postgres_restarts_lose_no_acknowledged_update() {
 }
 
 /// Starts PostgreSQL again however the test ends.
-struct PostgresBack(&'static Deployment);
+/// Brings PostgreSQL back (the harness command given) when dropped, also when the test fails.
+struct PostgresBack(&'static Deployment, &'static str);
 
 impl Drop for PostgresBack {
     fn drop(&mut self) {
-        self.0.harness("start-postgres");
+        self.0.harness(self.1);
     }
 }
 
@@ -242,12 +243,36 @@ async fn fails_fast(
 
 #[tokio::test]
 async fn a_stopped_postgres_fails_calls_fast_and_they_recover() {
-    let Some(s) = Scenario::start(
+    postgres_outage(
         "a_stopped_postgres_fails_calls_fast_and_they_recover",
         "pgdown",
+        ("stop-postgres", "start-postgres"),
     )
-    .await
-    else {
+    .await;
+}
+
+/// PostgreSQL stops answering with its connections open (every process SIGSTOPped): calls
+/// still fail within about a second (the writer's per-call limit), instead of hanging the
+/// workers.
+#[tokio::test]
+async fn a_hung_postgres_fails_calls_within_a_second_and_they_recover() {
+    postgres_outage(
+        "a_hung_postgres_fails_calls_within_a_second_and_they_recover",
+        "pghung",
+        ("pause-postgres", "resume-postgres"),
+    )
+    .await;
+}
+
+/// While PostgreSQL is away (`down`, then `up` again), replication calls and client routes
+/// fail fast with a Matrix error, `/health` still answers, and everything works again once
+/// it is back.
+async fn postgres_outage(
+    test: &'static str,
+    tag: &'static str,
+    (down, up): (&'static str, &'static str),
+) {
+    let Some(s) = Scenario::start(test, tag).await else {
         return;
     };
     let (alice, bob) = (s.register("alice").await, s.register("bob").await);
@@ -256,8 +281,8 @@ async fn a_stopped_postgres_fails_calls_fast_and_they_recover() {
     let before = json!({"presence": "online", "status_msg": "before the outage"});
     s.put_presence(&presenced, &alice, before.clone()).await;
 
-    harness(s.d, "stop-postgres").await;
-    let restart = PostgresBack(s.d);
+    harness(s.d, down).await;
+    let restart = PostgresBack(s.d, up);
     {
         let set_state = s.replication(&format!("presence_set_state/{}", q(&alice.user_id)));
         let body = json!({"device_id": null, "is_sync": false, "force_notify": false,
