@@ -627,15 +627,24 @@ pub fn main(
         ratio(totals.all_deliveries, totals.all_syncs),
         secs * 1e9 / totals.deliveries.max(1) as f64,
     )?;
+    // With `--all-fraction 0` there are no `All` readers: their pass is only a loop over the
+    // wake list, and per-read figures would divide by zero.
+    let all_readers = if totals.all_syncs == 0 {
+        "no all readers".to_owned()
+    } else {
+        format!(
+            "all readers {:.0} ns/read {:.1} ns/delivery ({:.1}%)",
+            totals.all_read_nanos as f64 / totals.all_syncs as f64,
+            totals.all_read_nanos as f64 / totals.all_deliveries.max(1) as f64,
+            100.0 * totals.all_read_nanos as f64 / 1e9 / secs,
+        )
+    };
     writeln!(
         diag,
-        "sync reads: room readers {:.0} ns/read {:.1} ns/delivery ({:.1}% of the time); all readers {:.0} ns/read {:.1} ns/delivery ({:.1}%)",
+        "sync reads: room readers {:.0} ns/read {:.1} ns/delivery ({:.1}% of the time); {all_readers}",
         room_read_nanos as f64 / room_syncs.max(1) as f64,
         room_read_nanos as f64 / room_deliveries.max(1) as f64,
         100.0 * room_read_nanos as f64 / 1e9 / secs,
-        totals.all_read_nanos as f64 / totals.all_syncs.max(1) as f64,
-        totals.all_read_nanos as f64 / totals.all_deliveries.max(1) as f64,
-        100.0 * totals.all_read_nanos as f64 / 1e9 / secs,
     )?;
     match heap {
         Some(h) => writeln!(
@@ -675,13 +684,15 @@ pub fn main(
             "baseline: room fan-out {base_room_ns:.1} ns/pair; engine {engine_room_ns:.1} ns per room delivery (write side + room reads), {:.1}x",
             engine_room_ns / base_room_ns.max(f64::MIN_POSITIVE),
         )?;
-        let base_all_ns =
-            (base.pair_secs - base.room_secs) * 1e9 / (base.pairs - base.room_pairs).max(1) as f64;
-        writeln!(
-            diag,
-            "baseline: all users' part {base_all_ns:.1} ns/pair (with the drain); engine all readers {:.1} ns per delivery",
-            totals.all_read_nanos as f64 / totals.all_deliveries.max(1) as f64,
-        )?;
+        if totals.all_syncs > 0 {
+            let base_all_ns = (base.pair_secs - base.room_secs) * 1e9
+                / (base.pairs - base.room_pairs).max(1) as f64;
+            writeln!(
+                diag,
+                "baseline: all users' part {base_all_ns:.1} ns/pair (with the drain); engine all readers {:.1} ns per delivery",
+                totals.all_read_nanos as f64 / totals.all_deliveries.max(1) as f64,
+            )?;
+        }
         writeln!(out, "{base}")?;
     }
     writeln!(out, "{report}")?;

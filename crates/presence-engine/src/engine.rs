@@ -320,18 +320,18 @@ impl Engine {
         if a == b {
             return true;
         }
-        let (ra, rb) = (self.users.rooms(a), self.users.rooms(b));
-        let (mut i, mut j) = (0, 0);
-        while i < ra.len() && j < rb.len() {
-            match ra[i].0.cmp(&rb[j].0) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
+        let (mut ra, mut rb) = (self.users.rooms(a).iter(), self.users.rooms(b).iter());
+        let (mut x, mut y) = (ra.next(), rb.next());
+        while let (Some(i), Some(j)) = (x, y) {
+            match i.cmp(&j) {
+                std::cmp::Ordering::Less => x = ra.next(),
+                std::cmp::Ordering::Greater => y = rb.next(),
                 std::cmp::Ordering::Equal => {
-                    if !self.rooms.room(ra[i].0).excluded {
+                    if !self.rooms.room(i).excluded {
                         return true;
                     }
-                    i += 1;
-                    j += 1;
+                    x = ra.next();
+                    y = rb.next();
                 }
             }
         }
@@ -341,7 +341,7 @@ impl Engine {
     /// Whether server `s` is in a room of `u` other than `room` (one that shares presence),
     /// so it already receives `u`'s presence.
     fn shares_other_room(&self, u: UserIdx, s: u32, room: u32) -> bool {
-        self.users.rooms(u).iter().any(|&(other, _)| {
+        self.users.rooms(u).iter().any(|other| {
             let other_room = self.rooms.room(other);
             other != room && !other_room.excluded && other_room.has_server(s)
         })
@@ -457,7 +457,7 @@ impl Engine {
         let (Some(r), Some(u)) = (self.rooms.get(room), self.users.get(user)) else {
             return;
         };
-        if self.rooms.room_mut(r).remove_member(u, self.users.home(u)) {
+        if self.rooms.remove_member(r, u, self.users.home(u)) {
             self.users.remove_room(u, r);
         }
     }
@@ -844,7 +844,7 @@ impl Engine {
     /// Logs a notified change in the global log and the logs of the user's rooms.
     fn log_change(&mut self, pos: StreamPos, u: UserIdx) {
         self.stream.log_change(pos, u);
-        for &(r, _) in self.users.rooms(u) {
+        for r in self.users.rooms(u).iter() {
             self.rooms.log_change(r, pos, u);
         }
     }
@@ -887,7 +887,7 @@ impl Engine {
             for &(_, u) in notified {
                 self.users.wake(u, &mut wake);
                 allowed.clear();
-                for &(r, _) in self.users.rooms(u) {
+                for r in self.users.rooms(u).iter() {
                     let room = self.rooms.room(r);
                     if room.excluded {
                         continue;
@@ -905,7 +905,7 @@ impl Engine {
         let mut touched = Vec::new();
         for &(_, u) in notified {
             self.users.wake(u, &mut wake);
-            for &(r, _) in self.users.rooms(u) {
+            for r in self.users.rooms(u).iter() {
                 if self.rooms.touch(r, pass) {
                     touched.push(r);
                 }
@@ -937,7 +937,7 @@ impl Engine {
                 continue;
             }
             servers.clear();
-            for &(r, _) in self.users.rooms(u) {
+            for r in self.users.rooms(u).iter() {
                 let room = self.rooms.room(r);
                 if room.excluded {
                     continue;

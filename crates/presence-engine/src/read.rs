@@ -69,6 +69,9 @@ pub(crate) struct CandidateCache {
 
 const CACHE_ENTRIES: usize = 8;
 
+/// Rooms whose latest positions a sync loads together (see [`Engine::sync`]).
+const ROOM_CHUNK: usize = 16;
+
 impl Engine {
     /// Resolves router-named users to indices; users the server has never seen have no
     /// presence to deliver and are skipped.
@@ -167,18 +170,17 @@ impl Engine {
             };
         }
         // Split borrows: the marks are written while users and rooms are read.
-        let (users, rooms, marks) = (&self.users, &self.rooms, &mut self.read_marks);
+        let (users, rooms) = (&self.users, &self.rooms);
         let audience = &self.config.audience;
         let filtering = audience.filter.is_some();
         // Whether the reader may receive `m`'s presence (the restricting mode's filter).
         let allowed = |m: UserIdx| !filtering || audience.allows(users.id(m), users.id(u));
-        let push = |marks: &mut Stamps, m: UserIdx, pass: u32, out: &mut Vec<UserIdx>| {
+        let push = |out: &mut Answer<'_>, m: UserIdx| {
             if allowed(m) {
-                push(marks, m, pass, out);
+                out.push(m);
             }
         };
-        let pass = marks.next();
-        let mut out = Vec::new();
+        let mut out = Answer::new(&mut self.read_marks);
         let reader_rooms = users.rooms(u);
         if since.is_none() || snapshot {
             // Full part: current presence of everyone visible, offline left out unless the
@@ -186,23 +188,23 @@ impl Engine {
             let keep_offline = since.is_none() && self.config.include_offline_users_on_sync;
             let keep = |m: UserIdx| keep_offline || users.record(m).state != PresenceState::Offline;
             if keep(u) {
-                push(marks, u, pass, &mut out);
+                push(&mut out, u);
             }
-            for &(r, _) in reader_rooms {
+            for r in reader_rooms.iter() {
                 let room = rooms.room(r);
                 if room.excluded {
                     continue;
                 }
                 for &m in &room.members {
                     if keep(m) {
-                        push(marks, m, pass, &mut out);
+                        push(&mut out, m);
                     }
                 }
             }
             if let Routed::Users(routed_users) = routed {
                 for &v in routed_users {
                     if keep(v) {
-                        push(marks, v, pass, &mut out);
+                        push(&mut out, v);
                     }
                 }
             }
@@ -210,35 +212,51 @@ impl Engine {
         if let Some(t) = since {
             // Incremental part: every change after `t`, offline included.
             if users.pos(u) > t {
-                push(marks, u, pass, &mut out);
+                push(&mut out, u);
             }
             // The reader's own join is not news to itself.
-            marks.mark(u.0, pass);
-            for &(r, joined_at) in reader_rooms {
-                let newly_joined = joined_at > t && joined_at <= upto;
-                if !newly_joined && rooms.last(r) <= t {
-                    // Nothing in this room since the token (excluded rooms never log).
-                    continue;
+            out.hide(u);
+            // Join positions are looked at only if the reader joined a room after `t`.
+            let joined_since = users.last_join(u) > t;
+            // The rooms' latest positions are loaded a chunk at a time before any is tested,
+            // so that their cache misses overlap instead of each waiting for the previous
+            // room's branch.
+            let mut pending = reader_rooms.iter();
+            loop {
+                let mut chunk = [(0u32, false); ROOM_CHUNK];
+                let mut n = 0;
+                for r in pending.by_ref().take(ROOM_CHUNK) {
+                    chunk[n] = (r, rooms.maybe_changed(r, t));
+                    n += 1;
                 }
-                let room = rooms.room(r);
-                if room.excluded {
-                    continue;
+                if n == 0 {
+                    break;
                 }
-                if newly_joined {
-                    // Newly joined: every member is news, offline or not.
-                    for &m in &room.members {
-                        push(marks, m, pass, &mut out);
-                    }
-                } else {
-                    for m in room.changes(t, upto) {
-                        push(marks, m, pass, &mut out);
+                for &(r, changed) in &chunk[..n] {
+                    let newly_joined = joined_since && {
+                        let joined_at = users.joined_at(u, r);
+                        joined_at > t && joined_at <= upto
+                    };
+                    if newly_joined {
+                        // Newly joined: every member is news, offline or not.
+                        let room = rooms.room(r);
+                        if !room.excluded {
+                            for &m in &room.members {
+                                push(&mut out, m);
+                            }
+                        }
+                    } else if changed {
+                        // Changed since the token (excluded rooms never log, so never here).
+                        for m in rooms.changes(r, t, upto) {
+                            push(&mut out, m);
+                        }
                     }
                 }
             }
             if let Routed::Users(routed_users) = routed {
                 for &v in routed_users {
                     if users.pos(v) > t {
-                        push(marks, v, pass, &mut out);
+                        push(&mut out, v);
                     }
                 }
             }
@@ -253,12 +271,12 @@ impl Engine {
             for i in set.indices() {
                 let v = candidates.users[i];
                 if keep_offline || users.record(v).state != PresenceState::Offline {
-                    push(marks, v, pass, &mut out);
+                    push(&mut out, v);
                 }
             }
         }
         SyncRead {
-            users: out,
+            users: out.users,
             next_token: upto.max(since.unwrap_or(0)),
         }
     }
@@ -328,7 +346,7 @@ impl Engine {
         let users = &self.users;
         let allowed = |m: UserIdx| audience.allows(users.id(m), target);
         if let Some(t) = self.users.get(target) {
-            for &(r, _) in self.users.rooms(t) {
+            for r in self.users.rooms(t).iter() {
                 let room = self.rooms.room(r);
                 if room.excluded {
                     continue;
@@ -356,10 +374,71 @@ impl Engine {
     }
 }
 
-/// Adds `m` to `out` unless it is already there in this pass.
-#[inline]
-fn push(marks: &mut Stamps, m: UserIdx, pass: u32, out: &mut Vec<UserIdx>) {
-    if marks.mark(m.0, pass) {
-        out.push(m);
+/// Answers up to this long are kept free of repeats by scanning them; longer ones by marks.
+const SCAN_UP_TO: usize = 16;
+
+/// The users a sync read returns, each once, in the order first added. A short answer (the
+/// usual case: a reader woken by a few changes) is checked for repeats by scanning it, which
+/// stays in the L1 cache; past [`SCAN_UP_TO`] entries it switches to the per-user marks,
+/// whose entries for most users are cold cache lines.
+struct Answer<'a> {
+    marks: &'a mut Stamps,
+    /// The marks' pass once switched; 0 while scanning (passes start at 1).
+    pass: u32,
+    /// A user counted as returned without being in `users` (the reader, for its own join).
+    hidden: Option<UserIdx>,
+    users: Vec<UserIdx>,
+}
+
+impl<'a> Answer<'a> {
+    fn new(marks: &'a mut Stamps) -> Self {
+        Self {
+            marks,
+            pass: 0,
+            hidden: None,
+            users: Vec::new(),
+        }
+    }
+
+    /// Adds `m` unless it is already there (or hidden).
+    #[inline]
+    fn push(&mut self, m: UserIdx) {
+        if self.pass == 0 {
+            if self.hidden == Some(m) || self.users.contains(&m) {
+                return;
+            }
+            if self.users.len() < SCAN_UP_TO {
+                if self.users.capacity() == 0 {
+                    self.users.reserve(SCAN_UP_TO / 2);
+                }
+                self.users.push(m);
+                return;
+            }
+            self.switch_to_marks();
+        }
+        if self.marks.mark(m.0, self.pass) {
+            self.users.push(m);
+        }
+    }
+
+    /// Counts `m` as returned without adding it.
+    fn hide(&mut self, m: UserIdx) {
+        if self.pass == 0 {
+            if self.hidden.is_none_or(|h| h == m) {
+                self.hidden = Some(m);
+                return;
+            }
+            self.switch_to_marks();
+        }
+        self.marks.mark(m.0, self.pass);
+    }
+
+    #[cold]
+    fn switch_to_marks(&mut self) {
+        let pass = self.marks.next();
+        for &x in self.users.iter().chain(self.hidden.iter()) {
+            self.marks.mark(x.0, pass);
+        }
+        self.pass = pass;
     }
 }

@@ -7,7 +7,7 @@
 //! compacted to the last entry per member, which keeps the answer exact for every token: a
 //! member changed after `t` iff its last entry is after `t`.
 //!
-//! [`Rooms`] owns every per-room column (IDs, rooms, last positions, marks) and is the only
+//! [`Rooms`] owns every per-room column (IDs, rooms, logs, marks) and is the only
 //! place that adds a room, so the columns cannot get out of step.
 
 use presence_router::RoomId;
@@ -26,12 +26,13 @@ pub(crate) struct Room {
     pub(crate) members: Vec<UserIdx>,
     /// Remote servers with joined members here, with their member counts.
     pub(crate) servers: Vec<(u32, u32)>,
-    /// `(pos, member)`, ascending by pos.
-    pub(crate) log: Vec<(StreamPos, UserIdx)>,
     /// Compact the log when it reaches this length (twice its length after the last
     /// compaction, so compaction stays amortised O(1) per append).
     compact_at: u32,
 }
+
+/// A room's change log.
+type Log = Vec<(StreamPos, UserIdx)>;
 
 impl Room {
     pub(crate) fn new(excluded: bool) -> Self {
@@ -39,7 +40,6 @@ impl Room {
             excluded,
             members: Vec::new(),
             servers: Vec::new(),
-            log: Vec::new(),
             compact_at: MIN_COMPACT_AT,
         }
     }
@@ -61,8 +61,8 @@ impl Room {
         }
     }
 
-    /// Removes a member and its log entries; false if it was not joined.
-    pub(crate) fn remove_member(&mut self, user: UserIdx, remote_server: Option<u32>) -> bool {
+    /// Removes a member (not its log entries); false if it was not joined.
+    fn remove_member(&mut self, user: UserIdx, remote_server: Option<u32>) -> bool {
         let Ok(at) = self.members.binary_search(&user) else {
             return false;
         };
@@ -75,45 +75,26 @@ impl Room {
                 self.servers.swap_remove(i);
             }
         }
-        self.log.retain(|&(_, m)| m != user);
         true
     }
 
     pub(crate) fn has_server(&self, server: u32) -> bool {
         self.servers.iter().any(|(s, _)| *s == server)
     }
+}
 
-    /// Appends a change, compacting when the log has grown well past one entry per member.
-    fn log_change(&mut self, pos: StreamPos, user: UserIdx, stamps: &mut Stamps) {
-        self.log.push((pos, user));
-        if self.log.len() >= self.compact_at as usize {
-            compact_log(&mut self.log, stamps);
-            let len = self.log.len();
-            self.compact_at =
-                u32::try_from((2 * len).max(MIN_COMPACT_AT as usize)).unwrap_or(u32::MAX);
-            // Give back what the next cycle will not need.
-            if self.log.capacity() > self.compact_at as usize * 2 {
-                self.log.shrink_to(self.compact_at as usize);
-            }
+/// Appends a change to a room's log, compacting when the log has grown well past one entry
+/// per member.
+fn append(log: &mut Log, pos: StreamPos, user: UserIdx, compact_at: &mut u32, stamps: &mut Stamps) {
+    log.push((pos, user));
+    if log.len() >= *compact_at as usize {
+        compact_log(log, stamps);
+        let len = log.len();
+        *compact_at = u32::try_from((2 * len).max(MIN_COMPACT_AT as usize)).unwrap_or(u32::MAX);
+        // Give back what the next cycle will not need.
+        if log.capacity() > *compact_at as usize * 2 {
+            log.shrink_to(*compact_at as usize);
         }
-    }
-
-    /// Entries after `after`, up to and including `upto`.
-    pub(crate) fn changes(
-        &self,
-        after: StreamPos,
-        upto: StreamPos,
-    ) -> impl Iterator<Item = UserIdx> + '_ {
-        // Readers are mostly caught up, so what they want is at the tail: walk back from the
-        // end (cost proportional to the answer) instead of a binary search over the log.
-        let mut start = self.log.len();
-        while start > 0 && self.log[start - 1].0 > after {
-            start -= 1;
-        }
-        self.log[start..]
-            .iter()
-            .take_while(move |&&(p, _)| p <= upto)
-            .map(|&(_, m)| m)
     }
 }
 
@@ -138,9 +119,13 @@ pub(crate) fn compact_log(log: &mut Vec<(StreamPos, UserIdx)>, stamps: &mut Stam
 pub(crate) struct Rooms {
     ids: Interner<RoomId>,
     rooms: Vec<Room>,
-    /// Per room: the position of its latest log entry (0 for none, and always for excluded
-    /// rooms), so a sync skips unchanged rooms without touching them.
-    last: Vec<StreamPos>,
+    /// Per room: the position of its latest log entry, saturated at `u32::MAX` (0 for none,
+    /// and always for excluded rooms), so a sync skips unchanged rooms without touching them.
+    /// Four bytes a room keep the column small enough to stay mostly in cache; positions
+    /// past `u32::MAX` only make the test inconclusive (see [`Rooms::maybe_changed`]).
+    last: Vec<u32>,
+    /// Per room: its change log.
+    logs: Vec<Log>,
     /// Per room: "touched in this pass" marks for the wake-up fan-out.
     touched: Stamps,
     /// Per user: the marks log compaction uses.
@@ -153,6 +138,7 @@ impl Rooms {
             ids: Interner::new(),
             rooms: Vec::new(),
             last: Vec::new(),
+            logs: Vec::new(),
             touched: Stamps::new(),
             compact_marks: Stamps::new(),
         }
@@ -177,6 +163,7 @@ impl Rooms {
         if new {
             self.rooms.push(Room::new(excluded()));
             self.last.push(0);
+            self.logs.push(Log::new());
         }
         idx
     }
@@ -191,10 +178,34 @@ impl Rooms {
         &mut self.rooms[r as usize]
     }
 
-    /// The position of the room's latest log entry.
+    /// False only if room `r`'s log has nothing after `after`: the latest position, as
+    /// stored, is not after it (exact below `u32::MAX`; from there on, true).
     #[inline]
-    pub(crate) fn last(&self, r: u32) -> StreamPos {
-        self.last[r as usize]
+    pub(crate) fn maybe_changed(&self, r: u32, after: StreamPos) -> bool {
+        let last = self.last[r as usize];
+        u64::from(last) > after || last == u32::MAX
+    }
+
+    /// The members of room `r` with log entries after `after`, up to and including `upto`
+    /// (a member may come more than once).
+    #[inline]
+    pub(crate) fn changes(
+        &self,
+        r: u32,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> impl Iterator<Item = UserIdx> + '_ {
+        // Readers are mostly caught up, so what they want is at the tail: walk back from the
+        // end (cost proportional to the answer) instead of a binary search over the log.
+        let log = &self.logs[r as usize];
+        let mut start = log.len();
+        while start > 0 && log[start - 1].0 > after {
+            start -= 1;
+        }
+        log[start..]
+            .iter()
+            .take_while(move |&&(p, _)| p <= upto)
+            .map(|&(_, m)| m)
     }
 
     /// Records a change in a room's log. Excluded rooms keep no log: nobody reads it.
@@ -204,8 +215,28 @@ impl Rooms {
         if room.excluded {
             return;
         }
-        room.log_change(pos, user, &mut self.compact_marks);
-        self.last[r as usize] = pos;
+        append(
+            &mut self.logs[r as usize],
+            pos,
+            user,
+            &mut room.compact_at,
+            &mut self.compact_marks,
+        );
+        self.last[r as usize] = u32::try_from(pos).unwrap_or(u32::MAX);
+    }
+
+    /// Removes a member of room `r` and its log entries; false if it was not joined.
+    pub(crate) fn remove_member(
+        &mut self,
+        r: u32,
+        user: UserIdx,
+        remote_server: Option<u32>,
+    ) -> bool {
+        if !self.rooms[r as usize].remove_member(user, remote_server) {
+            return false;
+        }
+        self.logs[r as usize].retain(|&(_, m)| m != user);
+        true
     }
 
     /// Starts a pass of [`Self::touch`].
@@ -217,5 +248,42 @@ impl Rooms {
     #[inline]
     pub(crate) fn touch(&mut self, r: u32, pass: u32) -> bool {
         !self.rooms[r as usize].excluded && self.touched.mark(r, pass)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(rooms: &mut Rooms, name: &str) -> u32 {
+        rooms.intern(&RoomId::parse(name).unwrap(), || false)
+    }
+
+    /// The four-byte latest positions are exact below `u32::MAX` and only inconclusive past
+    /// it: the log itself still answers exactly.
+    #[test]
+    fn latest_positions_past_u32_stay_exact_through_the_log() {
+        let mut rooms = Rooms::new();
+        let (a, b) = (room(&mut rooms, "!a:x"), room(&mut rooms, "!b:x"));
+        let big = u64::from(u32::MAX);
+        rooms.log_change(a, 7, UserIdx(1));
+        assert!(rooms.maybe_changed(a, 6));
+        assert!(!rooms.maybe_changed(a, 7));
+        assert!(!rooms.maybe_changed(b, 0), "no log, no change");
+        rooms.log_change(b, big + 5, UserIdx(2));
+        assert!(rooms.maybe_changed(b, 7));
+        assert!(
+            rooms.maybe_changed(b, big + 9),
+            "inconclusive past u32::MAX"
+        );
+        assert_eq!(rooms.changes(b, big + 9, big + 20).count(), 0);
+        assert_eq!(
+            rooms.changes(b, big + 4, big + 20).collect::<Vec<_>>(),
+            vec![UserIdx(2)]
+        );
+        assert!(
+            !rooms.maybe_changed(a, big + 9),
+            "below u32::MAX it stays exact"
+        );
     }
 }
