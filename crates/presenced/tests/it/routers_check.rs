@@ -35,6 +35,17 @@ async fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// The configurations `scripts/routers-check.sh` runs in CI, with their expected outcome.
+/// `presenced routers check -c CONFIG ARGS...` in `ws`: (exit code, stdout, stderr).
+async fn routers_check(
+    ws: &Workspace,
+    config: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut all = vec!["routers", "check", "-c", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    ws.run(&all).await
+}
+
 fn ci_configs() -> Vec<(PathBuf, bool)> {
     let mut configs: Vec<(PathBuf, bool)> =
         std::fs::read_dir(repo_root().join("tests/routers-check"))
@@ -118,18 +129,8 @@ async fn the_example_router_is_consistent_in_both_forms_and_merged() {
              config: {always_send_to_users: ['@all:other.example']}}}\n",
         ),
     );
-    let (code, stdout, stderr) = ws
-        .run(&[
-            "routers",
-            "check",
-            "-c",
-            config.to_str().unwrap(),
-            "--cases",
-            "200",
-            "--seed",
-            "5",
-        ])
-        .await;
+    let (code, stdout, stderr) =
+        routers_check(&ws, &config, &["--cases", "200", "--seed", "5"]).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     for line in [
         "modules[0] (example): consistent (200 batches, ",
@@ -140,18 +141,7 @@ async fn the_example_router_is_consistent_in_both_forms_and_merged() {
         assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
     }
     // The same seed tries the same cases.
-    let (_, again, _) = ws
-        .run(&[
-            "routers",
-            "check",
-            "-c",
-            config.to_str().unwrap(),
-            "--cases",
-            "200",
-            "--seed",
-            "5",
-        ])
-        .await;
+    let (_, again, _) = routers_check(&ws, &config, &["--cases", "200", "--seed", "5"]).await;
     assert_eq!(stdout, again);
 }
 
@@ -164,9 +154,7 @@ async fn a_refused_configuration_fails_as_check_config_does() {
         "bad.yaml",
         &config_yaml("modules: [{module: example, config: {always_send_to_users: '@a:test'}}]\n"),
     );
-    let (code, stdout, stderr) = ws
-        .run(&["routers", "check", "-c", bad.to_str().unwrap()])
-        .await;
+    let (code, stdout, stderr) = routers_check(&ws, &bad, &[]).await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
@@ -180,9 +168,7 @@ async fn a_refused_configuration_fails_as_check_config_does() {
     );
 
     let none = ws.write("none.yaml", &config_yaml(""));
-    let (code, stdout, _) = ws
-        .run(&["routers", "check", "-c", none.to_str().unwrap()])
-        .await;
+    let (code, stdout, _) = routers_check(&ws, &none, &[]).await;
     assert_eq!(code, 0);
     assert_eq!(
         stdout,
@@ -194,16 +180,8 @@ async fn a_refused_configuration_fails_as_check_config_does() {
         "{\"user_id\": \"@a:test\", \"presence\": \"here\"}\n",
     );
     let good = ws.write("good.yaml", &config_yaml("modules: [{module: example}]\n"));
-    let (code, _, stderr) = ws
-        .run(&[
-            "routers",
-            "check",
-            "-c",
-            good.to_str().unwrap(),
-            "--states",
-            states.to_str().unwrap(),
-        ])
-        .await;
+    let (code, _, stderr) =
+        routers_check(&ws, &good, &["--states", states.to_str().unwrap()]).await;
     assert_eq!(code, 1);
     assert!(
         stderr.contains("states.jsonl: line 1.presence: unknown presence state"),
@@ -252,16 +230,7 @@ mod python {
             ),
         ] {
             let config = ws.write("presenced.yaml", &inconsistent(legacy));
-            let (code, stdout, stderr) = ws
-                .run(&[
-                    "routers",
-                    "check",
-                    "-c",
-                    config.to_str().unwrap(),
-                    "--cases",
-                    "100",
-                ])
-                .await;
+            let (code, stdout, stderr) = routers_check(&ws, &config, &["--cases", "100"]).await;
             assert_eq!(code, 1, "{stdout}{stderr}");
             let not_sent = format!("disagreement in {label} (interested but not sent):");
             assert!(stdout.contains(&not_sent), "{not_sent:?} not in:\n{stdout}");
@@ -307,18 +276,12 @@ mod python {
             "{\"type\": \"m.presence\", \"sender\": \"@friend:test\", \
              \"content\": {\"presence\": \"unavailable\", \"status_msg\": \"away\"}}\n",
         );
-        let (code, stdout, stderr) = ws
-            .run(&[
-                "routers",
-                "check",
-                "-c",
-                config.to_str().unwrap(),
-                "--cases",
-                "0",
-                "--states",
-                states.to_str().unwrap(),
-            ])
-            .await;
+        let (code, stdout, stderr) = routers_check(
+            &ws,
+            &config,
+            &["--cases", "0", "--states", states.to_str().unwrap()],
+        )
+        .await;
         assert_eq!(code, 1, "{stdout}{stderr}");
         assert!(
             stdout.contains("  state: @friend:test unavailable, status \"away\"\n"),
